@@ -1,0 +1,405 @@
+//! One function per RFC 5321 4.1.1 command rule. Each takes the text after the verb.
+
+use nom::branch::alt;
+use nom::bytes::complete::{tag, tag_no_case, take_while1};
+use nom::character::complete::{digit1, space0, space1};
+use nom::combinator::{all_consuming, map_res, opt, value};
+use nom::sequence::preceded;
+use nom::{IResult, Parser};
+
+use super::{Command, HelloVerb};
+use crate::address;
+use crate::error::ParseError;
+use crate::extension::Parameters;
+
+impl<'a> Command<'a> {
+    /// Parses one command line, CRLF already removed.
+    ///
+    /// Verbs are case-insensitive (RFC 5321 2.4). Arguments must be UTF-8; whether non-ASCII
+    /// is allowed in this session is the server's call (RFC 6531), not the parser's.
+    pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
+        let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+        let (verb, rest) = line.split_at(verb_len);
+        let known = |v: &[u8]| verb.eq_ignore_ascii_case(v);
+        let args = || core::str::from_utf8(rest).map_err(|_| ParseError::Syntax("invalid UTF-8"));
+        // Ordered by how often each verb arrives in a mail transaction.
+        if known(b"RCPT") {
+            rcpt(args()?)
+        } else if known(b"MAIL") {
+            mail(args()?)
+        } else if known(b"DATA") {
+            no_args(args()?, Self::Data)
+        } else if known(b"EHLO") {
+            hello(HelloVerb::Ehlo, args()?)
+        } else if known(b"BDAT") {
+            bdat(args()?)
+        } else if known(b"RSET") {
+            no_args(args()?, Self::Rset)
+        } else if known(b"QUIT") {
+            no_args(args()?, Self::Quit)
+        } else if known(b"HELO") {
+            hello(HelloVerb::Helo, args()?)
+        } else if known(b"LHLO") {
+            hello(HelloVerb::Lhlo, args()?)
+        } else if known(b"NOOP") {
+            optional_string(args()?).map(Self::Noop)
+        } else if known(b"STARTTLS") {
+            no_args(args()?, Self::StartTls)
+        } else if known(b"AUTH") {
+            auth(args()?)
+        } else if known(b"VRFY") {
+            required_string(args()?).map(Self::Vrfy)
+        } else if known(b"EXPN") {
+            required_string(args()?).map(Self::Expn)
+        } else if known(b"HELP") {
+            optional_string(args()?).map(Self::Help)
+        } else {
+            Err(ParseError::UnknownCommand)
+        }
+    }
+}
+
+fn run<'a, O>(
+    input: &'a str,
+    parser: impl Parser<&'a str, Output = O, Error = nom::error::Error<&'a str>>,
+    what: &'static str,
+) -> Result<O, ParseError> {
+    all_consuming(parser)
+        .parse(input)
+        .map(|(_, o)| o)
+        .map_err(|_| ParseError::Syntax(what))
+}
+
+/// Text after a verb that takes no arguments: only trailing spaces, which some clients send.
+fn no_args<'a>(args: &str, cmd: Command<'a>) -> Result<Command<'a>, ParseError> {
+    if args.bytes().all(|b| b == b' ') {
+        Ok(cmd)
+    } else {
+        Err(ParseError::Syntax("no parameters allowed"))
+    }
+}
+
+/// `ehlo = "EHLO" SP ( Domain / address-literal ) CRLF`, `helo = "HELO" SP Domain CRLF`,
+/// and `"LHLO" SP Domain` (RFC 2033 4.1). See [`Command::Hello`] for why any visible word passes.
+fn hello(verb: HelloVerb, args: &str) -> Result<Command<'_>, ParseError> {
+    let visible = |c: char| c.is_ascii_graphic() || !c.is_ascii();
+    let domain = run(
+        args,
+        preceded(space1, (take_while1(visible), space0)),
+        "expected one domain",
+    )?
+    .0;
+    Ok(Command::Hello { verb, domain })
+}
+
+/// `mail = "MAIL FROM:" Reverse-path [SP Mail-parameters] CRLF` (RFC 5321 4.1.1.2).
+///
+/// A space after the colon is tolerated: RFC 5321 forbids it, but many clients send it and
+/// Postfix, Exim and Sendmail accept it.
+fn mail(args: &str) -> Result<Command<'_>, ParseError> {
+    let rest = keyword(args, "FROM:", "expected MAIL FROM:<reverse-path>")?;
+    let (reverse_path, params) = address::reverse_path(rest)?;
+    Ok(Command::Mail {
+        reverse_path,
+        params: esmtp_params(params)?,
+    })
+}
+
+/// `rcpt = "RCPT TO:" ( "<Postmaster@" Domain ">" / "<Postmaster>" / Forward-path )
+/// [SP Rcpt-parameters] CRLF` (RFC 5321 4.1.1.3).
+fn rcpt(args: &str) -> Result<Command<'_>, ParseError> {
+    let rest = keyword(args, "TO:", "expected RCPT TO:<forward-path>")?;
+    let (forward_path, params) = address::forward_path(rest)?;
+    Ok(Command::Rcpt {
+        forward_path,
+        params: esmtp_params(params)?,
+    })
+}
+
+/// `SP "FROM:"` or `SP "TO:"`, case-insensitive, and any spaces after the colon.
+fn keyword<'a>(
+    args: &'a str,
+    word: &'static str,
+    what: &'static str,
+) -> Result<&'a str, ParseError> {
+    let parsed: IResult<&str, _> = (tag(" "), tag_no_case(word), space0).parse(args);
+    parsed
+        .map(|(rest, _)| rest)
+        .map_err(|_| ParseError::Syntax(what))
+}
+
+/// `[SP Mail-parameters]`: empty, or a space and the parameters.
+fn esmtp_params(rest: &str) -> Result<Parameters<'_>, ParseError> {
+    if rest.is_empty() {
+        return Ok(Parameters::EMPTY);
+    }
+    match rest.strip_prefix(' ') {
+        Some(params) => Parameters::parse(params),
+        None => Err(ParseError::Syntax("expected a space before parameters")),
+    }
+}
+
+/// `bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CRLF`, `chunk-size = 1*DIGIT`,
+/// `end-marker = "LAST"` (RFC 3030 2).
+fn bdat(args: &str) -> Result<Command<'_>, ParseError> {
+    let size = map_res(digit1, str::parse::<u64>);
+    let last = opt(preceded(space1, tag_no_case("LAST"))).map(|l| l.is_some());
+    let (size, last) = run(
+        args,
+        preceded(space1, (size, last, space0)).map(|(s, l, _)| (s, l)),
+        "expected BDAT size [LAST]",
+    )?;
+    Ok(Command::Bdat { size, last })
+}
+
+/// `"AUTH" SP sasl-mech [SP initial-response]`, `sasl-mech = 1*20mech-char`,
+/// `initial-response = base64 / "="` (RFC 4954 4).
+fn auth(args: &str) -> Result<Command<'_>, ParseError> {
+    let mech_char = |c: char| {
+        c.is_ascii_uppercase()
+            || c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || c == '-'
+            || c == '_'
+    };
+    let b64_char = |c: char| c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '=';
+    let (mechanism, initial_response) = run(
+        args,
+        preceded(
+            space1,
+            (
+                take_while1(mech_char),
+                opt(preceded(
+                    space1,
+                    alt((value("=", tag("=")), take_while1(b64_char))),
+                )),
+                space0,
+            ),
+        )
+        .map(|(m, r, _)| (m, r)),
+        "expected AUTH mechanism [initial-response]",
+    )?;
+    if mechanism.len() > 20 {
+        return Err(ParseError::Syntax("mechanism name too long"));
+    }
+    Ok(Command::Auth {
+        mechanism,
+        initial_response,
+    })
+}
+
+/// `SP String` for VRFY and EXPN (RFC 5321 4.1.1.6, 4.1.1.7).
+fn required_string(args: &str) -> Result<&str, ParseError> {
+    match optional_string(args)? {
+        Some(s) => Ok(s),
+        None => Err(ParseError::Syntax("argument required")),
+    }
+}
+
+/// `[ SP String ]` for HELP and NOOP: the rest of the line, trimmed; printable text only.
+fn optional_string(args: &str) -> Result<Option<&str>, ParseError> {
+    let s = args.trim_matches(' ');
+    if !args.is_empty() && !args.starts_with(' ') {
+        return Err(ParseError::UnknownCommand);
+    }
+    if s.chars().any(|c| c.is_ascii_control() && c != '\t') {
+        return Err(ParseError::Syntax("control character in argument"));
+    }
+    Ok((!s.is_empty()).then_some(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::{ForwardPath, Mailbox, ReversePath};
+    use crate::extension::{BodyType, Parameter};
+
+    fn p(s: &str) -> Result<Command<'_>, ParseError> {
+        Command::parse(s.as_bytes())
+    }
+
+    #[test]
+    fn known_answers() {
+        let m = |s| Mailbox::parse(s).unwrap();
+        let rows: Vec<(&str, Command<'_>)> = vec![
+            (
+                "EHLO mx.example",
+                Command::Hello {
+                    verb: HelloVerb::Ehlo,
+                    domain: "mx.example",
+                },
+            ),
+            (
+                "ehlo [192.0.2.1]",
+                Command::Hello {
+                    verb: HelloVerb::Ehlo,
+                    domain: "[192.0.2.1]",
+                },
+            ),
+            (
+                "HELO WIN_PC ",
+                Command::Hello {
+                    verb: HelloVerb::Helo,
+                    domain: "WIN_PC",
+                },
+            ),
+            (
+                "LHLO lmtp.example",
+                Command::Hello {
+                    verb: HelloVerb::Lhlo,
+                    domain: "lmtp.example",
+                },
+            ),
+            (
+                "MAIL FROM:<a@b.example>",
+                Command::Mail {
+                    reverse_path: ReversePath::Mailbox(m("a@b.example")),
+                    params: Parameters::EMPTY,
+                },
+            ),
+            (
+                "mail from: <a@b.example>",
+                Command::Mail {
+                    reverse_path: ReversePath::Mailbox(m("a@b.example")),
+                    params: Parameters::EMPTY,
+                },
+            ),
+            (
+                "MAIL FROM:<>",
+                Command::Mail {
+                    reverse_path: ReversePath::Null,
+                    params: Parameters::EMPTY,
+                },
+            ),
+            (
+                "RCPT TO:<Postmaster>",
+                Command::Rcpt {
+                    forward_path: ForwardPath::Postmaster,
+                    params: Parameters::EMPTY,
+                },
+            ),
+            ("DATA", Command::Data),
+            ("data  ", Command::Data),
+            (
+                "BDAT 1000",
+                Command::Bdat {
+                    size: 1000,
+                    last: false,
+                },
+            ),
+            (
+                "BDAT 0 LAST",
+                Command::Bdat {
+                    size: 0,
+                    last: true,
+                },
+            ),
+            (
+                "bdat 12 last",
+                Command::Bdat {
+                    size: 12,
+                    last: true,
+                },
+            ),
+            ("RSET", Command::Rset),
+            ("VRFY Smith", Command::Vrfy("Smith")),
+            ("EXPN Example-People", Command::Expn("Example-People")),
+            ("HELP", Command::Help(None)),
+            ("HELP MAIL", Command::Help(Some("MAIL"))),
+            ("NOOP", Command::Noop(None)),
+            ("NOOP hello there", Command::Noop(Some("hello there"))),
+            ("QUIT", Command::Quit),
+            ("STARTTLS", Command::StartTls),
+            (
+                "AUTH LOGIN",
+                Command::Auth {
+                    mechanism: "LOGIN",
+                    initial_response: None,
+                },
+            ),
+            (
+                "AUTH PLAIN AHRlc3QAdGVzdA==",
+                Command::Auth {
+                    mechanism: "PLAIN",
+                    initial_response: Some("AHRlc3QAdGVzdA=="),
+                },
+            ),
+            (
+                "AUTH PLAIN =",
+                Command::Auth {
+                    mechanism: "PLAIN",
+                    initial_response: Some("="),
+                },
+            ),
+        ];
+        for (line, want) in rows {
+            assert_eq!(p(line), Ok(want), "{line}");
+        }
+        let Ok(Command::Mail { params, .. }) = p("MAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            params.iter().collect::<Vec<_>>(),
+            [Parameter::Size(10), Parameter::Body(BodyType::EightBitMime)]
+        );
+    }
+
+    #[test]
+    fn errors() {
+        let rows: &[(&str, ParseError)] = &[
+            ("", ParseError::UnknownCommand),
+            ("FOO bar", ParseError::UnknownCommand),
+            ("MAILX FROM:<>", ParseError::UnknownCommand),
+            ("EHLO", ParseError::Syntax("expected one domain")),
+            ("EHLO a b", ParseError::Syntax("expected one domain")),
+            ("EHLO a\u{1}b", ParseError::Syntax("expected one domain")),
+            ("DATA x", ParseError::Syntax("no parameters allowed")),
+            ("STARTTLS x", ParseError::Syntax("no parameters allowed")),
+            (
+                "MAIL TO:<a@b.example>",
+                ParseError::Syntax("expected MAIL FROM:<reverse-path>"),
+            ),
+            ("MAIL FROM:a@b.example", ParseError::Syntax("expected '<'")),
+            (
+                "MAIL FROM:<a@b.example>SIZE=1",
+                ParseError::Syntax("expected a space before parameters"),
+            ),
+            (
+                "MAIL FROM:<a@b.example> SIZE=x",
+                ParseError::InvalidParameter("SIZE value"),
+            ),
+            (
+                "RCPT TO:<a\0b@x.example>",
+                ParseError::Syntax("expected '@'"),
+            ),
+            ("BDAT", ParseError::Syntax("expected BDAT size [LAST]")),
+            ("BDAT x", ParseError::Syntax("expected BDAT size [LAST]")),
+            (
+                "BDAT 99999999999999999999999",
+                ParseError::Syntax("expected BDAT size [LAST]"),
+            ),
+            (
+                "BDAT 1 FIRST",
+                ParseError::Syntax("expected BDAT size [LAST]"),
+            ),
+            ("VRFY", ParseError::Syntax("argument required")),
+            (
+                "AUTH",
+                ParseError::Syntax("expected AUTH mechanism [initial-response]"),
+            ),
+            (
+                "AUTH PLAIN a b",
+                ParseError::Syntax("expected AUTH mechanism [initial-response]"),
+            ),
+        ];
+        for (line, want) in rows {
+            assert_eq!(p(line), Err(*want), "{line}");
+        }
+        assert_eq!(
+            Command::parse(b"MAIL FROM:<\xff@x>"),
+            Err(ParseError::Syntax("invalid UTF-8"))
+        );
+        assert_eq!(Command::parse(b"\xff\xfe"), Err(ParseError::UnknownCommand));
+    }
+}
