@@ -1,0 +1,266 @@
+//! `smtp-load`: command-line front end; the work is done in the library.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU64;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rustls::pki_types::ServerName;
+use smtp_load::tls::{self, Verification};
+use smtp_load::{IdleOptions, RunOptions, SizeDist, StartTls};
+use tokio::net::TcpListener;
+
+/// SMTP load generator and baseline server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send messages over concurrent sessions and report throughput, latency and errors.
+    Run(RunArgs),
+    /// Run the trivial baseline SMTP server (fixed replies, no storage).
+    BaselineServer {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: SocketAddr,
+    },
+    /// Hold many idle connections open and report the server's memory per connection.
+    Idle(IdleArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The SMTP server, as host:port.
+    #[arg(long)]
+    target: String,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 50)]
+    sessions: u32,
+    /// Messages to send in total.
+    #[arg(long, default_value_t = 1000)]
+    messages: u64,
+    /// Message size in bytes (suffixes k and m allowed).
+    #[arg(long, default_value = "1k", value_parser = smtp_load::body::parse_size)]
+    size: usize,
+    /// Message size distribution, e.g. 1k:70,64k:25,1m:5 (overrides --size).
+    #[arg(long)]
+    size_dist: Option<SizeDist>,
+    /// Messages per connection (1 = a new connection for every message). Default: one connection per
+    /// session for all its messages.
+    #[arg(long)]
+    per_connection: Option<NonZeroU64>,
+    /// Send MAIL, RCPT and DATA in one write (RFC 2920 PIPELINING).
+    #[arg(long)]
+    pipelining: bool,
+    /// Use BDAT <n> LAST (RFC 3030 CHUNKING) instead of DATA.
+    #[arg(long)]
+    bdat: bool,
+    /// Upgrade every connection with STARTTLS (needs --insecure-tls or --ca).
+    #[arg(long)]
+    starttls: bool,
+    /// Accept any server certificate (self-signed test servers only).
+    #[arg(long, requires = "starttls", conflicts_with = "ca")]
+    insecure_tls: bool,
+    /// PEM file of CA certificates to verify the server with.
+    #[arg(long, requires = "starttls")]
+    ca: Option<PathBuf>,
+    /// Name to verify the certificate against (default: the host part of --target).
+    #[arg(long, requires = "starttls")]
+    tls_name: Option<String>,
+    /// Stop the whole run after this many seconds.
+    #[arg(long)]
+    duration_limit: Option<u64>,
+    /// Timeout for every reply, in seconds.
+    #[arg(long, default_value_t = 30)]
+    read_timeout: u64,
+    /// Reverse path for MAIL FROM.
+    #[arg(long, default_value = "load@smtp-load.invalid")]
+    mail_from: String,
+    /// Recipient for RCPT TO (repeat for several recipients per message).
+    #[arg(long, default_value = "sink@localhost")]
+    rcpt: Vec<String>,
+    /// Domain sent with EHLO.
+    #[arg(long, default_value = "smtp-load.invalid")]
+    ehlo: String,
+    /// PID of the server process, to report its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Do not show the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    /// The SMTP server, as host:port.
+    #[arg(long)]
+    target: String,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    connections: u64,
+    /// Seconds to hold the connections after they are all open.
+    #[arg(long, default_value_t = 5)]
+    hold: u64,
+    /// PID of the server process, to measure its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Timeout for each connect and reply, in seconds.
+    #[arg(long, default_value_t = 30)]
+    read_timeout: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Do not show the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::BaselineServer { listen } => baseline(listen).await,
+        Command::Idle(args) => idle(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("smtp-load: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let (target, host) = resolve(&args.target)?;
+    check_pid(args.server_pid)?;
+    // Hundreds of sessions with --per-connection 1 churn through descriptors quickly.
+    smtp_load::idle::raise_nofile_limit();
+    let starttls = if args.starttls {
+        let verification = match (&args.ca, args.insecure_tls) {
+            (Some(path), _) => Verification::CaFile(path),
+            (None, true) => Verification::Insecure,
+            (None, false) => return Err("--starttls needs --ca FILE or --insecure-tls".into()),
+        };
+        let config = tls::client_config(verification).map_err(|e| e.to_string())?;
+        let name = args.tls_name.unwrap_or(host);
+        let server_name = ServerName::try_from(name.clone())
+            .map_err(|e| format!("invalid TLS name `{name}`: {e}"))?;
+        Some(StartTls {
+            config,
+            server_name,
+        })
+    } else {
+        None
+    };
+    let opts = RunOptions {
+        sessions: args.sessions.max(1),
+        messages: args.messages,
+        sizes: args.size_dist.unwrap_or_else(|| SizeDist::fixed(args.size)),
+        per_connection: args.per_connection,
+        pipelining: args.pipelining,
+        bdat: args.bdat,
+        starttls,
+        duration_limit: args.duration_limit.map(Duration::from_secs),
+        read_timeout: Duration::from_secs(args.read_timeout.max(1)),
+        ehlo_name: args.ehlo,
+        mail_from: args.mail_from,
+        rcpt_to: args.rcpt,
+        server_pid: args.server_pid,
+        progress: !args.no_progress && !args.json,
+        ..RunOptions::new(target)
+    };
+    let report = smtp_load::run(opts).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.all_accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn baseline(listen: SocketAddr) -> Result<ExitCode, String> {
+    smtp_load::idle::raise_nofile_limit();
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Scripts read the port from this first line, so it must reach them before any connection does.
+    println!("listening on {addr}");
+    tokio::select! {
+        result = smtp_load::baseline_server(listener) => result.map_err(|e| format!("accept: {e}"))?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn idle(args: IdleArgs) -> Result<ExitCode, String> {
+    let (target, _) = resolve(&args.target)?;
+    check_pid(args.server_pid)?;
+    let opts = IdleOptions {
+        connections: args.connections,
+        hold: Duration::from_secs(args.hold),
+        server_pid: args.server_pid,
+        read_timeout: Duration::from_secs(args.read_timeout.max(1)),
+        progress: !args.no_progress && !args.json,
+        ..IdleOptions::new(target)
+    };
+    let report = smtp_load::idle(opts).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{report}");
+    }
+    Ok(
+        if report.connections_established == report.connections_requested {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// Resolves `host:port` to its first address, and returns the host part for TLS name checks.
+fn resolve(target: &str) -> Result<(SocketAddr, String), String> {
+    let addr = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{target}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{target}` resolves to no address"))?;
+    let host = target
+        .rsplit_once(':')
+        .map_or(target, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok((addr, host))
+}
+
+fn check_pid(pid: Option<u32>) -> Result<(), String> {
+    match pid {
+        Some(pid) if smtp_load::procfs::cpu_seconds(Some(pid)).is_none() => Err(format!(
+            "no readable /proc/{pid}/stat: is --server-pid right?"
+        )),
+        _ => Ok(()),
+    }
+}
