@@ -1,0 +1,1040 @@
+//! The server's TOML configuration.
+//!
+//! [`Config::load`] reads a file, [`Config::from_str`] parses text and
+//! [`Config::default_embedded`] returns the built-in default (`config/default.toml`: listen on
+//! 127.0.0.1:2525, accept mail for every address at every domain into `./maildir`, never relay).
+//! All three go through the same steps: parse (unknown fields are errors, and parse errors
+//! name the line and column), fill in values that depend on the machine or on other fields,
+//! then validate the whole configuration, reporting every problem found, each naming the
+//! section it is in.
+//!
+//! Every field has a default, so an empty file is the same as the default configuration. The
+//! defaults, and where each number comes from, are documented on the fields below and in
+//! `config/example.toml`, which shows every option.
+//!
+//! [`Config::to_toml`] (and `Display`) prints the effective configuration, defaults included,
+//! for `smtpd check-config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{password, routing};
+
+/// The built-in default configuration file.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// A problem loading a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or does not match the schema. The message names the line and
+    /// column.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// The configuration parsed but is inconsistent; one message per problem.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole configuration; see the [module documentation](self).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server's host name, used in the greeting, the EHLO reply, `Received:` headers and
+    /// Maildir file names. Default: empty, meaning "detect" ([`detect_hostname`]); the loaded
+    /// configuration always holds the detected name.
+    #[serde(default)]
+    pub hostname: String,
+    /// Text after the host name in the `220` greeting. Default `"ESMTP"`: RFC 5321 §4.2 only
+    /// requires the greeting to start with the host name, and naming the software helps no one
+    /// but attackers.
+    #[serde(default = "default_banner")]
+    pub banner: String,
+    /// Sockets to listen on (`[[listener]]`). Default: one plain SMTP listener on
+    /// 127.0.0.1:2525, an unprivileged loopback port, so a fresh install is not an open port 25.
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// Certificate and key for STARTTLS and implicit TLS. Default: none (no TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Local domains and their mailboxes (`[[domain]]`). Default: none.
+    #[serde(default, rename = "domain")]
+    pub domains: Vec<Domain>,
+    /// Accounts for SMTP AUTH (`[[user]]`). Default: none.
+    #[serde(default, rename = "user")]
+    pub users: Vec<User>,
+    /// How recipients without a `[[domain]]` are treated.
+    #[serde(default)]
+    pub routing: Routing,
+    /// Where and how mail is stored.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// What to do with a bare LF (an LF not preceded by CR) in message data. Default `reject`.
+    #[serde(default)]
+    pub bare_lf: BareLf,
+    /// PROXY protocol settings.
+    #[serde(default)]
+    pub proxy: Proxy,
+    /// Log line format. Default `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// SMTP for receiving mail (RFC 5321), normally port 25. AUTH is not offered.
+    Smtp,
+    /// Message submission (RFC 6409), normally port 587: AUTH is required before MAIL.
+    Submission,
+    /// Submission over implicit TLS (RFC 8314), normally port 465: TLS starts on connect.
+    Smtps,
+    /// LMTP (RFC 2033), for delivery from another MTA: one reply per recipient after DATA.
+    Lmtp,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Socket address, e.g. `"0.0.0.0:25"` or `"[::]:587"`. Required.
+    pub address: SocketAddr,
+    /// Protocol. Default `smtp`.
+    #[serde(default = "default_kind")]
+    pub kind: ListenerKind,
+    /// For `smtp`, `submission` and `lmtp`: offer STARTTLS. For `smtps`: must not be `false`.
+    /// Default: `true` for `smtps` and when a `[tls]` section exists, `false` otherwise. The loaded
+    /// configuration always holds the effective value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Expect a PROXY protocol v1/v2 header (HAProxy) before SMTP, accepted only from
+    /// `[proxy] trusted` addresses. Default `false`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+impl Listener {
+    /// Whether TLS is used on this listener: STARTTLS offered, or implicit TLS for `smtps`.
+    #[must_use]
+    pub fn uses_tls(&self) -> bool {
+        self.kind == ListenerKind::Smtps || self.tls == Some(true)
+    }
+}
+
+/// `[tls]`: PEM files, read at startup. Relative paths are relative to the working directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, leaf first. Required.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key: PathBuf,
+}
+
+/// One `[[domain]]`: a local domain and who receives mail there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// The domain name, matched case-insensitively. Required.
+    pub name: String,
+    /// Local parts that have a Maildir at `<storage.maildir>/<domain>/<local part>/`.
+    /// Matched case-insensitively. Default: none.
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
+    /// Alias → targets. A target is a local part in this domain or `local@domain` in another
+    /// local domain, and may itself be an alias (chains up to
+    /// [`routing::MAX_ALIAS_DEPTH`] steps; loops are errors). Default: none.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Vec<String>>,
+    /// Where mail for unknown local parts goes (a mailbox or alias, written like an alias
+    /// target). Default: none, unknown local parts are refused with `550 5.1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_all: Option<String>,
+}
+
+/// One `[[user]]`: an account for SMTP AUTH.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Login name, compared exactly. Required.
+    pub name: String,
+    /// Argon2 PHC string from `smtpd hash-password`. Required.
+    pub password_hash: String,
+}
+
+impl fmt::Debug for User {
+    // The hash is not the password, but it is offline-crackable material: keep it out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `[routing]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// Treat every domain as local and give every address its own mailbox at
+    /// `<storage.maildir>/<domain>/<local part>/` (configured domains keep their own rules).
+    /// Default: `true` when there is no `[[domain]]`, `false` otherwise. The loaded
+    /// configuration always holds the effective value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wildcard: Option<bool>,
+}
+
+impl Routing {
+    /// The effective wildcard flag, given the configured domains.
+    #[must_use]
+    pub fn is_wildcard(&self, domains: &[Domain]) -> bool {
+        self.wildcard.unwrap_or(domains.is_empty())
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// Root of the mailboxes (`<maildir>/<domain>/<local part>/{tmp,new,cur}`). Default
+    /// `"./maildir"`.
+    #[serde(default = "default_maildir")]
+    pub maildir: PathBuf,
+    /// Count and discard messages instead of storing them, for load tests. Default `false`.
+    #[serde(default)]
+    pub sink: bool,
+    /// fsync each message and its `new/` directory before replying `250`. Turning it off
+    /// trades durability (mail acknowledged but lost on power failure, against RFC 5321
+    /// §6.1) for speed. Default `true`.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            maildir: default_maildir(),
+            sink: false,
+            fsync: true,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message accepted, in octets, advertised with SIZE (RFC 1870). Default 26214400
+    /// (25 MiB): the largest message the big mailbox providers accept, so larger mail would
+    /// bounce downstream anyway.
+    #[serde(default = "default_message_size")]
+    pub message_size: u64,
+    /// Recipients per message. Default 100: the minimum RFC 5321 §4.5.3.1.8 requires a server
+    /// to accept.
+    #[serde(default = "default_recipients")]
+    pub recipients: u32,
+    /// Longest command line, in octets including CRLF. Default 2048, Postfix's
+    /// `line_length_limit`: RFC 5321 §4.5.3.1.4 allows 512, but each extension (SIZE, BODY,
+    /// SMTPUTF8, DSN parameters) may add to it. Must be at least 512.
+    #[serde(default = "default_line_length")]
+    pub line_length: u32,
+    /// Protocol errors (bad syntax, bad sequence) before the session is closed with `421`.
+    /// Default 20, Postfix's `smtpd_hard_error_limit`.
+    #[serde(default = "default_errors")]
+    pub errors: u32,
+    /// NOOP, RSET, VRFY and HELP commands per session before it is closed. Default 100,
+    /// Postfix's `smtpd_junk_command_limit`.
+    #[serde(default = "default_junk_commands")]
+    pub junk_commands: u32,
+    /// Failed AUTH attempts before the session is closed. Default 3, Stalwart's
+    /// `session.auth.errors.total`: enough for typos, too few for guessing.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures: u32,
+    /// Messages accepted per session. Default 1000, Exim's `smtp_accept_max_per_connection`.
+    #[serde(default = "default_messages_per_session")]
+    pub messages_per_session: u32,
+    /// Concurrent connections across all listeners; more are refused with `421`. Default 1000:
+    /// Postfix runs at most 100 smtpd processes (`default_process_limit`); a task is far
+    /// cheaper than a process.
+    #[serde(default = "default_connections")]
+    pub connections: u32,
+    /// Concurrent connections from one IP address. Default 50, Postfix's
+    /// `smtpd_client_connection_count_limit`.
+    #[serde(default = "default_connections_per_ip")]
+    pub connections_per_ip: u32,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            message_size: default_message_size(),
+            recipients: default_recipients(),
+            line_length: default_line_length(),
+            errors: default_errors(),
+            junk_commands: default_junk_commands(),
+            auth_failures: default_auth_failures(),
+            messages_per_session: default_messages_per_session(),
+            connections: default_connections(),
+            connections_per_ip: default_connections_per_ip(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// `[limits.timeouts]`, in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Waiting for the next command. Default 300: RFC 5321 §4.5.3.2.7 asks a server to wait at
+    /// least 5 minutes.
+    #[serde(default = "default_command_timeout")]
+    pub command: u64,
+    /// Waiting for the next block of message data. Default 180: the client's "Data Block"
+    /// timeout of RFC 5321 §4.5.3.2.5 (3 minutes), mirrored.
+    #[serde(default = "default_data_block_timeout")]
+    pub data_block: u64,
+    /// Completing the TLS handshake. Default 60: a handshake takes a few round trips, and
+    /// waiting longer only holds a connection slot for a stalled or hostile peer.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake: u64,
+    /// Whole session, whatever is happening. Default 1800 (30 minutes): ample for many
+    /// messages at full size over a slow link, and a bound on connections that trickle a byte
+    /// just before each timeout.
+    #[serde(default = "default_session_timeout")]
+    pub session: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            command: default_command_timeout(),
+            data_block: default_data_block_timeout(),
+            tls_handshake: default_tls_handshake_timeout(),
+            session: default_session_timeout(),
+        }
+    }
+}
+
+impl Timeouts {
+    /// [`Timeouts::command`] as a `Duration`.
+    #[must_use]
+    pub fn command(&self) -> Duration {
+        Duration::from_secs(self.command)
+    }
+
+    /// [`Timeouts::data_block`] as a `Duration`.
+    #[must_use]
+    pub fn data_block(&self) -> Duration {
+        Duration::from_secs(self.data_block)
+    }
+
+    /// [`Timeouts::tls_handshake`] as a `Duration`.
+    #[must_use]
+    pub fn tls_handshake(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake)
+    }
+
+    /// [`Timeouts::session`] as a `Duration`.
+    #[must_use]
+    pub fn session(&self) -> Duration {
+        Duration::from_secs(self.session)
+    }
+}
+
+/// What to do with a bare LF in message data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLf {
+    /// Refuse the message (RFC 5321 §2.3.8 allows CR and LF only as CRLF). This shuts out the
+    /// "SMTP smuggling" class (CVE-2023-51764/51765/51766), where servers disagree on where
+    /// `<LF>.<LF>` ends a message. The default.
+    #[default]
+    Reject,
+    /// Accept, storing each bare LF as CRLF (Postfix 3.9's `smtpd_forbid_bare_newline =
+    /// normalize`). `<LF>.<LF>` still never ends the message.
+    Normalize,
+}
+
+/// `[proxy]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// Networks allowed to send a PROXY header, in CIDR notation (`"10.0.0.0/8"`; a bare
+    /// address means a single host). A connection from elsewhere on a `proxy_protocol`
+    /// listener is closed. Default: none.
+    #[serde(default, with = "cidr_list")]
+    pub trusted: Vec<IpNet>,
+}
+
+impl Proxy {
+    /// Whether `addr` may send a PROXY header.
+    #[must_use]
+    pub fn is_trusted(&self, addr: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&addr))
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines. The default.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+fn default_banner() -> String {
+    "ESMTP".to_owned()
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener {
+        address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+        kind: ListenerKind::Smtp,
+        tls: None,
+        proxy_protocol: false,
+    }]
+}
+
+fn default_kind() -> ListenerKind {
+    ListenerKind::Smtp
+}
+
+fn default_maildir() -> PathBuf {
+    PathBuf::from("./maildir")
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_message_size() -> u64 {
+    25 * 1024 * 1024
+}
+
+fn default_recipients() -> u32 {
+    100
+}
+
+fn default_line_length() -> u32 {
+    2048
+}
+
+fn default_errors() -> u32 {
+    20
+}
+
+fn default_junk_commands() -> u32 {
+    100
+}
+
+fn default_auth_failures() -> u32 {
+    3
+}
+
+fn default_messages_per_session() -> u32 {
+    1000
+}
+
+fn default_connections() -> u32 {
+    1000
+}
+
+fn default_connections_per_ip() -> u32 {
+    50
+}
+
+fn default_command_timeout() -> u64 {
+    300
+}
+
+fn default_data_block_timeout() -> u64 {
+    180
+}
+
+fn default_tls_handshake_timeout() -> u64 {
+    60
+}
+
+fn default_session_timeout() -> u64 {
+    1800
+}
+
+/// The shortest command line RFC 5321 §4.5.3.1.4 lets a server accept.
+const MIN_LINE_LENGTH: u32 = 512;
+
+/// (De)serializes CIDR lists as strings, with errors that show the accepted forms.
+mod cidr_list {
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub(super) fn serialize<S: Serializer>(
+        nets: &[IpNet],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(nets.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<IpNet>, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        texts
+            .iter()
+            .map(|text| parse(text).map_err(de::Error::custom))
+            .collect()
+    }
+
+    fn parse(text: &str) -> Result<IpNet, String> {
+        let net = match text.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => match text.parse::<std::net::IpAddr>() {
+                Ok(addr) => IpNet::from(addr),
+                Err(_) => {
+                    return Err(format!(
+                        "`{text}` is not a network in CIDR notation (like \"10.0.0.0/8\" or \"2001:db8::/32\") or an IP address"
+                    ));
+                }
+            },
+        };
+        if net.trunc() != net {
+            // Host bits set usually means a typo in the prefix length or the address.
+            return Err(format!(
+                "`{text}` has host bits set; did you mean \"{}\"?",
+                net.trunc()
+            ));
+        }
+        Ok(net)
+    }
+}
+
+/// The machine's host name: `/proc/sys/kernel/hostname` (Linux), else `/etc/hostname`, else
+/// `localhost`.
+#[must_use]
+pub fn detect_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_owned())
+        .find(|name| is_valid_hostname(name))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Whether `name` can be used as our host name in SMTP: dot-separated labels of letters,
+/// digits and hyphens (RFC 5321 §4.1.2 `Domain`), 1 to 63 octets each, 253 octets in all.
+#[must_use]
+pub fn is_valid_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl Config {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_str(&text)
+    }
+
+    /// Parses and checks configuration text.
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "also offered as FromStr; this reads better"
+    )]
+    pub fn from_str(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text)?;
+        config.fill_in();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in default configuration, `config/default.toml`.
+    #[must_use]
+    pub fn default_embedded() -> Self {
+        Self::from_str(DEFAULT_CONFIG)
+            .unwrap_or_else(|e| panic!("the embedded default configuration is invalid: {e}"))
+    }
+
+    /// The effective configuration as TOML, defaults included; parsing it gives this
+    /// configuration back.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        // Every type here serializes to TOML: no maps with non-string keys, no values after
+        // tables within one struct that toml cannot reorder.
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| panic!("configuration does not serialize as TOML: {e}"))
+    }
+
+    /// Replaces "detect" and "depends" defaults by their effective values, so that
+    /// [`Config::to_toml`] shows what the server will do.
+    fn fill_in(&mut self) {
+        if self.hostname.is_empty() {
+            self.hostname = detect_hostname();
+        }
+        let has_tls = self.tls.is_some();
+        for listener in &mut self.listeners {
+            if listener.tls.is_none() {
+                listener.tls = Some(has_tls || listener.kind == ListenerKind::Smtps);
+            }
+        }
+        if self.routing.wildcard.is_none() {
+            self.routing.wildcard = Some(self.domains.is_empty());
+        }
+    }
+
+    /// Checks consistency, collecting every problem.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if !is_valid_hostname(&self.hostname) {
+            problems.push(format!(
+                "hostname `{}` is not a valid domain name (letters, digits, `-` and `.` only)",
+                self.hostname
+            ));
+        }
+        if self.banner.contains(['\r', '\n']) {
+            problems.push("banner must not contain line breaks".to_owned());
+        }
+        self.validate_listeners(&mut problems);
+        if let Some(tls) = &self.tls {
+            if tls.cert.as_os_str().is_empty() {
+                problems.push("tls.cert is empty".to_owned());
+            }
+            if tls.key.as_os_str().is_empty() {
+                problems.push("tls.key is empty".to_owned());
+            }
+        }
+        self.validate_users(&mut problems);
+        let wildcard = self.routing.is_wildcard(&self.domains);
+        if !wildcard && self.domains.is_empty() {
+            problems.push(
+                "no local domain: add a [[domain]] section or set routing.wildcard = true"
+                    .to_owned(),
+            );
+        }
+        if let Err(e) = routing::Router::new(wildcard, &self.domains) {
+            problems.push(format!("[[domain]]: {e}"));
+        }
+        if !self.storage.sink && self.storage.maildir.as_os_str().is_empty() {
+            problems.push("storage.maildir is empty".to_owned());
+        }
+        self.validate_limits(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    fn validate_listeners(&self, problems: &mut Vec<String>) {
+        if self.listeners.is_empty() {
+            problems.push("no [[listener]]: the server would accept no connection".to_owned());
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let name =
+                format!("listener[{i}] ({} {:?})", listener.address, listener.kind).to_lowercase();
+            if self.listeners[..i]
+                .iter()
+                .any(|other| other.address == listener.address)
+            {
+                problems.push(format!("{name}: address already used by another listener"));
+            }
+            if listener.uses_tls() && self.tls.is_none() {
+                problems.push(format!(
+                    "{name}: TLS needs a [tls] section with cert and key"
+                ));
+            }
+            if listener.kind == ListenerKind::Smtps && listener.tls == Some(false) {
+                problems.push(format!(
+                    "{name}: smtps is implicit TLS, tls = false is contradictory"
+                ));
+            }
+            if matches!(
+                listener.kind,
+                ListenerKind::Submission | ListenerKind::Smtps
+            ) && self.users.is_empty()
+            {
+                problems.push(format!(
+                    "{name}: submission requires AUTH, add at least one [[user]] (see `smtpd hash-password`)"
+                ));
+            }
+            if listener.proxy_protocol && self.proxy.trusted.is_empty() {
+                problems.push(format!(
+                    "{name}: proxy_protocol = true needs [proxy] trusted networks, otherwise every connection is refused"
+                ));
+            }
+        }
+    }
+
+    fn validate_users(&self, problems: &mut Vec<String>) {
+        for (i, user) in self.users.iter().enumerate() {
+            if user.name.is_empty() {
+                problems.push(format!("user[{i}]: name is empty"));
+            }
+            if self.users[..i].iter().any(|other| other.name == user.name) {
+                problems.push(format!("user[{i}] `{}`: defined twice", user.name));
+            }
+            if let Err(e) = password::check_phc(&user.password_hash) {
+                problems.push(format!("user[{i}] `{}`: password_hash: {e}", user.name));
+            }
+        }
+    }
+
+    fn validate_limits(&self, problems: &mut Vec<String>) {
+        let limits = &self.limits;
+        let counts = [
+            ("message_size", limits.message_size),
+            ("recipients", u64::from(limits.recipients)),
+            ("errors", u64::from(limits.errors)),
+            ("junk_commands", u64::from(limits.junk_commands)),
+            ("auth_failures", u64::from(limits.auth_failures)),
+            (
+                "messages_per_session",
+                u64::from(limits.messages_per_session),
+            ),
+            ("connections", u64::from(limits.connections)),
+            ("connections_per_ip", u64::from(limits.connections_per_ip)),
+            ("timeouts.command", limits.timeouts.command),
+            ("timeouts.data_block", limits.timeouts.data_block),
+            ("timeouts.tls_handshake", limits.timeouts.tls_handshake),
+            ("timeouts.session", limits.timeouts.session),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                problems.push(format!("limits.{name} must be greater than 0"));
+            }
+        }
+        if limits.line_length < MIN_LINE_LENGTH {
+            problems.push(format!(
+                "limits.line_length must be at least {MIN_LINE_LENGTH} (RFC 5321 4.5.3.1.4), got {}",
+                limits.line_length
+            ));
+        }
+        if limits.connections_per_ip > limits.connections {
+            problems.push(format!(
+                "limits.connections_per_ip ({}) exceeds limits.connections ({})",
+                limits.connections_per_ip, limits.connections
+            ));
+        }
+        // Ten years: longer is a typo (milliseconds?) and would overflow deadline arithmetic
+        // on some platforms.
+        const MAX_TIMEOUT: u64 = 10 * 365 * 24 * 3600;
+        for (name, value) in [
+            ("command", limits.timeouts.command),
+            ("data_block", limits.timeouts.data_block),
+            ("tls_handshake", limits.timeouts.tls_handshake),
+            ("session", limits.timeouts.session),
+        ] {
+            if value > MAX_TIMEOUT {
+                problems.push(format!(
+                    "limits.timeouts.{name} = {value} seconds is more than ten years"
+                ));
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Config {
+    type Err = ConfigError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::from_str(text)
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_toml())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../config/example.toml");
+
+    fn invalid(text: &str) -> Vec<String> {
+        match Config::from_str(text) {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn parse_error(text: &str) -> String {
+        match Config::from_str(text) {
+            Err(e @ ConfigError::Parse(_)) => e.to_string(),
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_config_parses_and_matches_the_serde_defaults() {
+        let config = Config::default_embedded();
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(
+            config.listeners[0].address,
+            "127.0.0.1:2525".parse().unwrap()
+        );
+        assert_eq!(config.listeners[0].kind, ListenerKind::Smtp);
+        assert_eq!(config.listeners[0].tls, Some(false));
+        assert!(is_valid_hostname(&config.hostname), "{}", config.hostname);
+        assert_eq!(config.routing.wildcard, Some(true));
+        assert_eq!(config.storage, Storage::default());
+        assert!(config.storage.fsync);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.bare_lf, BareLf::Reject);
+        // An empty file means "all defaults", and the default file says so explicitly.
+        assert_eq!(Config::from_str("").unwrap(), config);
+        assert_eq!("".parse::<Config>().unwrap(), config);
+    }
+
+    #[test]
+    fn default_config_accepts_any_address_and_never_relays() {
+        let config = Config::default_embedded();
+        let router = routing::Router::from_config(&config).unwrap();
+        assert!(matches!(
+            router.resolve("anyone", "anywhere.test"),
+            routing::Resolution::Local(_)
+        ));
+    }
+
+    #[test]
+    fn example_config_parses_with_every_section() {
+        let config = Config::from_str(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.hostname, "mx.example.org");
+        let kinds: Vec<_> = config.listeners.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ListenerKind::Smtp,
+                ListenerKind::Submission,
+                ListenerKind::Smtps,
+                ListenerKind::Lmtp
+            ]
+        );
+        assert!(config.listeners.iter().all(|l| l.tls.is_some()));
+        assert!(config.tls.is_some());
+        assert_eq!(config.domains.len(), 2);
+        assert_eq!(config.users.len(), 1);
+        assert_eq!(config.routing.wildcard, Some(false));
+        assert!(config.proxy.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(config.proxy.is_trusted("192.0.2.7".parse().unwrap()));
+        assert!(!config.proxy.is_trusted("192.0.2.8".parse().unwrap()));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.bare_lf, BareLf::Normalize);
+        let router = routing::Router::from_config(&config).unwrap();
+        assert!(
+            matches!(router.resolve("info", "example.org"), routing::Resolution::Local(p) if p.len() == 2)
+        );
+        assert_eq!(
+            router.resolve("x", "elsewhere.test"),
+            routing::Resolution::NotLocal
+        );
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        for text in [DEFAULT_CONFIG, EXAMPLE] {
+            let config = Config::from_str(text).unwrap();
+            let printed = config.to_toml();
+            let reparsed = Config::from_str(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+            assert_eq!(reparsed, config, "{printed}");
+            assert_eq!(config.to_string(), printed);
+        }
+    }
+
+    #[test]
+    fn unknown_field_error_names_field_and_line() {
+        let message =
+            parse_error("hostname = \"mx.test\"\n\n[storage]\nmaildir = \"/m\"\nfsnyc = false\n");
+        assert!(message.contains("fsnyc"), "{message}");
+        assert!(message.contains("line 5"), "{message}");
+        let nested = parse_error("[[listener]]\naddress = \"127.0.0.1:25\"\nport = 25\n");
+        assert!(
+            nested.contains("port") && nested.contains("line 3"),
+            "{nested}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_parse_errors_with_position() {
+        let kind = parse_error("[[listener]]\naddress = \"127.0.0.1:25\"\nkind = \"pop3\"\n");
+        assert!(kind.contains("pop3") && kind.contains("line 3"), "{kind}");
+        let address = parse_error("[[listener]]\naddress = \"localhost:25\"\n");
+        assert!(address.contains("line 2"), "{address}");
+    }
+
+    #[test]
+    fn invalid_cidr_is_rejected_with_its_text() {
+        let message = parse_error("[proxy]\ntrusted = [\"10.0.0.0/8\", \"10.0.0/8\"]\n");
+        assert!(
+            message.contains("10.0.0/8") && message.contains("CIDR") && message.contains("line 2"),
+            "{message}"
+        );
+        let host_bits = parse_error("[proxy]\ntrusted = [\"10.1.2.3/8\"]\n");
+        assert!(host_bits.contains("10.0.0.0/8"), "{host_bits}");
+        let config =
+            Config::from_str("[proxy]\ntrusted = [\"192.0.2.1\", \"2001:db8::/32\"]\n").unwrap();
+        assert!(config.proxy.is_trusted("2001:db8::1".parse().unwrap()));
+        assert!(!config.proxy.is_trusted("192.0.2.2".parse().unwrap()));
+    }
+
+    #[test]
+    fn smtps_without_tls_is_rejected() {
+        let users = format!(
+            "[[user]]\nname = \"a\"\npassword_hash = \"{}\"\n",
+            password::hash_password_with(b"pw", password::test_params()).unwrap()
+        );
+        let problems = invalid(&format!(
+            "[[listener]]\naddress = \"127.0.0.1:465\"\nkind = \"smtps\"\n{users}"
+        ));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("listener[0]") && problems[0].contains("[tls]"),
+            "{problems:?}"
+        );
+        let starttls = invalid("[[listener]]\naddress = \"127.0.0.1:25\"\ntls = true\n");
+        assert!(starttls[0].contains("[tls]"), "{starttls:?}");
+    }
+
+    #[test]
+    fn submission_requires_users_and_proxy_requires_trusted() {
+        let problems = invalid(
+            "[[listener]]\naddress = \"127.0.0.1:587\"\nkind = \"submission\"\nproxy_protocol = true\n",
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("[[user]]")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("[proxy]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let problems = invalid(
+            "hostname = \"bad host\"\nbanner = \"a\\r\\nb\"\n[[domain]]\nname = \"d.test\"\naliases = { x = [\"nobody\"] }\n\
+             [limits]\nline_length = 100\nerrors = 0\n[[user]]\nname = \"u\"\npassword_hash = \"plain\"\n",
+        );
+        let expect = [
+            "hostname",
+            "banner",
+            "nobody",
+            "line_length",
+            "limits.errors",
+            "password_hash",
+        ];
+        for needle in expect {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle} missing from {problems:?}"
+            );
+        }
+        assert_eq!(problems.len(), expect.len(), "{problems:?}");
+        let message = ConfigError::Invalid(problems).to_string();
+        assert!(
+            message.starts_with("invalid configuration:\n  - "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn domains_switch_off_wildcard_unless_asked() {
+        let strict =
+            Config::from_str("[[domain]]\nname = \"d.test\"\nmailboxes = [\"a\"]\n").unwrap();
+        assert_eq!(strict.routing.wildcard, Some(false));
+        let both = Config::from_str("[routing]\nwildcard = true\n[[domain]]\nname = \"d.test\"\n")
+            .unwrap();
+        assert_eq!(both.routing.wildcard, Some(true));
+        let none = invalid("[routing]\nwildcard = false\n");
+        assert!(none[0].contains("no local domain"), "{none:?}");
+    }
+
+    #[test]
+    fn duplicate_listener_addresses_are_rejected() {
+        let problems = invalid(
+            "[[listener]]\naddress = \"127.0.0.1:25\"\n[[listener]]\naddress = \"127.0.0.1:25\"\nkind = \"lmtp\"\n",
+        );
+        assert!(
+            problems[0].contains("listener[1]") && problems[0].contains("already used"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn load_reads_files_and_names_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smtpd.toml");
+        std::fs::write(&path, "banner = \"hello\"\n").unwrap();
+        assert_eq!(Config::load(&path).unwrap().banner, "hello");
+        let missing = Config::load(dir.path().join("nope.toml")).unwrap_err();
+        assert!(
+            matches!(missing, ConfigError::Io { .. }) && missing.to_string().contains("nope.toml"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn hostname_validation() {
+        for good in ["localhost", "mx.example.org", "a-b.c1"] {
+            assert!(is_valid_hostname(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            "a b",
+            &"a".repeat(64),
+            "exa\u{e9}mple",
+        ] {
+            assert!(!is_valid_hostname(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_debug_hides_the_hash() {
+        let user = User {
+            name: "a".to_owned(),
+            password_hash: "$argon2id$secret".to_owned(),
+        };
+        assert!(!format!("{user:?}").contains("secret"));
+    }
+}

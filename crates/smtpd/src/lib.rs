@@ -1,0 +1,15 @@
+//! smtpd: a mail server that receives mail over SMTP and LMTP and stores it in Maildir
+//! mailboxes for an IMAP server such as Dovecot to read. It never relays.
+//!
+//! The library holds the parts of the server that do not speak SMTP:
+//!
+//! - [`config`]: the TOML configuration, its defaults and its validation;
+//! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
+//!   directory names;
+//! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
+//! - [`password`]: Argon2 password hashes for SMTP AUTH accounts.
+
+pub mod config;
+pub mod maildir;
+pub mod password;
+pub mod routing;

@@ -1,0 +1,822 @@
+//! Message storage: streaming Maildir delivery, and a sink for load tests.
+//!
+//! # Maildir delivery
+//!
+//! Each mailbox is a Maildir (`<root>/<domain>/<local part>/{tmp,new,cur}`) as Dovecot and
+//! other IMAP servers read it. One message for several recipients is written once and
+//! hard-linked into each mailbox:
+//!
+//! 1. [`MaildirStore::begin`] creates a uniquely named file in the first recipient's `tmp/`
+//!    (`<secs>.M<usecs>P<pid>Q<counter>.<host>`, the name format of the Maildir specification)
+//!    and writes the prepended header lines.
+//! 2. [`MessageWriter::write_chunk`] appends body chunks as they arrive, through a 64 KiB
+//!    buffer: the message is never held in memory whole.
+//! 3. [`MessageWriter::commit`] fsyncs the file, links it into every recipient's `new/` as
+//!    `<unique>,S=<size>` (copying through that mailbox's `tmp/` when a link is impossible, for
+//!    example across file systems), fsyncs every `new/` directory, then removes the `tmp/` name.
+//!
+//! `commit` returns `Ok` only when every copy is durable, so the server may then answer `250`.
+//! On any error it removes what it had already put in `new/` and returns the error (answer
+//! `451 4.3.0`): a mailbox never sees a half-written message, and a retried message is not
+//! delivered twice to some recipients. A writer that is dropped or aborted removes its `tmp/`
+//! file.
+//!
+//! Everything here is blocking file IO. An async server should call `begin`, `commit` and
+//! `abort` from a blocking thread (`tokio::task::spawn_blocking` or `block_in_place`);
+//! `write_chunk` only copies into the buffer until 64 KiB have accumulated, then writes them.
+//!
+//! # Sink
+//!
+//! [`SinkStore`] accepts and counts messages and writes nothing, for `--sink` load tests.
+//! [`Store`] holds either, so the server uses one type.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config;
+use crate::routing::MailboxPath;
+
+/// Size of the write buffer: large enough that a typical message takes a few `write` calls, small
+/// enough that thousands of concurrent deliveries stay cheap.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// Attempts at finding an unused file name in `tmp/`. A clash needs another process with our
+/// PID on the same host name in the same microsecond, so a second attempt always suffices in
+/// practice; the bound only turns a broken clock or file system into an error instead of a loop.
+const NAME_ATTEMPTS: usize = 8;
+
+/// Per-process delivery counter, the `Q` part of unique names. Shared by all stores so that two
+/// stores in one process cannot produce the same name.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// What a successful delivery produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryReceipt {
+    /// The message's unique name (without the `,S=` size), usable as a queue ID in logs.
+    pub id: String,
+    /// Bytes stored: prepended headers plus body.
+    pub size: u64,
+    /// The file in each recipient's `new/`, in recipient order. Empty for the sink.
+    pub paths: Vec<PathBuf>,
+}
+
+/// Where accepted messages go: Maildirs or the sink.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// Deliver into Maildirs.
+    Maildir(MaildirStore),
+    /// Count and discard.
+    Sink(SinkStore),
+}
+
+impl Store {
+    /// The store described by `[storage]`. `hostname` goes into Maildir file names.
+    #[must_use]
+    pub fn from_config(storage: &config::Storage, hostname: &str) -> Self {
+        if storage.sink {
+            Self::Sink(SinkStore::new())
+        } else {
+            Self::Maildir(
+                MaildirStore::new(&storage.maildir)
+                    .with_hostname(hostname)
+                    .with_fsync(storage.fsync),
+            )
+        }
+    }
+
+    /// Starts a message for `recipients`, writing `prepend` (for example `Received:` and
+    /// `Return-Path:` header lines, CRLF-terminated) first.
+    pub fn begin(&self, prepend: &[u8], recipients: &[MailboxPath]) -> io::Result<MessageWriter> {
+        match self {
+            Self::Maildir(store) => store.begin(prepend, recipients),
+            Self::Sink(store) => Ok(store.begin(prepend)),
+        }
+    }
+}
+
+/// Maildir delivery under one root directory; see the [module documentation](self).
+///
+/// Cloning is cheap and clones share their settings.
+#[derive(Debug, Clone)]
+pub struct MaildirStore {
+    inner: Arc<StoreSettings>,
+}
+
+#[derive(Debug)]
+struct StoreSettings {
+    root: PathBuf,
+    /// Already escaped for use in file names.
+    hostname: String,
+    fsync: bool,
+}
+
+impl MaildirStore {
+    /// A store with mailboxes under `root`, fsync on, and the machine's host name
+    /// ([`config::detect_hostname`]) in file names.
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(StoreSettings {
+                root: root.into(),
+                hostname: escape_hostname(&config::detect_hostname()),
+                fsync: true,
+            }),
+        }
+    }
+
+    /// Uses `hostname` in file names (escaped as the Maildir specification asks).
+    #[must_use]
+    pub fn with_hostname(self, hostname: &str) -> Self {
+        self.with_settings(|s| s.hostname = escape_hostname(hostname))
+    }
+
+    /// Turns fsync of files and directories on or off. Off means a crash can lose mail that was
+    /// acknowledged; use it only for benchmarks.
+    #[must_use]
+    pub fn with_fsync(self, fsync: bool) -> Self {
+        self.with_settings(|s| s.fsync = fsync)
+    }
+
+    fn with_settings(self, change: impl FnOnce(&mut StoreSettings)) -> Self {
+        let mut settings = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| StoreSettings {
+            root: shared.root.clone(),
+            hostname: shared.hostname.clone(),
+            fsync: shared.fsync,
+        });
+        change(&mut settings);
+        Self {
+            inner: Arc::new(settings),
+        }
+    }
+
+    /// The directory holding all mailboxes.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The Maildir of `mailbox`.
+    #[must_use]
+    pub fn maildir(&self, mailbox: &MailboxPath) -> PathBuf {
+        self.inner.root.join(mailbox.relative_path())
+    }
+
+    /// Starts a message for `recipients` (duplicates are delivered once), writing `prepend`
+    /// first. Creates the first recipient's Maildir if it does not exist yet.
+    pub fn begin(&self, prepend: &[u8], recipients: &[MailboxPath]) -> io::Result<MessageWriter> {
+        let mut unique_recipients: Vec<MailboxPath> = Vec::with_capacity(recipients.len());
+        for recipient in recipients {
+            if !unique_recipients.contains(recipient) {
+                unique_recipients.push(recipient.clone());
+            }
+        }
+        let Some(first) = unique_recipients.first() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a message needs at least one recipient",
+            ));
+        };
+        let maildir = self.maildir(first);
+        let (id, tmp_path, file) = self.create_unique(&maildir)?;
+        let mut writer = MaildirWriter {
+            store: Arc::clone(&self.inner),
+            recipients: unique_recipients,
+            id,
+            tmp_path,
+            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            size: 0,
+            poisoned: false,
+        };
+        writer.write(prepend)?;
+        Ok(MessageWriter {
+            inner: WriterKind::Maildir(writer),
+        })
+    }
+
+    /// Creates a new file in `maildir/tmp/` under a fresh unique name, creating the Maildir
+    /// if needed.
+    fn create_unique(&self, maildir: &Path) -> io::Result<(String, PathBuf, File)> {
+        let tmp_dir = maildir.join("tmp");
+        let mut created_maildir = false;
+        let mut last_error = None;
+        for _ in 0..NAME_ATTEMPTS {
+            let id = self.unique_name();
+            let path = tmp_dir.join(&id);
+            match create_new_file(&path) {
+                Ok(file) => return Ok((id, path, file)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !created_maildir => {
+                    create_maildir(maildir)?;
+                    created_maildir = true;
+                    last_error = Some(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("no unique file name found")))
+    }
+
+    /// `<secs>.M<usecs>P<pid>Q<counter>.<hostname>`: unique per host as long as the clock does
+    /// not go back by more than the counter's spread within one PID's lifetime.
+    fn unique_name(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{}.M{}P{}Q{}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            self.inner.hostname
+        )
+    }
+}
+
+/// Escapes a host name for Maildir file names: `/` and `:` as the Maildir specification asks
+/// (`\057`, `\072`), and `,` (`\054`), which would end the name for Maildir++ readers that parse
+/// `,S=`. `\` is escaped too (`\134`) so the escaping stays unambiguous.
+fn escape_hostname(hostname: &str) -> String {
+    let mut out = String::with_capacity(hostname.len());
+    for c in hostname.chars() {
+        match c {
+            '/' => out.push_str("\\057"),
+            ':' => out.push_str("\\072"),
+            ',' => out.push_str("\\054"),
+            '\\' => out.push_str("\\134"),
+            c if c.is_control() => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        "localhost".to_owned()
+    } else {
+        out
+    }
+}
+
+/// Creates `maildir/{tmp,new,cur}` and missing parents with mode 0700: mail is private.
+fn create_maildir(maildir: &Path) -> io::Result<()> {
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    for sub in ["tmp", "new", "cur"] {
+        builder.create(maildir.join(sub))?;
+    }
+    Ok(())
+}
+
+/// Opens a new file for writing, failing if it exists, with mode 0600.
+fn create_new_file(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Makes a directory's entries durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Streams one message into a store; see [`MaildirStore::begin`] and [`Store::begin`].
+///
+/// Dropping a writer without [`commit`](Self::commit) aborts the message.
+#[derive(Debug)]
+pub struct MessageWriter {
+    inner: WriterKind,
+}
+
+#[derive(Debug)]
+enum WriterKind {
+    Maildir(MaildirWriter),
+    Sink(SinkWriter),
+}
+
+impl MessageWriter {
+    /// Appends a chunk of the message. After an error the message can only be aborted:
+    /// [`commit`](Self::commit) will fail.
+    pub fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            WriterKind::Maildir(writer) => writer.write(chunk),
+            WriterKind::Sink(writer) => {
+                writer.size += chunk.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// Bytes written so far, prepended headers included.
+    #[must_use]
+    pub fn size(&self) -> u64 {
+        match &self.inner {
+            WriterKind::Maildir(writer) => writer.size,
+            WriterKind::Sink(writer) => writer.size,
+        }
+    }
+
+    /// Makes the message durable in every recipient's mailbox. `Ok` means every copy is on
+    /// disk; `Err` means no mailbox has it.
+    pub fn commit(self) -> io::Result<DeliveryReceipt> {
+        match self.inner {
+            WriterKind::Maildir(writer) => writer.commit(),
+            WriterKind::Sink(writer) => Ok(writer.commit()),
+        }
+    }
+
+    /// Discards the message, removing its temporary file.
+    pub fn abort(self) {
+        // Dropping does the work; this method names the intent at the call site.
+        drop(self);
+    }
+}
+
+#[derive(Debug)]
+struct MaildirWriter {
+    store: Arc<StoreSettings>,
+    recipients: Vec<MailboxPath>,
+    id: String,
+    tmp_path: PathBuf,
+    /// `None` once the file has been handed to `commit`.
+    file: Option<BufWriter<File>>,
+    size: u64,
+    /// Set when a write failed: the file's content is then unknown.
+    poisoned: bool,
+}
+
+impl MaildirWriter {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.poisoned {
+            return Err(poisoned());
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("message already committed"));
+        };
+        if let Err(e) = file.write_all(chunk) {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn commit(mut self) -> io::Result<DeliveryReceipt> {
+        if self.poisoned {
+            return Err(poisoned());
+        }
+        let Some(buffered) = self.file.take() else {
+            return Err(io::Error::other("message already committed"));
+        };
+        let file = buffered
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        if self.store.fsync {
+            file.sync_all()?;
+        }
+        drop(file);
+
+        let final_name = format!("{},S={}", self.id, self.size);
+        let mut delivered = Vec::with_capacity(self.recipients.len());
+        if let Err(e) = self.deliver_all(&final_name, &mut delivered) {
+            for path in &delivered {
+                // Best effort: the error being returned matters more than a failed cleanup,
+                // and the file is complete, so a survivor is a duplicate, not a corrupt message.
+                let _ = fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        // The message is durable in every `new/`; the `tmp/` name is garbage now. A failure to
+        // remove it leaves a stray file that Maildir readers clean up after 36 hours.
+        let _ = fs::remove_file(&self.tmp_path);
+        self.tmp_path = PathBuf::new();
+        Ok(DeliveryReceipt {
+            id: std::mem::take(&mut self.id),
+            size: self.size,
+            paths: delivered,
+        })
+    }
+
+    /// Puts the message into each recipient's `new/`, recording each placed file in `delivered`
+    /// (so the caller can undo), then makes the directory entries durable.
+    fn deliver_all(&self, final_name: &str, delivered: &mut Vec<PathBuf>) -> io::Result<()> {
+        let mut new_dirs = Vec::with_capacity(self.recipients.len());
+        for recipient in &self.recipients {
+            let maildir = self.store.root.join(recipient.relative_path());
+            let new_dir = maildir.join("new");
+            let target = new_dir.join(final_name);
+            self.place(&maildir, &target)?;
+            delivered.push(target);
+            new_dirs.push(new_dir);
+        }
+        if self.store.fsync {
+            for dir in &new_dirs {
+                sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hard-links the `tmp/` file to `target`, creating the Maildir or falling back to a copy
+    /// as needed.
+    fn place(&self, maildir: &Path, target: &Path) -> io::Result<()> {
+        match fs::hard_link(&self.tmp_path, target) {
+            Ok(()) => return Ok(()),
+            // The name is unique, so this is a bug or tampering: never overwrite.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_maildir(maildir)?;
+                if fs::hard_link(&self.tmp_path, target).is_ok() {
+                    return Ok(());
+                }
+            }
+            // EXDEV (another file system), EPERM/ENOTSUP (no hard links): copy instead.
+            Err(_) => {}
+        }
+        self.copy_into(maildir, target)
+    }
+
+    /// Copies the message into `maildir/tmp/`, fsyncs it, then renames it to `target`, so that
+    /// `new/` only ever holds complete files.
+    fn copy_into(&self, maildir: &Path, target: &Path) -> io::Result<()> {
+        create_maildir(maildir)?;
+        let copy_path = maildir.join("tmp").join(&self.id);
+        let result = (|| {
+            let mut copy = create_new_file(&copy_path)?;
+            io::copy(&mut File::open(&self.tmp_path)?, &mut copy)?;
+            if self.store.fsync {
+                copy.sync_all()?;
+            }
+            fs::rename(&copy_path, target)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&copy_path);
+        }
+        result
+    }
+}
+
+impl Drop for MaildirWriter {
+    fn drop(&mut self) {
+        // Empty after a successful commit; otherwise the message was aborted or failed.
+        if !self.tmp_path.as_os_str().is_empty() {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+fn poisoned() -> io::Error {
+    io::Error::other("an earlier write to this message failed")
+}
+
+/// Accepts messages without storing them, counting messages and bytes.
+///
+/// Cloning is cheap and clones share the counters.
+#[derive(Debug, Clone, Default)]
+pub struct SinkStore {
+    counters: Arc<SinkCounters>,
+}
+
+#[derive(Debug, Default)]
+struct SinkCounters {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl SinkStore {
+    /// A sink with zeroed counters.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a message; `prepend` counts towards its size.
+    #[must_use]
+    pub fn begin(&self, prepend: &[u8]) -> MessageWriter {
+        MessageWriter {
+            inner: WriterKind::Sink(SinkWriter {
+                counters: Arc::clone(&self.counters),
+                id: COUNTER.fetch_add(1, Ordering::Relaxed),
+                size: prepend.len() as u64,
+            }),
+        }
+    }
+
+    /// Messages committed so far.
+    #[must_use]
+    pub fn messages(&self) -> u64 {
+        self.counters.messages.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in committed messages so far.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.counters.bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct SinkWriter {
+    counters: Arc<SinkCounters>,
+    id: u64,
+    size: u64,
+}
+
+impl SinkWriter {
+    fn commit(self) -> DeliveryReceipt {
+        self.counters.messages.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(self.size, Ordering::Relaxed);
+        DeliveryReceipt {
+            id: format!("sink-{}", self.id),
+            size: self.size,
+            paths: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailbox(domain: &str, local: &str) -> MailboxPath {
+        MailboxPath::new(domain, local).expect("short names encode")
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        match fs::read_dir(dir) {
+            Ok(entries) => entries.map(|e| e.expect("readable entry").path()).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("cannot read {}: {e}", dir.display()),
+        }
+    }
+
+    fn store(root: &Path) -> MaildirStore {
+        MaildirStore::new(root).with_hostname("mx.test")
+    }
+
+    #[test]
+    fn committed_message_is_in_each_new_dir_once_with_exact_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let recipients = [
+            mailbox("a.test", "alice"),
+            mailbox("b.test", "bob"),
+            mailbox("a.test", "alice"),
+        ];
+        let mut writer = store.begin(b"Received: test\r\n", &recipients).unwrap();
+        let mut expected = b"Received: test\r\n".to_vec();
+        // More than the write buffer, in uneven chunks, so several buffer flushes happen.
+        for i in 0..300_u32 {
+            let chunk = format!("line {i:05} {}\r\n", "x".repeat((i % 7) as usize * 100));
+            writer.write_chunk(chunk.as_bytes()).unwrap();
+            expected.extend_from_slice(chunk.as_bytes());
+        }
+        assert_eq!(writer.size(), expected.len() as u64);
+        let receipt = writer.commit().unwrap();
+        assert_eq!(receipt.size, expected.len() as u64);
+        assert_eq!(receipt.paths.len(), 2, "duplicate recipients get one copy");
+
+        for (recipient, path) in [mailbox("a.test", "alice"), mailbox("b.test", "bob")]
+            .iter()
+            .zip(&receipt.paths)
+        {
+            let maildir = store.maildir(recipient);
+            let new = files_in(&maildir.join("new"));
+            assert_eq!(new, std::slice::from_ref(path));
+            assert_eq!(fs::read(path).unwrap(), expected);
+            assert!(files_in(&maildir.join("tmp")).is_empty());
+            assert!(maildir.join("cur").is_dir());
+            let name = path.file_name().unwrap().to_str().unwrap();
+            assert_eq!(name, format!("{},S={}", receipt.id, expected.len()));
+            assert!(receipt.id.ends_with(".mx.test"), "{}", receipt.id);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn copies_are_hard_links_and_maildirs_are_private() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let mut writer = store
+            .begin(b"", &[mailbox("a.test", "one"), mailbox("a.test", "two")])
+            .unwrap();
+        writer.write_chunk(b"body\r\n").unwrap();
+        let receipt = writer.commit().unwrap();
+        let first = fs::metadata(&receipt.paths[0]).unwrap();
+        let second = fs::metadata(&receipt.paths[1]).unwrap();
+        assert_eq!(first.ino(), second.ino());
+        assert_eq!(
+            first.nlink(),
+            2,
+            "the tmp name is gone, two new/ names remain"
+        );
+        assert_eq!(first.permissions().mode() & 0o777, 0o600);
+        let maildir = store.maildir(&mailbox("a.test", "one"));
+        for dir in [
+            maildir.join("new"),
+            maildir.clone(),
+            maildir.parent().unwrap().to_owned(),
+        ] {
+            assert_eq!(
+                fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+                0o700,
+                "{}",
+                dir.display()
+            );
+        }
+    }
+
+    #[test]
+    fn abort_and_drop_leave_nothing_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let alice = mailbox("a.test", "alice");
+        let maildir = store.maildir(&alice);
+
+        let mut writer = store
+            .begin(b"X: 1\r\n", std::slice::from_ref(&alice))
+            .unwrap();
+        writer.write_chunk(&[b'x'; 100_000]).unwrap();
+        assert_eq!(
+            files_in(&maildir.join("tmp")).len(),
+            1,
+            "the message is being written in tmp/"
+        );
+        writer.abort();
+        assert!(files_in(&maildir.join("tmp")).is_empty());
+        assert!(files_in(&maildir.join("new")).is_empty());
+
+        let mut writer = store
+            .begin(b"X: 1\r\n", std::slice::from_ref(&alice))
+            .unwrap();
+        writer.write_chunk(b"partial").unwrap();
+        drop(writer);
+        assert!(files_in(&maildir.join("tmp")).is_empty());
+        assert!(files_in(&maildir.join("new")).is_empty());
+    }
+
+    #[test]
+    fn failure_for_one_recipient_removes_every_delivered_copy() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let good = mailbox("a.test", "good");
+        let bad = mailbox("a.test", "bad");
+        // A regular file where the second Maildir should be: neither link nor copy can work.
+        fs::create_dir_all(store.maildir(&bad).parent().unwrap()).unwrap();
+        fs::write(store.maildir(&bad), b"not a directory").unwrap();
+
+        let mut writer = store.begin(b"", &[good.clone(), bad]).unwrap();
+        writer.write_chunk(b"body\r\n").unwrap();
+        assert!(writer.commit().is_err());
+        let maildir = store.maildir(&good);
+        assert!(
+            files_in(&maildir.join("new")).is_empty(),
+            "the first copy was rolled back"
+        );
+        assert!(files_in(&maildir.join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn begin_needs_a_recipient_and_reports_unwritable_roots() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let err = store.begin(b"", &[]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+
+        let file_root = root.path().join("file");
+        fs::write(&file_root, b"").unwrap();
+        assert!(
+            MaildirStore::new(&file_root)
+                .begin(b"", &[mailbox("a.test", "x")])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn copy_fallback_produces_the_same_result_as_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path()).with_fsync(false);
+        let mut writer = store.begin(b"H: v\r\n", &[mailbox("a.test", "x")]).unwrap();
+        writer.write_chunk(b"body\r\n").unwrap();
+        let WriterKind::Maildir(inner) = &mut writer.inner else {
+            panic!("maildir writer expected");
+        };
+        inner.file.as_mut().unwrap().flush().unwrap();
+        // Exercise the path taken when hard links fail (EXDEV) directly.
+        let other = store.maildir(&mailbox("b.test", "y"));
+        let target = other.join("new").join("copied,S=12");
+        inner.copy_into(&other, &target).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"H: v\r\nbody\r\n");
+        assert!(files_in(&other.join("tmp")).is_empty());
+        writer.abort();
+    }
+
+    /// Delivery across file systems: one domain directory is a symlink into a tmpfs, when the
+    /// machine has one on another device, so `link(2)` fails with EXDEV and the copy is used.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn delivery_across_file_systems() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let shm = Path::new("/dev/shm");
+        let other_fs = if shm.is_dir() {
+            tempfile::tempdir_in(shm).ok()
+        } else {
+            None
+        };
+        let other_dir = match &other_fs {
+            Some(dir) => dir.path().to_owned(),
+            None => root.path().join("elsewhere"),
+        };
+        fs::create_dir_all(&other_dir).unwrap();
+        std::os::unix::fs::symlink(&other_dir, root.path().join("b.test")).unwrap();
+
+        let store = store(root.path());
+        let mut writer = store
+            .begin(
+                b"H: v\r\n",
+                &[mailbox("a.test", "x"), mailbox("b.test", "y")],
+            )
+            .unwrap();
+        writer.write_chunk(b"body\r\n").unwrap();
+        let receipt = writer.commit().unwrap();
+        for path in &receipt.paths {
+            assert_eq!(fs::read(path).unwrap(), b"H: v\r\nbody\r\n");
+        }
+        let (first, second) = (
+            fs::metadata(&receipt.paths[0]).unwrap(),
+            fs::metadata(&receipt.paths[1]).unwrap(),
+        );
+        if first.dev() != second.dev() {
+            assert_ne!(first.ino(), second.ino(), "a copy, not a link");
+            assert_eq!(second.nlink(), 1);
+        }
+        assert!(files_in(&other_dir.join("y").join("tmp")).is_empty());
+        assert!(files_in(&store.maildir(&mailbox("a.test", "x")).join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn unique_names_follow_the_maildir_format() {
+        let root = tempfile::tempdir().unwrap();
+        let store = MaildirStore::new(root.path()).with_hostname("host/with:odd,chars");
+        let a = store.unique_name();
+        let b = store.unique_name();
+        assert_ne!(a, b);
+        let (time, rest) = a.split_once('.').unwrap();
+        assert!(time.bytes().all(|c| c.is_ascii_digit()), "{a}");
+        assert!(
+            rest.starts_with('M') && rest.contains('P') && rest.contains('Q'),
+            "{a}"
+        );
+        assert!(a.ends_with(".host\\057with\\072odd\\054chars"), "{a}");
+        assert!(!a.contains('/') && !a.contains(':') && !a.contains(','));
+    }
+
+    #[test]
+    fn many_messages_do_not_collide() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path()).with_fsync(false);
+        let alice = mailbox("a.test", "alice");
+        for i in 0..200_u32 {
+            let mut writer = store.begin(b"", std::slice::from_ref(&alice)).unwrap();
+            writer.write_chunk(i.to_string().as_bytes()).unwrap();
+            writer.commit().unwrap();
+        }
+        assert_eq!(files_in(&store.maildir(&alice).join("new")).len(), 200);
+    }
+
+    #[test]
+    fn sink_counts_and_stores_nothing() {
+        let sink = SinkStore::new();
+        let store = Store::Sink(sink.clone());
+        for _ in 0..3 {
+            let mut writer = store.begin(b"ab", &[]).unwrap();
+            writer.write_chunk(b"cde").unwrap();
+            let receipt = writer.commit().unwrap();
+            assert_eq!(receipt.size, 5);
+            assert!(receipt.paths.is_empty());
+        }
+        let aborted = store.begin(b"zz", &[]).unwrap();
+        aborted.abort();
+        assert_eq!((sink.messages(), sink.bytes()), (3, 15));
+    }
+
+    #[test]
+    fn store_from_config_picks_the_backend() {
+        let mut storage = config::Storage::default();
+        assert!(matches!(
+            Store::from_config(&storage, "h"),
+            Store::Maildir(_)
+        ));
+        storage.sink = true;
+        assert!(matches!(Store::from_config(&storage, "h"), Store::Sink(_)));
+    }
+}
