@@ -50,7 +50,8 @@ pub(crate) fn write_line(
                 out.extend_from_slice(line.as_bytes());
             }
         }
-        None if line.is_empty() && last => {}
+        // RFC 4954 4: `continue-req = "334" SP [base64] CRLF` keeps the space even when empty.
+        None if line.is_empty() && last && code.get() != 334 => {}
         None => {
             out.push(sep);
             out.extend_from_slice(line.as_bytes());
@@ -108,6 +109,7 @@ mod tests {
             (451, None, "x\ny", true, "451-4.0.0 x\r\n451 4.0.0 y\r\n"),
             (354, None, "go", true, "354 go\r\n"),
             (250, None, "", false, "250\r\n"),
+            (334, None, "", false, "334 \r\n"),
             (250, None, "\n", false, "250-\r\n250\r\n"),
         ];
         for (code, e, text, on, want) in rows {

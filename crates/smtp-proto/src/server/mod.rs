@@ -325,22 +325,14 @@ impl Server {
                 );
                 self.resolve(now, pending, ReplyCode::START_DATA);
             }
-            Pending::DataEnd { replies } => {
-                // LMTP: accept answers every recipient still waiting.
-                for _ in 0..replies {
-                    self.send(ReplyCode::OK, EnhancedCode::OK, "Message accepted");
-                }
-                self.pending = Some(Pending::DataEnd { replies: 1 });
-                self.resolve(now, Pending::DataEnd { replies: 1 }, ReplyCode::OK);
+            Pending::DataEnd { .. } => {
+                self.send(ReplyCode::OK, EnhancedCode::OK, "Message accepted");
+                self.resolve(now, pending, ReplyCode::OK);
             }
             Pending::Bdat { .. } => self.resolve(now, pending, ReplyCode::OK),
             Pending::BdatEnd { size, last } => {
-                let txn = self.txn.unwrap_or_default();
                 if last {
-                    let replies = self.end_replies(&txn);
-                    for _ in 0..replies {
-                        self.send(ReplyCode::OK, EnhancedCode::OK, "Message accepted");
-                    }
+                    self.send(ReplyCode::OK, EnhancedCode::OK, "Message accepted");
                 } else {
                     self.send_octets_received(size);
                 }
@@ -1107,11 +1099,15 @@ impl Server {
                     self.txn = None;
                 }
             }
-            Pending::BdatEnd { last, .. } => {
+            Pending::BdatEnd { last: true, .. } => {
+                // The last chunk ends the message: from here it is answered like DATA's end.
+                let replies = self.end_replies(&self.txn.unwrap_or_default());
+                self.pending = Some(Pending::DataEnd { replies });
+                return self.resolve(now, Pending::DataEnd { replies }, code);
+            }
+            Pending::BdatEnd { last: false, .. } => {
                 if code.is_negative() {
                     self.txn = None;
-                } else if last {
-                    self.end_transaction();
                 }
             }
             Pending::StartTls => {
