@@ -482,10 +482,10 @@ impl fmt::Display for ForwardPath<'_> {
 
 /// `"<Postmaster>" / Forward-path`.
 pub(crate) fn forward_path(s: &str) -> PResult<'_, ForwardPath<'_>> {
-    if let Some(head) = s.get(..12) {
-        if head.eq_ignore_ascii_case("<postmaster>") {
-            return Ok((ForwardPath::Postmaster, &s[12..]));
-        }
+    if let Some(head) = s.get(..12)
+        && head.eq_ignore_ascii_case("<postmaster>")
+    {
+        return Ok((ForwardPath::Postmaster, &s[12..]));
     }
     path(s).map(|(m, r)| (ForwardPath::Mailbox(m), r))
 }

@@ -396,14 +396,13 @@ fn parameter(word: &str) -> Result<Parameter<'_>, ParseError> {
         return Err(ParseError::Syntax("invalid parameter keyword"));
     }
     // esmtp-value = 1*(%d33-60 / %d62-126), plus UTF-8 (RFC 6531 3.3)
-    if let Some(v) = value {
-        if v.is_empty()
+    if let Some(v) = value
+        && (v.is_empty()
             || !v
                 .bytes()
-                .all(|b| matches!(b, 33..=60 | 62..=126) || b >= 0x80)
-        {
-            return Err(ParseError::Syntax("invalid parameter value"));
-        }
+                .all(|b| matches!(b, 33..=60 | 62..=126) || b >= 0x80))
+    {
+        return Err(ParseError::Syntax("invalid parameter value"));
     }
     let is = |k: &str| keyword.eq_ignore_ascii_case(k);
     let need = |what| value.ok_or(ParseError::InvalidParameter(what));

@@ -71,7 +71,10 @@ fn steady_state_allocates_nothing() {
     let mut inbuf = InBuf::new(4096, 4096);
     // Warm-up: the greeting and first transaction grow the output buffer to its working size.
     let first = run_transaction(&mut server, &mut inbuf, now);
-    assert!(first.0 > 20 && first.1 > 50, "the transaction really ran: {first:?}");
+    assert!(
+        first.0 > 20 && first.1 > 50,
+        "the transaction really ran: {first:?}"
+    );
 
     let before = dhat::HeapStats::get();
     let mut total = (0, 0);
@@ -83,6 +86,10 @@ fn steady_state_allocates_nothing() {
     let after = dhat::HeapStats::get();
     assert!(!server.is_closed());
     // The first run also reported the connection.
-    assert_eq!(total.0, (first.0 - 1) * 100, "every run produced the same events");
+    assert_eq!(
+        total.0,
+        (first.0 - 1) * 100,
+        "every run produced the same events"
+    );
     dhat::assert_eq!(after.total_blocks - before.total_blocks, 0);
 }

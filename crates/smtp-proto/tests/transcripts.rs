@@ -96,7 +96,11 @@ fn options(o: &mut ServerOptions, split: &mut bool, key: &str, value: &str) {
         "enhanced" => o.extensions.enhanced_status_codes = value == "on",
         "lmtp" => o.protocol = Protocol::Lmtp,
         "bare_lf" => {
-            o.bare_line_ending = if value == "reject" { BareLineEnding::Reject } else { BareLineEnding::Normalize }
+            o.bare_line_ending = if value == "reject" {
+                BareLineEnding::Reject
+            } else {
+                BareLineEnding::Normalize
+            }
         }
         "sync_check" => o.pipelining_sync_check = true,
         "starttls" => o.extensions.starttls = true,
@@ -127,7 +131,11 @@ fn options(o: &mut ServerOptions, split: &mut bool, key: &str, value: &str) {
 }
 
 fn parse(name: &str, text: &str) -> Transcript {
-    let mut options_ = ServerOptions { hostname: "mx.example".into(), banner: "ESMTP".into(), ..Default::default() };
+    let mut options_ = ServerOptions {
+        hostname: "mx.example".into(),
+        banner: "ESMTP".into(),
+        ..Default::default()
+    };
     let mut split = true;
     let mut segments = vec![Seg::Input(Vec::new(), Vec::new())];
     let mut connect_answers = Vec::new();
@@ -146,8 +154,14 @@ fn parse(name: &str, text: &str) -> Transcript {
                 segments.push(Seg::Input(Vec::new(), Vec::new()));
             }
             let seg = segments.len() - 1;
-            let Some(Seg::Input(v, lines)) = segments.last_mut() else { unreachable!() };
-            lines.push(Line { start: v.len(), end: v.len() + bytes.len(), answers: Vec::new() });
+            let Some(Seg::Input(v, lines)) = segments.last_mut() else {
+                unreachable!()
+            };
+            lines.push(Line {
+                start: v.len(),
+                end: v.len() + bytes.len(),
+                answers: Vec::new(),
+            });
             v.extend_from_slice(bytes);
             last_line = Some((seg, lines.len() - 1));
         };
@@ -168,7 +182,9 @@ fn parse(name: &str, text: &str) -> Transcript {
                 b.extend_from_slice(rest.as_bytes());
                 b.extend_from_slice(b"\r\n");
             }
-            "D<" => expected_body.get_or_insert_with(Vec::new).extend_from_slice(&unescape(rest)),
+            "D<" => expected_body
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&unescape(rest)),
             "A:" => {
                 let answer = if rest == "accept" {
                     None
@@ -176,7 +192,10 @@ fn parse(name: &str, text: &str) -> Transcript {
                     let code: u16 = rest[..3].parse().unwrap();
                     let text = rest[3..].trim_start();
                     let (enh, text) = match text.split_once(' ') {
-                        Some((e, t)) if e.split('.').count() == 3 && e.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+                        Some((e, t))
+                            if e.split('.').count() == 3
+                                && e.chars().all(|c| c.is_ascii_digit() || c == '.') =>
+                        {
                             let p: Vec<u16> = e.split('.').map(|x| x.parse().unwrap()).collect();
                             (Some((p[0] as u8, p[1], p[2])), t)
                         }
@@ -187,13 +206,19 @@ fn parse(name: &str, text: &str) -> Transcript {
                 match last_line {
                     None => connect_answers.push(answer),
                     Some((seg, line)) => {
-                        let Seg::Input(_, lines) = &mut segments[seg] else { unreachable!() };
+                        let Seg::Input(_, lines) = &mut segments[seg] else {
+                            unreachable!()
+                        };
                         lines[line].answers.push(answer);
                     }
                 }
             }
             "T:" => {
-                let secs: u64 = rest.trim_start_matches('+').trim_end_matches('s').parse().unwrap();
+                let secs: u64 = rest
+                    .trim_start_matches('+')
+                    .trim_end_matches('s')
+                    .parse()
+                    .unwrap();
                 segments.push(Seg::Time(Duration::from_secs(secs)));
             }
             "E:" => segments.push(match rest {
@@ -207,7 +232,16 @@ fn parse(name: &str, text: &str) -> Transcript {
             _ => panic!("{name}:{}: unknown directive {line:?}", n + 1),
         }
     }
-    Transcript { name: name.into(), options: options_, split, segments, connect_answers, expected_out, expected_body, expected_close }
+    Transcript {
+        name: name.into(),
+        options: options_,
+        split,
+        segments,
+        connect_answers,
+        expected_out,
+        expected_body,
+        expected_close,
+    }
 }
 
 /// What running a transcript produced.
@@ -226,13 +260,16 @@ fn answer(server: &mut Server, now: Instant, decision: Decision) {
             if let Some((c, s, d)) = enh {
                 reply = reply.with_enhanced(EnhancedCode::new(c, s, d).unwrap());
             }
-            server.reply(now, &reply).expect("valid reply for the state");
+            server
+                .reply(now, &reply)
+                .expect("valid reply for the state");
         }
     }
 }
 
 /// Feeds `buf` (which starts at offset `base` of the segment) until the server stops, answering
 /// each decision with the answers of the line that caused it.
+#[allow(clippy::too_many_arguments)] // The runner's whole state, passed explicitly.
 fn drive(
     server: &mut Server,
     now: Instant,
@@ -268,7 +305,11 @@ fn drive(
             };
             // LMTP leaves the end of data pending until every recipient is answered.
             while server.awaiting_reply() {
-                let decision = if queue.is_empty() { None } else { queue.remove(0) };
+                let decision = if queue.is_empty() {
+                    None
+                } else {
+                    queue.remove(0)
+                };
                 answer(server, now, decision);
             }
         }
@@ -289,7 +330,16 @@ fn run(t: &Transcript, chunks: &dyn Fn(usize) -> Vec<usize>) -> Outcome {
     let mut body = Vec::new();
     let mut buf: Vec<u8> = Vec::new();
     let mut base = 0;
-    drive(&mut server, now, &mut buf, &mut base, &mut [], &mut connect, &mut out, &mut body);
+    drive(
+        &mut server,
+        now,
+        &mut buf,
+        &mut base,
+        &mut [],
+        &mut connect,
+        &mut out,
+        &mut body,
+    );
     for seg in &t.segments {
         match seg {
             Seg::Input(bytes, lines) => {
@@ -303,7 +353,16 @@ fn run(t: &Transcript, chunks: &dyn Fn(usize) -> Vec<usize>) -> Outcome {
                     let cut = cut.clamp(last, bytes.len());
                     buf.extend_from_slice(&bytes[last..cut]);
                     last = cut;
-                    drive(&mut server, now, &mut buf, &mut base, &mut lines, &mut connect, &mut out, &mut body);
+                    drive(
+                        &mut server,
+                        now,
+                        &mut buf,
+                        &mut base,
+                        &mut lines,
+                        &mut connect,
+                        &mut out,
+                        &mut body,
+                    );
                 }
                 continue;
             }
@@ -316,9 +375,20 @@ fn run(t: &Transcript, chunks: &dyn Fn(usize) -> Vec<usize>) -> Outcome {
             Seg::Shutdown => server.handle_shutdown(now),
             Seg::Wait => {}
         }
-        drive(&mut server, now, &mut buf, &mut base, &mut [], &mut connect, &mut out, &mut body);
+        drive(
+            &mut server,
+            now,
+            &mut buf,
+            &mut base,
+            &mut [],
+            &mut connect,
+            &mut out,
+            &mut body,
+        );
     }
-    let close = server.close_reason().map_or("open".to_owned(), |r| r.to_string());
+    let close = server
+        .close_reason()
+        .map_or("open".to_owned(), |r| r.to_string());
     Outcome { out, body, close }
 }
 
@@ -332,10 +402,20 @@ fn escaped(b: &[u8]) -> String {
 
 fn check(t: &Transcript, got: &Outcome, how: &str) {
     if got.out != t.expected_out {
-        panic!("{} ({how}): output differs\n--- expected\n{}--- got\n{}", t.name, escaped(&t.expected_out), escaped(&got.out));
+        panic!(
+            "{} ({how}): output differs\n--- expected\n{}--- got\n{}",
+            t.name,
+            escaped(&t.expected_out),
+            escaped(&got.out)
+        );
     }
     if let Some(body) = &t.expected_body {
-        assert_eq!(got.body.escape_ascii().to_string(), body.escape_ascii().to_string(), "{} ({how}): body", t.name);
+        assert_eq!(
+            got.body.escape_ascii().to_string(),
+            body.escape_ascii().to_string(),
+            "{} ({how}): body",
+            t.name
+        );
     }
     if let Some(close) = &t.expected_close {
         assert_eq!(&got.close, close, "{} ({how}): close reason", t.name);
@@ -344,14 +424,26 @@ fn check(t: &Transcript, got: &Outcome, how: &str) {
 
 fn transcripts() -> Vec<Transcript> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let all: Vec<_> = files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "smtp"))
-        .map(|p| parse(&p.file_name().unwrap().to_string_lossy(), &std::fs::read_to_string(p).unwrap()))
+        .map(|p| {
+            parse(
+                &p.file_name().unwrap().to_string_lossy(),
+                &std::fs::read_to_string(p).unwrap(),
+            )
+        })
         .collect();
-    assert!(all.len() >= 20, "transcripts missing from {}", dir.display());
+    assert!(
+        all.len() >= 20,
+        "transcripts missing from {}",
+        dir.display()
+    );
     all
 }
 
@@ -372,7 +464,12 @@ fn one_byte_at_a_time() {
 #[test]
 fn split_at_every_position() {
     for t in transcripts().iter().filter(|t| t.split) {
-        let longest = t.segments.iter().map(|s| if let Seg::Input(b, _) = s { b.len() } else { 0 }).max().unwrap_or(0);
+        let longest = t
+            .segments
+            .iter()
+            .map(|s| if let Seg::Input(b, _) = s { b.len() } else { 0 })
+            .max()
+            .unwrap_or(0);
         for k in 1..longest {
             check(t, &run(t, &|_| vec![k]), &format!("split at {k}"));
         }

@@ -303,6 +303,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // A known-answer table reads best inline.
     fn known_answers() {
         use BareLineEnding::{Normalize, Reject};
         let rows: &[(&[u8], BareLineEnding, Option<(&[u8], bool, usize)>)] = &[

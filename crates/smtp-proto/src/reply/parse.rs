@@ -174,6 +174,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::type_complexity)] // A known-answer table reads best inline.
     fn known_answers() {
         let rows: &[(&[u8], Option<(u16, Option<&str>, &str, usize)>)] = &[
             (b"250 OK\r\n", Some((250, None, "OK", 8))),
