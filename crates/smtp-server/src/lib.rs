@@ -1,0 +1,44 @@
+//! Runtime-independent pieces of an SMTP server built on [`smtp_proto`], shared by the tokio,
+//! smol and mio adapters so that every adapter behaves the same.
+//!
+//! - [`Handler`] and [`Session`]: the application's API, in the style of go-smtp and Node's
+//!   smtp-server. One `Handler` per server makes one `Session` per connection.
+//! - [`Dispatcher`]: turns the core's [`Event`](smtp_proto::Event)s into `Session` calls and
+//!   answers the core. AUTH PLAIN/LOGIN exchanges, BDAT, LMTP per-recipient replies and the
+//!   body error latch live here, written once.
+//! - [`proxy`]: a sans-IO PROXY protocol v1/v2 parser and [`TrustedNetworks`].
+//! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
+//! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
+//! - [`ServerSettings`] and [`ListenerKind`]: builds each listener's core
+//!   [`ServerConfig`](smtp_proto::ServerConfig).
+//!
+//! An adapter's connection task is, in order: accept, check [`ConnectionLimiter`], read a PROXY
+//! header when the peer is trusted, run the TLS handshake for [`ListenerKind::Smtps`], build a
+//! [`SessionInfo`], call [`Dispatcher::connect`], then run the core's loop (see the
+//! [`smtp_proto`] crate docs) with [`Dispatcher::handle`] for every event, and finally
+//! [`Dispatcher::close`].
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod dispatch;
+mod handler;
+mod id;
+mod limit;
+mod metrics;
+pub mod proxy;
+mod settings;
+pub mod tls;
+
+pub use dispatch::Dispatcher;
+pub use handler::{Decision, Handler, Session, SessionInfo};
+pub use id::SessionId;
+pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use proxy::{ProxyError, ProxyHeader, ProxySettings, TrustedNetworks, parse_proxy_header};
+pub use settings::{ListenerKind, ServerSettings};
+
+// The types an application needs to implement a `Session`, so it can depend on this crate alone.
+pub use smtp_proto::address::{ForwardPath, ReversePath};
+pub use smtp_proto::auth::Credentials;
+pub use smtp_proto::extension::Parameters;
+pub use smtp_proto::{CloseReason, EnhancedCode, Reply, ReplyCode};

@@ -1,0 +1,245 @@
+//! Command-line parsing by hand: a few commands with a few flags each do not need clap.
+
+/// `cargo xtask help`.
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                      fmt, clippy, test, doc, tidy, fuzz corpus replay, fuzz smoke
+                          (skip with XTASK_SKIP_FUZZ=1), bench build; stops at the first failure
+  tidy                    repository invariants (also a test: cargo test -p xtask)
+  fuzz [TARGET] [--time S]
+                          cargo-fuzz on stable (RUSTC_BOOTSTRAP=1); all targets, 60 s each by default
+  fuzz-smoke              every fuzz target for 20 s
+  bench [--baseline NAME] cargo bench -p smtp-benches, saving a criterion baseline if named
+  loadtest [--adapter A] [--sessions N] [--messages M] [--size S]
+                          start a server on 127.0.0.1, run smtp-load against it, print a table;
+                          A is tokio|smol|mio|smtpd-sink|smtpd|baseline|all (default all)
+  help                    this text";
+
+/// What to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Task {
+    Help,
+    Ci,
+    Tidy,
+    Fuzz { target: Option<String>, secs: u64 },
+    Bench { baseline: Option<String> },
+    Loadtest(LoadtestOptions),
+}
+
+/// `loadtest` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoadtestOptions {
+    /// Adapter names to test, in order.
+    pub(crate) adapters: Vec<String>,
+    pub(crate) sessions: u32,
+    pub(crate) messages: u64,
+    /// Passed to smtp-load as is (it accepts `k` and `m` suffixes).
+    pub(crate) size: String,
+}
+
+/// Every server `loadtest` knows, in the order `all` runs them.
+pub(crate) const ADAPTERS: &[&str] = &["baseline", "tokio", "smol", "mio", "smtpd-sink", "smtpd"];
+
+/// Parses the arguments after `cargo xtask`.
+pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Task::Help);
+    };
+    let mut flags = Flags::new(rest);
+    let task = match command.as_str() {
+        "help" | "--help" | "-h" => Task::Help,
+        "ci" => Task::Ci,
+        "tidy" => Task::Tidy,
+        "fuzz" => {
+            let secs = flags
+                .value("--time")?
+                .map_or(Ok(60), |s| number(&s, "--time"))?;
+            Task::Fuzz {
+                target: flags.positional(),
+                secs,
+            }
+        }
+        "fuzz-smoke" => Task::Fuzz {
+            target: None,
+            secs: crate::fuzz::SMOKE_SECS,
+        },
+        "bench" => Task::Bench {
+            baseline: flags.value("--baseline")?,
+        },
+        "loadtest" => {
+            let adapter = flags.value("--adapter")?.unwrap_or_else(|| "all".into());
+            let adapters = if adapter == "all" {
+                ADAPTERS.iter().map(|&a| a.to_owned()).collect()
+            } else if ADAPTERS.contains(&adapter.as_str()) {
+                vec![adapter]
+            } else {
+                return Err(format!(
+                    "unknown adapter `{adapter}`; expected one of {} or all",
+                    ADAPTERS.join(", ")
+                ));
+            };
+            let sessions = flags.value("--sessions")?;
+            let messages = flags.value("--messages")?;
+            Task::Loadtest(LoadtestOptions {
+                adapters,
+                sessions: sessions.map_or(Ok(50), |s| number(&s, "--sessions"))?,
+                messages: messages.map_or(Ok(10_000), |s| number(&s, "--messages"))?,
+                size: flags.value("--size")?.unwrap_or_else(|| "1k".into()),
+            })
+        }
+        other => return Err(format!("unknown command `{other}`")),
+    };
+    flags.finish()?;
+    Ok(task)
+}
+
+fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T, String> {
+    s.parse()
+        .map_err(|_| format!("{flag} needs a number, got `{s}`"))
+}
+
+/// The arguments after the command; each accessor removes what it used, so leftovers are errors.
+struct Flags {
+    args: Vec<String>,
+}
+
+impl Flags {
+    fn new(args: &[String]) -> Self {
+        Self {
+            args: args.to_vec(),
+        }
+    }
+
+    /// `--name VALUE` or `--name=VALUE`.
+    fn value(&mut self, name: &str) -> Result<Option<String>, String> {
+        let prefix = format!("{name}=");
+        let Some(i) = self
+            .args
+            .iter()
+            .position(|a| a == name || a.starts_with(&prefix))
+        else {
+            return Ok(None);
+        };
+        let arg = self.args.remove(i);
+        if let Some(v) = arg.strip_prefix(&prefix) {
+            return Ok(Some(v.to_owned()));
+        }
+        if i < self.args.len() && !self.args[i].starts_with("--") {
+            Ok(Some(self.args.remove(i)))
+        } else {
+            Err(format!("{name} needs a value"))
+        }
+    }
+
+    /// The first argument that is not a flag.
+    fn positional(&mut self) -> Option<String> {
+        let i = self.args.iter().position(|a| !a.starts_with('-'))?;
+        Some(self.args.remove(i))
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.args.first() {
+            None => Ok(()),
+            Some(extra) => Err(format!("unexpected argument `{extra}`")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Task, String> {
+        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        parse(&args)
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(p(""), Ok(Task::Help));
+        assert_eq!(p("ci"), Ok(Task::Ci));
+        assert_eq!(p("tidy"), Ok(Task::Tidy));
+        assert_eq!(
+            p("fuzz"),
+            Ok(Task::Fuzz {
+                target: None,
+                secs: 60
+            })
+        );
+        assert_eq!(
+            p("fuzz session --time 5"),
+            Ok(Task::Fuzz {
+                target: Some("session".into()),
+                secs: 5
+            })
+        );
+        assert_eq!(
+            p("fuzz --time=7 data"),
+            Ok(Task::Fuzz {
+                target: Some("data".into()),
+                secs: 7
+            })
+        );
+        assert_eq!(
+            p("fuzz-smoke"),
+            Ok(Task::Fuzz {
+                target: None,
+                secs: 20
+            })
+        );
+        assert_eq!(
+            p("bench --baseline main"),
+            Ok(Task::Bench {
+                baseline: Some("main".into())
+            })
+        );
+        assert_eq!(p("bench"), Ok(Task::Bench { baseline: None }));
+    }
+
+    #[test]
+    fn loadtest() {
+        let Ok(Task::Loadtest(o)) =
+            p("loadtest --adapter tokio --sessions 4 --messages 9 --size 64k")
+        else {
+            panic!("loadtest parses")
+        };
+        assert_eq!(o.adapters, ["tokio"]);
+        assert_eq!((o.sessions, o.messages, o.size.as_str()), (4, 9, "64k"));
+        let Ok(Task::Loadtest(all)) = p("loadtest") else {
+            panic!("loadtest parses")
+        };
+        assert_eq!(all.adapters.len(), ADAPTERS.len());
+        assert_eq!(
+            (all.sessions, all.messages, all.size.as_str()),
+            (50, 10_000, "1k")
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert!(p("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(p("fuzz --time").unwrap_err().contains("needs a value"));
+        assert!(
+            p("fuzz --time soon")
+                .unwrap_err()
+                .contains("needs a number")
+        );
+        assert!(
+            p("ci --verbose")
+                .unwrap_err()
+                .contains("unexpected argument")
+        );
+        assert!(
+            p("loadtest --adapter nginx")
+                .unwrap_err()
+                .contains("unknown adapter")
+        );
+        assert!(
+            p("fuzz a b")
+                .unwrap_err()
+                .contains("unexpected argument `b`")
+        );
+    }
+}

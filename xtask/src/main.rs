@@ -1,0 +1,125 @@
+//! Project automation, run as `cargo xtask <command>` (see the cargo-xtask pattern).
+//!
+//! Commands: `ci`, `tidy`, `fuzz`, `fuzz-smoke`, `bench`, `loadtest`. `cargo xtask help` lists
+//! their flags. Everything runs from the workspace root, whatever the current directory.
+
+mod flags;
+mod fuzz;
+mod loadtest;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use xshell::{Shell, cmd};
+
+use crate::flags::Task;
+
+/// Errors are reported, not matched on, so one boxed type is enough.
+pub(crate) type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = match flags::parse(&args) {
+        Ok(task) => task,
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{}", flags::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match run(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match task {
+        Task::Help => {
+            println!("{}", flags::USAGE);
+            Ok(())
+        }
+        Task::Ci => ci(&sh),
+        Task::Tidy => {
+            tidy::check(&project_root())?;
+            println!("tidy: ok");
+            Ok(())
+        }
+        Task::Fuzz { target, secs } => {
+            let targets = match target {
+                Some(t) => vec![t],
+                None => tidy::fuzz_targets(&project_root())?,
+            };
+            fuzz::run(&sh, &targets, secs)
+        }
+        Task::Bench { baseline } => {
+            match baseline {
+                Some(name) => {
+                    cmd!(sh, "cargo bench -p smtp-benches -- --save-baseline {name}").run()?;
+                }
+                None => cmd!(sh, "cargo bench -p smtp-benches").run()?,
+            }
+            Ok(())
+        }
+        Task::Loadtest(opts) => loadtest::run(&sh, &opts),
+    }
+}
+
+/// The whole CI pipeline, in order, stopping at the first failure.
+fn ci(sh: &Shell) -> Result<()> {
+    let root = project_root();
+    let started = Instant::now();
+    step("fmt", || Ok(cmd!(sh, "cargo fmt --all -- --check").run()?))?;
+    step("clippy", || {
+        Ok(cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?)
+    })?;
+    step("test", || Ok(cmd!(sh, "cargo test --workspace").run()?))?;
+    step("doc", || {
+        Ok(cmd!(sh, "cargo doc --workspace --no-deps")
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .run()?)
+    })?;
+    step("tidy", || tidy::check(&root))?;
+    step("fuzz corpus replay", || {
+        Ok(cmd!(sh, "cargo test --manifest-path fuzz/Cargo.toml").run()?)
+    })?;
+    if std::env::var_os("XTASK_SKIP_FUZZ").is_some_and(|v| v == "1") {
+        println!("==> fuzz smoke: skipped (XTASK_SKIP_FUZZ=1)");
+    } else {
+        step("fuzz smoke", || {
+            fuzz::run(sh, &tidy::fuzz_targets(&root)?, fuzz::SMOKE_SECS)
+        })?;
+    }
+    step("bench build", || {
+        Ok(cmd!(sh, "cargo bench --workspace --no-run").run()?)
+    })?;
+    println!("==> ci: all steps passed in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// Runs one named CI step and prints how long it took.
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let took = started.elapsed();
+    match &result {
+        Ok(()) => println!("==> {name}: ok in {took:.1?}"),
+        Err(e) => println!("==> {name}: FAILED after {took:.1?}: {e}"),
+    }
+    result.map_err(|e| format!("step `{name}` failed: {e}").into())
+}
+
+/// The workspace root: xtask lives one level below it.
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
