@@ -44,8 +44,24 @@ const CLASSES: [u8; 256] = {
         if alnum
             || matches!(
                 c,
-                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'/' | b'=' | b'?'
-                    | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~'
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'/'
+                    | b'='
+                    | b'?'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'{'
+                    | b'|'
+                    | b'}'
+                    | b'~'
             )
             || c >= 0x80
         {
@@ -75,7 +91,10 @@ fn is(class: u8, b: u8) -> bool {
 /// Length of the run of bytes in `class` at the start of `bytes`.
 #[inline]
 fn run_of(class: u8, bytes: &[u8]) -> usize {
-    bytes.iter().position(|&b| !is(class, b)).unwrap_or(bytes.len())
+    bytes
+        .iter()
+        .position(|&b| !is(class, b))
+        .unwrap_or(bytes.len())
 }
 
 fn tag<'a>(s: &'a str, t: &str, what: &'static str) -> Result<&'a str, ParseError> {

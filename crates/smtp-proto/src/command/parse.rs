@@ -1,11 +1,11 @@
 //! One function per RFC 5321 4.1.1 command rule. Each takes the text after the verb.
 
+use nom::Parser;
 use nom::branch::alt;
 use nom::bytes::complete::{tag, tag_no_case, take_while1};
 use nom::character::complete::{digit1, space0, space1};
 use nom::combinator::{all_consuming, map_res, opt, value};
 use nom::sequence::preceded;
-use nom::Parser;
 
 use super::{Command, HelloVerb};
 use crate::address;
@@ -120,10 +120,16 @@ fn rcpt(args: &str) -> Result<Command<'_>, ParseError> {
 ///
 /// A plain ASCII comparison: nom's `tag_no_case` costs a sixth of the parse time of a MAIL
 /// command on this hot path.
-fn keyword<'a>(args: &'a str, word: &'static str, what: &'static str) -> Result<&'a str, ParseError> {
+fn keyword<'a>(
+    args: &'a str,
+    word: &'static str,
+    what: &'static str,
+) -> Result<&'a str, ParseError> {
     let rest = args.strip_prefix(' ').ok_or(ParseError::Syntax(what))?;
     match rest.as_bytes().get(..word.len()) {
-        Some(head) if head.eq_ignore_ascii_case(word.as_bytes()) => Ok(rest[word.len()..].trim_start_matches(' ')),
+        Some(head) if head.eq_ignore_ascii_case(word.as_bytes()) => {
+            Ok(rest[word.len()..].trim_start_matches(' '))
+        }
         _ => Err(ParseError::Syntax(what)),
     }
 }
