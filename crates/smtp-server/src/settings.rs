@@ -5,6 +5,7 @@ use core::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use smtp_proto::data::BareLineEnding;
 use smtp_proto::server::{ConfigError, Limits, Protocol, Timeouts};
 use smtp_proto::{ServerConfig, ServerOptions};
 
@@ -64,6 +65,8 @@ pub struct ServerSettings {
     pub banner: String,
     /// Protocol limits (message size, recipients, errors, output cap...).
     pub limits: Limits,
+    /// Bare CR / bare LF in message content: normalize (the default, as Postfix 3.9) or reject.
+    pub bare_line_ending: BareLineEnding,
     /// Protocol deadlines. `timeouts.command` also bounds each write to the client, so a
     /// client that never reads is dropped after it.
     pub timeouts: Timeouts,
@@ -96,6 +99,7 @@ impl Default for ServerSettings {
             hostname: "localhost".into(),
             banner: "ESMTP ready".into(),
             limits: Limits::default(),
+            bare_line_ending: BareLineEnding::default(),
             timeouts: Timeouts::default(),
             auth_optional: false,
             allow_insecure_auth: false,
@@ -119,6 +123,7 @@ impl ServerSettings {
             limits: self.limits.clone(),
             timeouts: self.timeouts.clone(),
             allow_insecure_auth: self.allow_insecure_auth,
+            bare_line_ending: self.bare_line_ending,
             ..ServerOptions::default()
         };
         o.extensions.starttls = tls_available && !kind.implicit_tls();

@@ -7,9 +7,11 @@
 //! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
 //!   directory names;
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
-//! - [`password`]: Argon2 password hashes for SMTP AUTH accounts.
+//! - [`password`]: Argon2 password hashes for SMTP AUTH accounts;
+//! - [`receiver`]: the SMTP session handler that ties them together on smtp-tokio.
 
 pub mod config;
 pub mod maildir;
 pub mod password;
+pub mod receiver;
 pub mod routing;

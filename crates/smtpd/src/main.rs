@@ -1,0 +1,364 @@
+//! `smtpd`: receive mail, store it in Maildirs, log every session and message.
+//!
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime error, 2 for a bad configuration,
+//! 3 when a listener cannot bind (port in use, permission), 4 when the TLS certificate or key
+//! cannot be loaded.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use smtp_tokio::{ListenerKind as Kind, Metrics, ServerHandle, ServerSettings, SmtpServer};
+use smtpd::config::{self, Config, ListenerKind, LogFormat};
+use smtpd::receiver::{Receiver, State};
+use tracing::{error, info, warn};
+
+/// A mail server that receives mail over SMTP/LMTP and stores it in Maildir mailboxes.
+///
+/// With no options it runs on a built-in configuration: it listens on 127.0.0.1:2525, accepts
+/// mail for any address at any domain, and stores each message in
+/// ./maildir/<domain>/<local-part>/new/. It never relays.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML configuration file (see crates/smtpd/config/example.toml). Default: the built-in one.
+    #[arg(short, long, env = "SMTPD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen on this address with plain SMTP, instead of the configured listeners. Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Store mail under this directory instead of the configured Maildir root.
+    #[arg(long, value_name = "DIR")]
+    maildir: Option<PathBuf>,
+    /// Read every message to its end and discard it (for load tests). Replies 250 as usual.
+    #[arg(long)]
+    sink: bool,
+    /// Log line format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Read a password from standard input and print its Argon2 hash for a [[user]] entry.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => return check_config(file),
+        Some(Command::HashPassword) => return hash_password(),
+        None => {}
+    }
+    let mut config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("smtpd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default_embedded(),
+    };
+    apply_overrides(&mut config, &cli);
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smtpd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(run(config, cli.config))
+}
+
+fn apply_overrides(config: &mut Config, cli: &Cli) {
+    if !cli.listen.is_empty() {
+        config.listeners = cli
+            .listen
+            .iter()
+            .map(|&address| config::Listener {
+                address,
+                kind: ListenerKind::Smtp,
+                tls: Some(config.tls.is_some()),
+                proxy_protocol: false,
+            })
+            .collect();
+    }
+    if let Some(dir) = &cli.maildir {
+        config.storage.maildir.clone_from(dir);
+    }
+    if cli.sink {
+        config.storage.sink = true;
+    }
+    match cli.log_format {
+        Some(LogFormatArg::Json) => config.log_format = LogFormat::Json,
+        Some(LogFormatArg::Text) => config.log_format = LogFormat::Text,
+        None => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check_config(file: &PathBuf) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => match smtpd::routing::Router::from_config(&config) {
+            Ok(_) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("smtpd: {}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        eprintln!("smtpd: give the password on standard input");
+        return ExitCode::from(2);
+    }
+    match smtpd::password::hash_password(line.trim_end_matches(['\r', '\n'])) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Everything that can be rebuilt from the configuration without rebinding sockets.
+fn build_state(config: &Config) -> Result<State, String> {
+    let router = smtpd::routing::Router::from_config(config).map_err(|e| e.to_string())?;
+    if let smtpd::maildir::Store::Maildir(_) =
+        smtpd::maildir::Store::from_config(&config.storage, &config.hostname)
+    {
+        std::fs::create_dir_all(&config.storage.maildir)
+            .map_err(|e| format!("cannot create {}: {e}", config.storage.maildir.display()))?;
+    }
+    Ok(State {
+        hostname: config.hostname.clone(),
+        router,
+        store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
+        accounts: smtpd::password::Credentials::new(&config.users),
+    })
+}
+
+fn settings(config: &Config, proxy: bool) -> ServerSettings {
+    let l = &config.limits;
+    let mut s = ServerSettings {
+        hostname: config.hostname.clone(),
+        banner: config.banner.clone(),
+        ..Default::default()
+    };
+    s.limits.message_size = l.message_size;
+    s.limits.recipients = l.recipients;
+    s.limits.command_line = l.line_length as usize;
+    s.limits.errors = l.errors;
+    s.limits.junk_commands = l.junk_commands;
+    s.limits.auth_failures = l.auth_failures;
+    s.limits.messages_per_session = l.messages_per_session;
+    s.timeouts.command = l.timeouts.command();
+    s.timeouts.data_block = l.timeouts.data_block();
+    s.timeouts.session = Some(l.timeouts.session());
+    s.tls_handshake_timeout = l.timeouts.tls_handshake();
+    s.max_connections = l.connections as usize;
+    s.max_per_ip = l.connections_per_ip as usize;
+    s.bare_line_ending = match config.bare_lf {
+        config::BareLf::Reject => smtp_proto::data::BareLineEnding::Reject,
+        config::BareLf::Normalize => smtp_proto::data::BareLineEnding::Normalize,
+    };
+    if proxy {
+        s.proxy = Some(smtp_tokio::proxy::ProxySettings::new(
+            smtp_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
+        ));
+    }
+    s
+}
+
+async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
+    let state = match build_state(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let receiver = Receiver::new(state);
+    let (tls, certs) = match &config.tls {
+        Some(t) => match smtp_tokio::tls::ReloadableCert::from_files(&t.cert, &t.key) {
+            Ok(cert) => {
+                let cert = Arc::new(cert);
+                match smtp_tokio::tls::server_config(cert.clone()) {
+                    Ok(cfg) => (Some(cfg), Some(cert)),
+                    Err(e) => {
+                        error!("TLS: {e}");
+                        return ExitCode::from(4);
+                    }
+                }
+            }
+            Err(e) => {
+                error!(
+                    "cannot load the TLS certificate {} / key {}: {e}",
+                    t.cert.display(),
+                    t.key.display()
+                );
+                return ExitCode::from(4);
+            }
+        },
+        None => (None, None),
+    };
+    let metrics = Arc::new(Metrics::new());
+    // PROXY protocol is a property of a server in smtp-tokio, so listeners with and without
+    // it run as two servers sharing the receiver and the metrics.
+    let mut handles: Vec<ServerHandle> = Vec::new();
+    for proxy in [false, true] {
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .filter(|l| l.proxy_protocol == proxy)
+            .collect();
+        if listeners.is_empty() {
+            continue;
+        }
+        let mut builder = SmtpServer::builder(receiver.clone())
+            .settings(settings(&config, proxy))
+            .metrics(metrics.clone());
+        if let Some(tls) = &tls {
+            builder = builder.tls(tls.clone());
+        }
+        for l in listeners {
+            let kind = match l.kind {
+                ListenerKind::Smtp => Kind::Smtp,
+                ListenerKind::Submission => Kind::Submission,
+                ListenerKind::Smtps => Kind::Smtps,
+                ListenerKind::Lmtp => Kind::Lmtp,
+            };
+            builder = builder.listener(l.address, kind);
+        }
+        match builder.build().await {
+            Ok(server) => {
+                for addr in server.local_addrs() {
+                    info!(%addr, hostname = %config.hostname, "listening");
+                }
+                handles.push(server.spawn());
+            }
+            Err(smtp_tokio::Error::Io(e)) => {
+                error!("cannot listen: {e}");
+                return ExitCode::from(3);
+            }
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let storage = if config.storage.sink {
+        "sink (messages are discarded)".to_owned()
+    } else {
+        config.storage.maildir.display().to_string()
+    };
+    info!(storage = %storage, "smtpd ready");
+    wait_for_signals(&receiver, certs.as_deref(), path.as_deref()).await;
+    info!("shutting down");
+    let grace = Duration::from_secs(30);
+    for h in &handles {
+        h.shutdown(grace).await;
+    }
+    let m = metrics.snapshot();
+    info!(?m, "stopped");
+    ExitCode::SUCCESS
+}
+
+/// Returns on SIGTERM or SIGINT; reloads the certificate and configuration on SIGHUP.
+async fn wait_for_signals(
+    receiver: &Receiver,
+    certs: Option<&smtp_tokio::tls::ReloadableCert>,
+    path: Option<&std::path::Path>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => reload(receiver, certs, path),
+        }
+    }
+}
+
+fn reload(
+    receiver: &Receiver,
+    certs: Option<&smtp_tokio::tls::ReloadableCert>,
+    path: Option<&std::path::Path>,
+) {
+    if let Some(certs) = certs {
+        match certs.reload() {
+            Ok(()) => info!("TLS certificate reloaded"),
+            Err(e) => warn!("TLS certificate reload failed, keeping the old one: {e}"),
+        }
+    }
+    let Some(path) = path else { return };
+    match Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| build_state(&c))
+    {
+        // Domains, mailboxes, aliases, users and storage take effect for new sessions;
+        // listeners and limits need a restart.
+        Ok(state) => {
+            receiver.replace(state);
+            info!(config = %path.display(), "configuration reloaded");
+        }
+        Err(e) => warn!("configuration reload failed, keeping the old one: {e}"),
+    }
+}
