@@ -128,7 +128,8 @@ impl Setup {
         l.auth_failures = 1 + u32::from(junk >> 4 & 3);
         l.bytes_per_session = [None, Some(0), Some(100), Some(10_000)][usize::from(junk >> 6)];
         l.messages_per_session = 1 + u32::from(session & 7);
-        l.output_buffer = 1 + 8 * usize::from(cap);
+        // The core refuses caps below one maximal reply line (512).
+        l.output_buffer = 512 + 8 * usize::from(cap);
         if bit(session, 3) {
             o.extra_mail_params = vec!["XFOO".into()];
         }

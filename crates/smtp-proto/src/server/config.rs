@@ -211,6 +211,8 @@ pub enum ConfigError {
     CommandLineTooShort,
     /// `binary_mime` without `chunking` (RFC 3030 3).
     BinaryMimeWithoutChunking,
+    /// The output cap is below one maximal reply line (512), so no command could be answered.
+    OutputBufferTooSmall,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -223,6 +225,7 @@ impl core::fmt::Display for ConfigError {
             Self::InvalidMechanism(m) => write!(f, "invalid AUTH mechanism name {m:?}"),
             Self::CommandLineTooShort => f.write_str("command line limit must be at least 512"),
             Self::BinaryMimeWithoutChunking => f.write_str("BINARYMIME needs CHUNKING"),
+            Self::OutputBufferTooSmall => f.write_str("output buffer limit must be at least 512"),
         }
     }
 }
@@ -264,6 +267,9 @@ impl ServerConfig {
         }
         if o.limits.command_line < crate::line::MAX_COMMAND_LINE {
             return Err(ConfigError::CommandLineTooShort);
+        }
+        if o.limits.output_buffer < MAX_REPLY_LINE {
+            return Err(ConfigError::OutputBufferTooSmall);
         }
         if o.extensions.binary_mime && !o.extensions.chunking {
             return Err(ConfigError::BinaryMimeWithoutChunking);

@@ -70,6 +70,9 @@ pub enum Event<'i> {
     /// content follows as `DataChunk`s.
     DataStart,
     /// Un-stuffed message content, a slice of the input (DATA) or a BDAT chunk's bytes.
+    ///
+    /// Content is handed out as it arrives, so a message refused later (`MessageRejected`)
+    /// may have produced some chunks first; how many depends on how the input was split.
     DataChunk(&'i [u8]),
     /// The end of DATA content. **Decision**: accept sends 250 (LMTP: one reply per accepted
     /// recipient, each `reply`/`accept` call answering the next one). Only a reply after the
