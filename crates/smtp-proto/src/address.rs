@@ -97,6 +97,7 @@ fn run_of(class: u8, bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len())
 }
 
+#[inline]
 fn tag<'a>(s: &'a str, t: &str, what: &'static str) -> Result<&'a str, ParseError> {
     s.strip_prefix(t).ok_or(ParseError::Syntax(what))
 }
@@ -133,6 +134,7 @@ impl fmt::Display for Domain<'_> {
 }
 
 /// `Domain` (RFC 5321 4.1.2), with U-labels (RFC 6531 3.3).
+#[inline]
 pub(crate) fn domain(s: &str) -> PResult<'_, Domain<'_>> {
     let mut pos = 0;
     let bytes = s.as_bytes();
@@ -263,6 +265,7 @@ impl fmt::Display for DomainPart<'_> {
 }
 
 /// `Domain / address-literal`.
+#[inline]
 pub(crate) fn domain_part(s: &str) -> PResult<'_, DomainPart<'_>> {
     if s.starts_with('[') {
         address_literal(s).map(|(l, r)| (DomainPart::Literal(l), r))
@@ -325,6 +328,7 @@ impl fmt::Display for LocalPart<'_> {
 }
 
 /// `Dot-string` (RFC 5321 4.1.2).
+#[inline]
 fn dot_string(s: &str) -> PResult<'_, &str> {
     let bytes = s.as_bytes();
     let mut pos = 0;
@@ -343,6 +347,7 @@ fn dot_string(s: &str) -> PResult<'_, &str> {
 }
 
 /// `Quoted-string = DQUOTE *QcontentSMTP DQUOTE` (RFC 5321 4.1.2); returns the content.
+#[inline]
 fn quoted_string(s: &str) -> PResult<'_, &str> {
     let s = tag(s, "\"", "expected '\"'")?;
     let bytes = s.as_bytes();
@@ -363,6 +368,7 @@ fn quoted_string(s: &str) -> PResult<'_, &str> {
 }
 
 /// `Local-part`.
+#[inline]
 fn local_part(s: &str) -> PResult<'_, LocalPart<'_>> {
     let (lp, rest) = if s.starts_with('"') {
         quoted_string(s).map(|(q, r)| (LocalPart::Quoted(q), r))?
@@ -415,6 +421,7 @@ impl fmt::Display for Mailbox<'_> {
 }
 
 /// `Mailbox`.
+#[inline]
 pub(crate) fn mailbox(s: &str) -> PResult<'_, Mailbox<'_>> {
     let (local_part, rest) = local_part(s)?;
     let rest = tag(rest, "@", "expected '@'")?;
@@ -424,6 +431,7 @@ pub(crate) fn mailbox(s: &str) -> PResult<'_, Mailbox<'_>> {
 
 /// `Path = "<" [ A-d-l ":" ] Mailbox ">"`; the source route is checked and dropped
 /// (RFC 5321 4.1.1.3: servers MUST accept and SHOULD ignore it).
+#[inline]
 fn path(s: &str) -> PResult<'_, Mailbox<'_>> {
     let start_len = s.len();
     let mut s = tag(s, "<", "expected '<'")?;
@@ -476,6 +484,7 @@ impl fmt::Display for ReversePath<'_> {
 }
 
 /// `Reverse-path`.
+#[inline]
 pub(crate) fn reverse_path(s: &str) -> PResult<'_, ReversePath<'_>> {
     if let Some(rest) = s.strip_prefix("<>") {
         return Ok((ReversePath::Null, rest));
@@ -512,6 +521,7 @@ impl fmt::Display for ForwardPath<'_> {
 }
 
 /// `"<Postmaster>" / Forward-path`.
+#[inline]
 pub(crate) fn forward_path(s: &str) -> PResult<'_, ForwardPath<'_>> {
     if let Some(head) = s.get(..12)
         && head.eq_ignore_ascii_case("<postmaster>")

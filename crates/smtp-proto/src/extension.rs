@@ -379,6 +379,7 @@ impl<'a> Parameters<'a> {
 }
 
 /// `esmtp-param = esmtp-keyword ["=" esmtp-value]` (RFC 5321 4.1.2).
+#[inline]
 fn parameter(word: &str) -> Result<Parameter<'_>, ParseError> {
     let (keyword, value) = match word.split_once('=') {
         Some((k, v)) => (k, Some(v)),

@@ -6,6 +6,7 @@
 //! - [`Dispatcher`]: turns the core's [`Event`](smtp_proto::Event)s into `Session` calls and
 //!   answers the core. AUTH PLAIN/LOGIN exchanges, BDAT, LMTP per-recipient replies and the
 //!   body error latch live here, written once.
+//! - [`blocking`]: synchronous forms of `Handler` and `Session` for runtime-free servers.
 //! - [`proxy`]: a sans-IO PROXY protocol v1/v2 parser and [`TrustedNetworks`].
 //! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
 //! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod blocking;
 mod dispatch;
 mod handler;
 mod id;

@@ -121,8 +121,12 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colour codes only for a terminal: in a log file or journal they are noise that breaks
+    // grep and log parsers.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -219,6 +223,10 @@ fn settings(config: &Config, proxy: bool) -> ServerSettings {
 }
 
 async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
+    // Install the handlers before any listener binds: a client (or a supervisor) may act as soon
+    // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
+    // exist would kill the process with the default action instead of reloading or draining.
+    let signals = Signals::install();
     let state = match build_state(&config) {
         Ok(s) => s,
         Err(e) => {
@@ -301,7 +309,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         config.storage.maildir.display().to_string()
     };
     info!(storage = %storage, "smtpd ready");
-    wait_for_signals(&receiver, certs.as_deref(), path.as_deref()).await;
+    signals
+        .wait(&receiver, certs.as_deref(), path.as_deref())
+        .await;
     info!("shutting down");
     let grace = Duration::from_secs(30);
     for h in &handles {
@@ -312,27 +322,45 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the certificate and configuration on SIGHUP.
-async fn wait_for_signals(
-    receiver: &Receiver,
-    certs: Option<&smtp_tokio::tls::ReloadableCert>,
-    path: Option<&std::path::Path>,
-) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers; stop with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => reload(receiver, certs, path),
+/// The signals smtpd acts on: SIGTERM and SIGINT stop it, SIGHUP reloads.
+#[derive(Debug)]
+struct Signals {
+    /// `None` when the handlers could not be installed.
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Some([term, int, hup]),
+            _ => None,
+        };
+        Self { streams }
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads the certificate and configuration on SIGHUP.
+    async fn wait(
+        self,
+        receiver: &Receiver,
+        certs: Option<&smtp_tokio::tls::ReloadableCert>,
+        path: Option<&std::path::Path>,
+    ) {
+        let Some([mut term, mut int, mut hup]) = self.streams else {
+            warn!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => reload(receiver, certs, path),
+            }
         }
     }
 }

@@ -213,10 +213,7 @@ impl Session for Conversation {
     ) -> Decision {
         let resolution = match to {
             // RFC 5321 4.5.1: the bare <Postmaster> is this server's postmaster.
-            ForwardPath::Postmaster => self
-                .state
-                .router
-                .resolve("postmaster", &self.state.hostname),
+            ForwardPath::Postmaster => self.state.router.resolve_postmaster(&self.state.hostname),
             ForwardPath::Mailbox(m) => match m.domain() {
                 DomainPart::Domain(d) => self
                     .state

@@ -214,6 +214,9 @@ pub struct Router {
     wildcard: bool,
     /// Keyed by the lowercased domain name.
     domains: HashMap<String, DomainTable>,
+    /// The lowercased name of the first configured domain: where the bare `<Postmaster>` goes
+    /// when the server's host name is not a local domain.
+    primary: Option<String>,
 }
 
 /// The resolved rules of one configured domain.
@@ -286,6 +289,7 @@ impl Router {
         Ok(Self {
             wildcard,
             domains: tables,
+            primary: domains.first().map(|d| d.name.to_ascii_lowercase()),
         })
     }
 
@@ -299,6 +303,27 @@ impl Router {
     pub fn is_local_domain(&self, domain: &str) -> bool {
         !domain.is_empty()
             && (self.wildcard || self.domains.contains_key(&domain.to_ascii_lowercase()))
+    }
+
+    /// Resolves the bare `RCPT TO:<Postmaster>` (no domain) for a server named `hostname`.
+    ///
+    /// RFC 5321 §4.5.1 says this form MUST be accepted, so it never fails: it goes to
+    /// `postmaster@<hostname>` when the host name is a local domain, else to the postmaster of
+    /// the first configured `[[domain]]` (the host name of an MX is often not a mail domain,
+    /// for example `mx1.example.org` serving `example.org`).
+    #[must_use]
+    pub fn resolve_postmaster(&self, hostname: &str) -> Resolution {
+        if let Resolution::Local(paths) = self.resolve(POSTMASTER, hostname) {
+            return Resolution::Local(paths);
+        }
+        if let Some(primary) = &self.primary {
+            return self.resolve(POSTMASTER, primary);
+        }
+        // No configured domain and not wildcard cannot pass validation; stay total anyway.
+        MailboxPath::new(&hostname.to_ascii_lowercase(), POSTMASTER)
+            .map_or(Resolution::UnknownMailbox, |path| {
+                Resolution::Local(vec![path])
+            })
     }
 
     /// Resolves the recipient `local_part@domain`.
@@ -581,6 +606,26 @@ mod tests {
         let dave = Resolution::Local(vec![mbox("example.net", "dave")]);
         assert_eq!(router.resolve("anything", "example.net"), dave);
         assert_eq!(router.resolve("postmaster", "example.net"), dave);
+    }
+
+    #[test]
+    fn bare_postmaster_resolves_whatever_the_host_name() {
+        let router = example_router();
+        // The host name is not a local domain: the first configured domain's postmaster.
+        assert_eq!(
+            router.resolve_postmaster("mx1.example.org"),
+            Resolution::Local(vec![mbox("example.org", "postmaster")])
+        );
+        // The host name is a local domain: its own postmaster rules (here its catch-all).
+        assert_eq!(
+            router.resolve_postmaster("Example.NET"),
+            Resolution::Local(vec![mbox("example.net", "dave")])
+        );
+        let wildcard = Router::new(true, &[]).expect("valid");
+        assert_eq!(
+            wildcard.resolve_postmaster("mx.test"),
+            Resolution::Local(vec![mbox("mx.test", "postmaster")])
+        );
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! smtp-mio: the server runs its own event-loop and accept threads; shutdown blocks until
+//! they are joined.
+
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use smtp_mio::SmtpServer;
+
+use crate::{Adapter, Running, ServerSpec};
+
+/// How long shutting down may take before the suite stops waiting.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// The [`smtp_mio`] adapter.
+#[derive(Debug)]
+pub struct Mio;
+
+impl Adapter for Mio {
+    const NAME: &'static str = "mio";
+
+    fn start(spec: ServerSpec) -> Running {
+        let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
+        for kind in spec.listeners {
+            builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), kind);
+        }
+        if let Some(tls) = spec.tls {
+            builder = builder.tls(tls);
+        }
+        let handle = builder
+            .build()
+            .expect("smtp-mio server")
+            .start()
+            .expect("smtp-mio threads");
+        let addrs = handle.local_addrs().to_vec();
+        Running::new(
+            addrs,
+            Box::new(move |grace| {
+                // `shutdown` blocks until every thread is joined; bound the wait so a hung
+                // server fails its test instead of hanging the suite.
+                let (done_tx, done_rx) = mpsc::channel();
+                thread::spawn(move || {
+                    handle.shutdown(grace);
+                    let _ = done_tx.send(());
+                });
+                let _ = done_rx.recv_timeout(grace + SHUTDOWN_LIMIT);
+            }),
+        )
+    }
+}

@@ -1,0 +1,45 @@
+//! smtp-smol: the server runs on smol's global executor; shutdown is driven with
+//! `smol::block_on`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use smtp_smol::SmtpServer;
+
+use crate::{Adapter, Running, ServerSpec};
+
+/// How long shutting down may take before the suite stops waiting.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// The [`smtp_smol`] adapter.
+#[derive(Debug)]
+pub struct Smol;
+
+impl Adapter for Smol {
+    const NAME: &'static str = "smol";
+
+    fn start(spec: ServerSpec) -> Running {
+        let handle = smol::block_on(async {
+            let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
+            for kind in spec.listeners {
+                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), kind);
+            }
+            if let Some(tls) = spec.tls {
+                builder = builder.tls(tls);
+            }
+            builder.build().await.expect("smtp-smol server").spawn()
+        });
+        let addrs = handle.local_addrs().to_vec();
+        Running::new(
+            addrs,
+            Box::new(move |grace| {
+                smol::block_on(async {
+                    let limit = async {
+                        smol::Timer::after(SHUTDOWN_LIMIT).await;
+                    };
+                    smol::future::or(handle.shutdown(grace), limit).await;
+                });
+            }),
+        )
+    }
+}

@@ -1,0 +1,50 @@
+//! smtp-tokio: the server runs on a multi-threaded tokio runtime owned by the [`Running`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use smtp_tokio::SmtpServer;
+
+use crate::{Adapter, Running, ServerSpec};
+
+/// How long shutting down may take before the runtime is dropped anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// The [`smtp_tokio`] adapter.
+#[derive(Debug)]
+pub struct Tokio;
+
+impl Adapter for Tokio {
+    const NAME: &'static str = "tokio";
+
+    fn start(spec: ServerSpec) -> Running {
+        // Two workers, like the machines CI runs on: sessions really run in parallel.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let handle = rt.block_on(async {
+            let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
+            for kind in spec.listeners {
+                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), kind);
+            }
+            if let Some(tls) = spec.tls {
+                builder = builder.tls(tls);
+            }
+            let server = builder.build().await.expect("smtp-tokio server");
+            server.spawn()
+        });
+        let addrs = handle.local_addrs().to_vec();
+        Running::new(
+            addrs,
+            Box::new(move |grace| {
+                // The timer must be created inside the runtime.
+                let _ = rt.block_on(async {
+                    tokio::time::timeout(SHUTDOWN_LIMIT, handle.shutdown(grace)).await
+                });
+                rt.shutdown_timeout(Duration::from_secs(1));
+            }),
+        )
+    }
+}

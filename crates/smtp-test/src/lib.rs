@@ -1,0 +1,204 @@
+//! The adapter conformance suite: one list of SMTP conversations, written once as data, run
+//! over loopback TCP against every adapter (smtp-tokio, smtp-smol, smtp-mio). Every adapter
+//! must answer every conversation with the same bytes and make the same application calls.
+//!
+//! - [`Adapter`]: starts a server from a [`ServerSpec`] on its own thread or runtime and
+//!   returns a [`Running`] server, so the suite itself is plain blocking code.
+//! - [`RecordingHandler`]: the application; it records every session call and every message
+//!   byte-exact, and refuses things on cue (see its docs).
+//! - [`CONVERSATIONS`]: the conversations; each is client bytes and pauses, the exact server
+//!   bytes expected, and the calls the application must see.
+//! - [`conformance_suite!`]: one `#[test]` per conversation for an adapter.
+//! - [`execute`] and [`compare`]: a conversation's [`Transcript`], to compare adapters.
+//!
+//! Adding an adapter is one line in `tests/conformance.rs`:
+//!
+//! ```
+//! smtp_test::conformance_suite!(tokio_adapter, smtp_test::adapters::Tokio);
+//! ```
+//!
+//! Every socket operation has a timeout, and every wait is bounded, so a hung adapter fails
+//! its test instead of hanging the suite.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+mod client;
+pub mod conversation;
+mod handler;
+mod pki;
+mod runner;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use conversation::{CONVERSATIONS, Calls, Conversation, Step, base_settings};
+pub use handler::{Call, PASSWORD, Record, RecordingHandler, RecordingSession, USER, escape};
+pub use pki::{Pki, SERVER_NAME};
+pub use runner::{Transcript, compare, conversation, execute, run};
+pub use smtp_server::{ListenerKind, ServerSettings};
+
+/// A runtime adapter under test.
+pub trait Adapter {
+    /// The adapter's name in failure messages.
+    const NAME: &'static str;
+
+    /// Binds every listener of `spec` on `127.0.0.1` (port 0) and serves `spec.handler` on a
+    /// thread or runtime of its own. Returns once the listeners accept connections.
+    ///
+    /// Panics if the server cannot start: that fails the test, as it should.
+    fn start(spec: ServerSpec) -> Running;
+}
+
+/// What server to start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ServerSpec {
+    /// Settings shared by the listeners.
+    pub settings: ServerSettings,
+    /// One listener of each kind, in order, each on `127.0.0.1:0`.
+    pub listeners: Vec<ListenerKind>,
+    /// The TLS config, when the server has a certificate.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The application.
+    pub handler: RecordingHandler,
+}
+
+/// Stops a server: graceful shutdown with the given grace period, returning once every
+/// session has ended and the listeners are closed.
+pub type ShutdownFn = Box<dyn FnOnce(Duration) + Send>;
+
+/// A started server.
+///
+/// Dropping it shuts the server down with no grace period, so a failing test still stops its
+/// server.
+pub struct Running {
+    /// The bound addresses, in the order of [`ServerSpec::listeners`].
+    pub addrs: Vec<SocketAddr>,
+    shutdown: Option<ShutdownFn>,
+}
+
+impl Running {
+    /// A server listening on `addrs`, stopped by `shutdown`.
+    pub fn new(addrs: Vec<SocketAddr>, shutdown: ShutdownFn) -> Self {
+        Self {
+            addrs,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// Shuts down (see [`ShutdownFn`]); does nothing if that already happened.
+    pub fn shutdown(&mut self, grace: Duration) {
+        if let Some(f) = self.shutdown.take() {
+            f(grace);
+        }
+    }
+
+    /// Takes the shutdown function, to run it on another thread while clients go on.
+    pub fn take_shutdown(&mut self) -> Option<ShutdownFn> {
+        self.shutdown.take()
+    }
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("addrs", &self.addrs)
+            .field("running", &self.shutdown.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+/// Calls `$callback!($($args)*; name, name, ...)` with the name of every conversation, in
+/// the order of [`CONVERSATIONS`]. A unit test keeps the two lists equal.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_conversation_names {
+    ($callback:ident ! ($($args:tt)*)) => {
+        $crate::$callback! {
+            $($args)*;
+            d1_typical,
+            pipelining_burst,
+            starttls_injection,
+            auth_plain_after_starttls,
+            auth_login_implicit_tls,
+            bdat,
+            bdat_refused_skip,
+            size_overrun,
+            bare_line_endings_normalize,
+            bare_line_endings_reject,
+            line_too_long,
+            slow_drip,
+            never_reads,
+            idle_timeout,
+            disconnect_mid_data,
+            connection_limit,
+            graceful_shutdown,
+            shutdown_grace_expires,
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($adapter:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run::<$adapter>(stringify!($name));
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __names {
+    (; $($name:ident),* $(,)?) => {
+        &[$(stringify!($name)),*]
+    };
+}
+
+/// The names [`conformance_suite!`] makes tests for.
+#[doc(hidden)]
+pub const TEST_NAMES: &[&str] = __with_conversation_names!(__names!());
+
+/// Generates a module `$module` with one `#[test]` per conversation, run against
+/// `$adapter` (a type implementing [`Adapter`]).
+///
+/// ```
+/// smtp_test::conformance_suite!(mio_adapter, smtp_test::adapters::Mio);
+/// ```
+#[macro_export]
+macro_rules! conformance_suite {
+    ($module:ident, $adapter:ty) => {
+        mod $module {
+            $crate::__with_conversation_names!(__conformance_tests!($adapter));
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_conversation_has_a_test() {
+        let names: Vec<_> = CONVERSATIONS.iter().map(|c| c.name).collect();
+        assert_eq!(names, TEST_NAMES);
+    }
+
+    #[test]
+    fn escape_shows_line_endings() {
+        assert_eq!(escape(b"a\r\n.\xff"), r#""a\r\n.\xff""#);
+    }
+}
