@@ -1,7 +1,7 @@
 //! A sink: accepts every message and discards it, keeping only a byte count. It measures the
 //! adapter and the core with nothing else in the way (`cargo xtask loadtest` runs it).
 //!
-//! Run: `cargo run --release -p smtp-tokio --example sink -- --listen 127.0.0.1:2525`.
+//! Run: `cargo run --release -p smtp-tokio --example tokio_sink -- --listen 127.0.0.1:2525`.
 //! The first line on stdout is `listening on ADDR`; Ctrl-C shuts down gracefully.
 
 use std::io::Write;

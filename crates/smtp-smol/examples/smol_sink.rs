@@ -1,7 +1,7 @@
 //! A server that accepts every message and discards it: the smol adapter under load, with no
 //! application cost. `cargo xtask loadtest` runs it.
 //!
-//! Run: `cargo run --release -p smtp-smol --example sink -- --listen 127.0.0.1:2525`. The first
+//! Run: `cargo run --release -p smtp-smol --example smol_sink -- --listen 127.0.0.1:2525`. The first
 //! line on stdout is `listening on ADDR` (the bound address, so `:0` works).
 use std::io::Write;
 use std::net::SocketAddr;

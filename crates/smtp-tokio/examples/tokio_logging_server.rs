@@ -1,7 +1,7 @@
 //! Logs the session id, sender, recipients and subject of every message, and accepts it.
-//! Run: `cargo run -p smtp-smol --example logging_server`, then send mail to 127.0.0.1:2525.
-use smtp_smol::{Decision, ForwardPath, Handler, ListenerKind, Parameters, Reply, ReversePath};
-use smtp_smol::{Session, SessionInfo, SmtpServer};
+//! Run: `cargo run -p smtp-tokio --example tokio_logging_server`, then send mail to 127.0.0.1:2525.
+use smtp_tokio::{Decision, ForwardPath, Handler, ListenerKind, Parameters, Reply, ReversePath};
+use smtp_tokio::{Session, SessionInfo, SmtpServer};
 
 struct Logger;
 #[derive(Default)]
@@ -56,20 +56,18 @@ impl Session for Mail {
     }
 }
 
-fn main() -> Result<(), smtp_smol::Error> {
+#[tokio::main]
+async fn main() -> Result<(), smtp_tokio::Error> {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    smol::block_on(async {
-        let addr = "127.0.0.1:2525"
-            .parse::<std::net::SocketAddr>()
-            .expect("valid address");
-        let server = SmtpServer::builder(Logger)
-            .listener(addr, ListenerKind::Smtp)
-            .build()
-            .await?;
-        let handle = server.spawn();
-        let mut signals = async_signal::Signals::new([async_signal::Signal::Int])?;
-        futures_lite::StreamExt::next(&mut signals).await;
-        handle.shutdown(std::time::Duration::from_secs(10)).await;
-        Ok(())
-    })
+    let addr = "127.0.0.1:2525"
+        .parse::<std::net::SocketAddr>()
+        .expect("valid address");
+    let server = SmtpServer::builder(Logger)
+        .listener(addr, ListenerKind::Smtp)
+        .build()
+        .await?;
+    let handle = server.spawn();
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown(std::time::Duration::from_secs(10)).await;
+    Ok(())
 }
