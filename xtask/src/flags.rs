@@ -12,7 +12,7 @@ commands:
                           cargo-fuzz on stable (RUSTC_BOOTSTRAP=1); all targets, 60 s each by default
   fuzz-smoke              every fuzz target for 20 s
   bench [--baseline NAME] cargo bench -p smtp-benches, saving a criterion baseline if named
-  loadtest [--adapter A] [--sessions N] [--messages M] [--size S]
+  loadtest [--adapter A] [--sessions N] [--messages M] [--size S] [--per-connection K]
                           start a server on 127.0.0.1, run smtp-load against it, print a table;
                           A is tokio|smol|mio|smtpd-sink|smtpd|baseline|all (default all)
   help                    this text";
@@ -37,6 +37,8 @@ pub(crate) struct LoadtestOptions {
     pub(crate) messages: u64,
     /// Passed to smtp-load as is (it accepts `k` and `m` suffixes).
     pub(crate) size: String,
+    /// Messages per connection; `None` sends them all on each session's one connection.
+    pub(crate) per_connection: Option<u64>,
 }
 
 /// Every server `loadtest` knows, in the order `all` runs them.
@@ -87,6 +89,10 @@ pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
                 sessions: sessions.map_or(Ok(50), |s| number(&s, "--sessions"))?,
                 messages: messages.map_or(Ok(10_000), |s| number(&s, "--messages"))?,
                 size: flags.value("--size")?.unwrap_or_else(|| "1k".into()),
+                per_connection: flags
+                    .value("--per-connection")?
+                    .map(|s| number(&s, "--per-connection"))
+                    .transpose()?,
             })
         }
         other => return Err(format!("unknown command `{other}`")),

@@ -153,6 +153,8 @@ fn run_one(server: &Server, exe: &Path, load: &Path, opts: &LoadtestOptions) -> 
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            // Servers log a line per message; a terminal would measure itself, not the server.
+            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?,
     );
@@ -163,6 +165,11 @@ fn run_one(server: &Server, exe: &Path, load: &Path, opts: &LoadtestOptions) -> 
         .args(["--messages", &opts.messages.to_string()])
         .args(["--size", &opts.size])
         .args(["--pipelining", "--json", "--no-progress"])
+        .args(
+            opts.per_connection
+                .map(|k| vec!["--per-connection".to_owned(), k.to_string()])
+                .unwrap_or_default(),
+        )
         .args(["--server-pid", &child.0.id().to_string()])
         .stderr(Stdio::inherit())
         .output()?;
@@ -234,10 +241,16 @@ fn json_number(json: &str, key: &str) -> Option<f64> {
 
 fn table(rows: &[Row], opts: &LoadtestOptions) -> String {
     let mut out = format!(
-        "{} sessions, {} messages of {}, pipelining\n\n\
+        "{} sessions, {} messages of {}, {}, pipelining\n\n\
          | target | msgs/s | MB/s | p50 | p99 | server CPU s / 1000 msgs | peak RSS | note |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
-        opts.sessions, opts.messages, opts.size
+        opts.sessions,
+        opts.messages,
+        opts.size,
+        opts.per_connection
+            .map_or("all on one connection per session".to_owned(), |k| format!(
+                "{k} per connection"
+            )),
     );
     let f = |v: Option<f64>, digits: usize, unit: &str| {
         v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}{unit}"))
@@ -282,6 +295,7 @@ mod tests {
             sessions: 2,
             messages: 10,
             size: "1k".into(),
+            per_connection: None,
         };
         let t = table(&[row_from_json("baseline", REPORT)], &opts);
         assert!(

@@ -259,12 +259,14 @@ async fn run_session<H: Handler>(
             server.handle_timeout(now());
             continue;
         }
-        if deadline != timer_at {
-            match deadline {
-                Some(at) => timer.set_at(at),
-                None => timer = Timer::never(),
-            }
-            timer_at = deadline;
+        // The idle deadline moves forward with every command; re-arming the reactor's timer
+        // each time costs more than the session's own work. So the timer only moves earlier:
+        // if it fires before the real deadline, `handle_timeout` does nothing and it is re-armed.
+        if let Some(at) = deadline
+            && timer_at.is_none_or(|armed| at < armed)
+        {
+            timer.set_at(at);
+            timer_at = Some(at);
         }
         let wants_input = server.wants_input();
         let state_changed = async {

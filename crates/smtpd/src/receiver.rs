@@ -127,9 +127,10 @@ impl Conversation {
         };
         let subject = subject(&txn.head);
         let size = txn.writer.as_ref().map_or(0, MessageWriter::size);
+        let is_sink = matches!(self.state.store, Store::Sink(_));
         let outcome = match (txn.writer.take(), txn.failed.take()) {
             (Some(writer), None) => {
-                tokio::task::block_in_place(|| writer.commit()).map_err(|e| e.to_string())
+                blocking(is_sink, || writer.commit()).map_err(|e| e.to_string())
             }
             (Some(writer), Some(e)) => {
                 writer.abort();
@@ -275,7 +276,9 @@ impl Session for Conversation {
         let prepend = trace_headers(&self.state.hostname, info, &txn.from, &txn.rcpts);
         let store = self.state.store.clone();
         let mailboxes = txn.mailboxes.clone();
-        match tokio::task::block_in_place(|| store.begin(prepend.as_bytes(), &mailboxes)) {
+        match blocking(matches!(store, Store::Sink(_)), || {
+            store.begin(prepend.as_bytes(), &mailboxes)
+        }) {
             Ok(writer) => {
                 txn.writer = Some(writer);
                 Decision::Accept
@@ -344,6 +347,16 @@ impl Session for Conversation {
             tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
             messages = self.messages, failed = self.rejected, %reason, "session"
         );
+    }
+}
+
+/// Runs file-system work (create, write, fsync, rename) where it may block: on this worker,
+/// after telling tokio to move the other tasks away. The sink does no IO, so it runs inline.
+fn blocking<T>(inline: bool, f: impl FnOnce() -> T) -> T {
+    if inline {
+        f()
+    } else {
+        tokio::task::block_in_place(f)
     }
 }
 
