@@ -200,7 +200,7 @@ impl<H: Handler> Builder<H> {
             }
             let config = self.settings.server_config(kind, has_tls)?;
             let std = match source {
-                ListenerSource::Addr(addr) => std::net::TcpListener::bind(addr)?,
+                ListenerSource::Addr(addr) => smtp_server::bind_listener(addr)?,
                 ListenerSource::Std(l) => l,
             };
             std.set_nonblocking(true)?;

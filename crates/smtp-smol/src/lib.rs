@@ -334,7 +334,9 @@ impl<H: Handler> Builder<H> {
             }
             let config = self.settings.server_config(kind, has_tls)?;
             let listener = match source {
-                ListenerSource::Addr(addr) => TcpListener::bind(addr).await?,
+                ListenerSource::Addr(addr) => {
+                    TcpListener::try_from(smtp_server::bind_listener(addr)?)?
+                }
                 // `Async::new` inside makes the socket non-blocking.
                 ListenerSource::Std(l) => TcpListener::try_from(l)?,
                 ListenerSource::Smol(l) => l,

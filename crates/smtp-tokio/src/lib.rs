@@ -189,7 +189,9 @@ impl<H: Handler> Builder<H> {
             }
             let config = self.settings.server_config(kind, has_tls)?;
             let listener = match source {
-                ListenerSource::Addr(addr) => TcpListener::bind(addr).await?,
+                ListenerSource::Addr(addr) => {
+                    TcpListener::from_std(smtp_server::bind_listener(addr)?)?
+                }
                 ListenerSource::Std(l) => {
                     l.set_nonblocking(true)?;
                     TcpListener::from_std(l)?

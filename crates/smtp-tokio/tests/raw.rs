@@ -190,17 +190,19 @@ async fn disconnect_mid_data_aborts() {
 
 #[tokio::test]
 async fn concurrent_sessions_each_message_once() {
+    const SESSIONS: usize = 500;
+    const MESSAGES: usize = 20;
     let mut cfg = settings();
     cfg.max_connections = 1000;
     let s = start(cfg, &[ListenerKind::Smtp], None).await;
     let addr = s.addr(0);
     let mut tasks = tokio::task::JoinSet::new();
-    for session in 0..200 {
+    for session in 0..SESSIONS {
         tasks.spawn(async move {
             let mut c = Raw::greeted(addr).await;
             c.send("EHLO c\r\n").await;
             c.expect("250-").await;
-            for m in 0..10 {
+            for m in 0..MESSAGES {
                 // Pipeline the envelope and body; read the four replies.
                 c.send(format!(
                     "{ENVELOPE}Message-ID: <{session}.{m}@t>\r\n\r\nx\r\n.\r\n"
@@ -225,9 +227,10 @@ async fn concurrent_sessions_each_message_once() {
     let mut ids: Vec<_> = store.messages.iter().map(|m| m.body.clone()).collect();
     ids.sort();
     ids.dedup();
-    assert_eq!(store.messages.len(), 2000);
-    assert_eq!(ids.len(), 2000);
-    assert_eq!(s.handle.metrics().snapshot().messages_accepted, 2000);
+    let total = (SESSIONS * MESSAGES) as u64;
+    assert_eq!(store.messages.len() as u64, total);
+    assert_eq!(ids.len() as u64, total, "a message arrived twice");
+    assert_eq!(s.handle.metrics().snapshot().messages_accepted, total);
 }
 
 #[tokio::test]
