@@ -141,11 +141,7 @@ pub(crate) fn domain(s: &str) -> PResult<'_, Domain<'_>> {
     loop {
         // sub-domain: starts and ends with a letter or digit, hyphens inside.
         let start = pos;
-        while pos < bytes.len()
-            && (bytes[pos].is_ascii_alphanumeric() || bytes[pos] == b'-' || bytes[pos] >= 0x80)
-        {
-            pos += 1;
-        }
+        pos += run_of(LDH, &bytes[pos..]);
         let label = &bytes[start..pos];
         if label.is_empty()
             || label[0] == b'-'
