@@ -259,14 +259,15 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         None => (None, None),
     };
     let metrics = Arc::new(Metrics::new());
-    // PROXY protocol is a property of a server in smtp-tokio, so listeners with and without
-    // it run as two servers sharing the receiver and the metrics.
+    // PROXY protocol and the TLS config are properties of a server in smtp-tokio, so listeners
+    // are grouped by both (at most four servers), sharing the receiver and the metrics.
+    // Connection limits therefore apply per group.
     let mut handles: Vec<ServerHandle> = Vec::new();
-    for proxy in [false, true] {
+    for (proxy, with_tls) in [(false, false), (false, true), (true, false), (true, true)] {
         let listeners: Vec<_> = config
             .listeners
             .iter()
-            .filter(|l| l.proxy_protocol == proxy)
+            .filter(|l| l.proxy_protocol == proxy && l.uses_tls() == with_tls)
             .collect();
         if listeners.is_empty() {
             continue;
@@ -274,7 +275,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         let mut builder = SmtpServer::builder(receiver.clone())
             .settings(settings(&config, proxy))
             .metrics(metrics.clone());
-        if let Some(tls) = &tls {
+        if let Some(tls) = tls.as_ref().filter(|_| with_tls) {
             builder = builder.tls(tls.clone());
         }
         for l in listeners {

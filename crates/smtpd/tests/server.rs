@@ -820,3 +820,47 @@ fn sighup_reloads_domains_and_mailboxes() {
         body,
     );
 }
+
+/// `tls = false` on a listener keeps STARTTLS off there even when `[tls]` exists, while a
+/// listener without the setting offers it.
+#[test]
+fn listener_tls_false_offers_no_starttls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _pki = Pki::write(dir.path());
+    let root = dir.path().to_path_buf();
+    let server = Server::start(dir.path(), 2, |p| {
+        let config = root.join("smtpd.toml");
+        let text = format!(
+            r#"hostname = "mx.test"
+
+[[listener]]
+address = "{}"
+kind = "smtp"
+
+[[listener]]
+address = "{}"
+kind = "lmtp"
+tls = false
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[storage]
+maildir = "md"
+"#,
+            addr(p[0]),
+            addr(p[1])
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let mut smtp = Client::connect(server.port(0));
+    let ehlo = smtp.expect("EHLO client.test", 250);
+    assert!(ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    smtp.expect("QUIT", 221);
+    let mut lmtp = Client::connect(server.port(1));
+    let lhlo = lmtp.expect("LHLO client.test", 250);
+    assert!(!lhlo.lines.iter().any(|l| l == "STARTTLS"), "{lhlo:?}");
+    lmtp.expect("QUIT", 221);
+}
