@@ -215,6 +215,7 @@ async fn run_session<H: Handler>(
     let mut seen = lifecycle.state();
     let mut inbuf = InBuf::new(INBUF_INITIAL, INBUF_MAX);
     let write_timeout = server.config().options().timeouts.command;
+    let decision_limit = server.config().options().timeouts.decision;
     let mut aborted = false;
     let mut watching = seen != State::Abort;
     let mut error: Option<io::Error> = None;
@@ -233,7 +234,17 @@ async fn run_session<H: Handler>(
                 inbuf.consume(progress.consumed);
                 break;
             };
-            dispatcher.handle(&mut server, event, now).await;
+            // A handler that never answers must not hold the session (or a shutdown) forever:
+            // past the core's decision deadline the session gets 421 4.4.2 and closes.
+            if timeout(decision_limit, dispatcher.handle(&mut server, event, now))
+                .await
+                .is_err()
+            {
+                warn!("handler did not answer within the decision timeout");
+                server.handle_timeout(now() + decision_limit);
+                inbuf.consume(inbuf.data().len());
+                break;
+            }
             inbuf.consume(progress.consumed);
         }
         // 4. Write everything out before blocking on a read.
