@@ -525,6 +525,8 @@ impl Server {
             Frame::Incomplete => Step::Stop(0),
             Frame::TooLong => {
                 self.skip_line = true;
+                // An over-long AUTH response cancels the exchange (RFC 4954 4: 500 5.5.6).
+                self.mode = Mode::Command;
                 self.arm_idle(now);
                 Step::Event(0, self.refuse(Refusal::Parse(ParseError::LineTooLong)))
             }
