@@ -864,3 +864,51 @@ maildir = "md"
     assert!(!lhlo.lines.iter().any(|l| l == "STARTTLS"), "{lhlo:?}");
     lmtp.expect("QUIT", 221);
 }
+
+/// LMTP (RFC 2033): LHLO, and after the message one reply per accepted recipient, each
+/// recipient's copy stored.
+#[test]
+fn lmtp_listener_delivers_with_one_reply_per_recipient() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_path_buf();
+    let server = Server::start(dir.path(), 1, |p| {
+        let config = root.join("smtpd.toml");
+        let text = format!(
+            r#"hostname = "mx.test"
+
+[[listener]]
+address = "{}"
+kind = "lmtp"
+
+[storage]
+maildir = "md"
+
+[[domain]]
+name = "example.test"
+mailboxes = ["alice", "bob"]
+"#,
+            addr(p[0])
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let mut c = Client::connect(server.port(0));
+    // RFC 2033 4.1: LMTP has no EHLO.
+    c.expect("EHLO client.test", 500);
+    c.expect("LHLO client.test", 250);
+    c.expect("MAIL FROM:<sender@sender.test>", 250);
+    c.expect("RCPT TO:<alice@example.test>", 250);
+    c.expect("RCPT TO:<nobody@example.test>", 550);
+    c.expect("RCPT TO:<bob@example.test>", 250);
+    let body = b"Subject: over lmtp\r\n\r\nhello\r\n".as_slice();
+    // One reply for alice, one for bob (RFC 2033 4.2); the refused recipient gets none.
+    assert_eq!(c.data(body).code, 250);
+    assert_eq!(c.reply().expect("second recipient's reply").code, 250);
+    c.expect("QUIT", 221);
+    let md = dir.path().join("md");
+    for mailbox in ["example.test/alice", "example.test/bob"] {
+        let stored = Stored::read(&only_message(&md.join(mailbox)));
+        assert_body(&stored, body);
+        assert!(stored.trace.contains("with LMTP"), "{}", stored.trace);
+    }
+}
