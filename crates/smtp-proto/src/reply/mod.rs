@@ -269,9 +269,18 @@ impl<'a> Reply<'a> {
     /// Text is RFC 5321 `textstring` (tab and printable ASCII) plus UTF-8, which RFC 6531
     /// sessions may carry. Each line must fit in 512 octets with the code and enhanced code.
     pub fn new(code: ReplyCode, text: impl Into<Cow<'a, str>>) -> Result<Self, ReplyTextError> {
-        let text = text.into();
+        Self::with_line_limit(code, text.into(), MAX_REPLY_LINE - LINE_OVERHEAD)
+    }
+
+    /// Checks `text` line by line against `max_text` octets and for control characters.
+    /// [`Reply::parse`] allows what the wire line really had room for.
+    pub(crate) fn with_line_limit(
+        code: ReplyCode,
+        text: Cow<'a, str>,
+        max_text: usize,
+    ) -> Result<Self, ReplyTextError> {
         for line in text.split('\n') {
-            if line.len() + LINE_OVERHEAD > MAX_REPLY_LINE {
+            if line.len() > max_text {
                 return Err(ReplyTextError::LineTooLong);
             }
             if line.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {

@@ -8,7 +8,7 @@
 use core::fmt;
 use std::borrow::Cow;
 
-use super::{EnhancedCode, Reply, ReplyCode};
+use super::{EnhancedCode, MAX_REPLY_LINE, Reply, ReplyCode};
 
 /// Why bytes did not parse as a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub enum ReplyParseError {
     BareLineFeed,
     /// The text is not UTF-8 or contains control characters.
     BadText,
+    /// A line is longer than 512 octets with its CRLF (RFC 5321 4.5.3.1.5).
+    LineTooLong,
 }
 
 impl fmt::Display for ReplyParseError {
@@ -31,6 +33,7 @@ impl fmt::Display for ReplyParseError {
             Self::CodeMismatch => "multi-line reply with different codes",
             Self::BareLineFeed => "reply line does not end in CRLF",
             Self::BadText => "reply text is not printable UTF-8",
+            Self::LineTooLong => "reply line longer than 512 octets",
         })
     }
 }
@@ -55,8 +58,15 @@ impl<'a> Reply<'a> {
         let mut lines = 0usize;
         let end = loop {
             let Some(lf) = memchr::memchr(b'\n', &input[pos..]) else {
+                // A line that is already too long will not become valid with more input.
+                if input.len() - pos >= MAX_REPLY_LINE {
+                    return Err(ReplyParseError::LineTooLong);
+                }
                 return Ok(None);
             };
+            if lf + 1 > MAX_REPLY_LINE {
+                return Err(ReplyParseError::LineTooLong);
+            }
             let line = &input[pos..pos + lf];
             let line = line
                 .strip_suffix(b"\r")
@@ -93,7 +103,10 @@ impl<'a> Reply<'a> {
             }
             Cow::Owned(joined)
         };
-        let mut reply = Reply::new(code, text).map_err(|_| ReplyParseError::BadText)?;
+        // Every line fit in 512 octets on the wire, so its text fits when encoded the same way:
+        // allow what remains after "ddd-" and CRLF rather than Reply::new's worst case.
+        let mut reply = Reply::with_line_limit(code, text, MAX_REPLY_LINE - 6)
+            .map_err(|_| ReplyParseError::BadText)?;
         reply.enhanced = enhanced;
         Ok(Some((reply, end)))
     }
@@ -215,5 +228,14 @@ mod tests {
         );
         assert_eq!(Reply::parse(b"250 x\n"), Err(ReplyParseError::BareLineFeed));
         assert_eq!(Reply::parse(b"250 \xff\r\n"), Err(ReplyParseError::BadText));
+        // A full 512-octet line parses (RFC 5321 4.5.3.1.5); one octet more does not.
+        let full = format!("250 {}\r\n", "x".repeat(506));
+        let (r, used) = Reply::parse(full.as_bytes()).unwrap().unwrap();
+        assert_eq!((r.text().len(), used), (506, 512));
+        let over = format!("250 {}\r\n", "x".repeat(507));
+        assert_eq!(
+            Reply::parse(over.as_bytes()),
+            Err(ReplyParseError::LineTooLong)
+        );
     }
 }
