@@ -367,11 +367,8 @@ impl<S: smtp_server::Session> Conn<S> {
                 // An implicit TLS client cannot read a plaintext reply; it just sees the
                 // close. The socket's send buffer is empty, so one write takes the line.
                 if !self.kind.implicit_tls() {
-                    let line = format!(
-                        "421 4.7.0 {} Too many connections, try again later\r\n",
-                        shared.settings.hostname
-                    );
-                    let _ = (&self.tcp).write(line.as_bytes());
+                    let line = e.reply_bytes(&shared.settings.hostname);
+                    let _ = (&self.tcp).write(&line);
                     let _ = self.tcp.shutdown(Shutdown::Write);
                 }
                 return Err(Closed);

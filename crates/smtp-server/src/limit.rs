@@ -49,6 +49,29 @@ pub enum LimitExceeded {
     PerIp,
 }
 
+impl LimitExceeded {
+    /// The bytes an adapter writes to a connection it refuses, before any core session exists:
+    /// `421 4.7.0 <hostname> Too many connections, try again later` (RFC 5321 3.8: 421 and
+    /// close). One place, so every adapter refuses with the same bytes.
+    pub fn reply_bytes(&self, hostname: &str) -> Vec<u8> {
+        let text = format!("{hostname} Too many connections, try again later");
+        let reply = smtp_proto::Reply::new(smtp_proto::ReplyCode::UNAVAILABLE, text)
+            // A hostname too long for one reply line: drop it rather than the reply.
+            .or_else(|_| {
+                smtp_proto::Reply::new(
+                    smtp_proto::ReplyCode::UNAVAILABLE,
+                    "Too many connections, try again later",
+                )
+            })
+            .map(|r| r.with_enhanced(smtp_proto::EnhancedCode::SECURITY_TRANSIENT));
+        let mut out = Vec::with_capacity(80);
+        if let Ok(reply) = reply {
+            reply.encode(true, &mut out);
+        }
+        out
+    }
+}
+
 /// An open connection's place in the counts; dropping it frees the place.
 #[derive(Debug)]
 #[must_use = "the connection counts as open only while the guard lives"]
@@ -138,6 +161,19 @@ fn canonical(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_limit_reply_bytes() {
+        assert_eq!(
+            LimitExceeded::PerIp.reply_bytes("mx.test"),
+            b"421 4.7.0 mx.test Too many connections, try again later\r\n"
+        );
+        let long = "h".repeat(600);
+        assert_eq!(
+            LimitExceeded::Total.reply_bytes(&long),
+            b"421 4.7.0 Too many connections, try again later\r\n"
+        );
+    }
 
     #[test]
     fn total_and_per_ip() {

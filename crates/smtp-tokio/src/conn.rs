@@ -95,7 +95,7 @@ pub(crate) async fn serve<H: Handler>(
             shared.metrics.connection_refused();
             // An implicit TLS client cannot read a plaintext reply; it just sees the close.
             if !kind.implicit_tls() {
-                refuse_over_limit(io, &shared.settings.hostname).await;
+                refuse_over_limit(io, &e.reply_bytes(&shared.settings.hostname)).await;
             }
             return;
         }
@@ -154,10 +154,9 @@ async fn read_proxy_header(tcp: &mut TcpStream) -> io::Result<(ProxyHeader, Vec<
 }
 
 /// `421 4.7.0` straight on the socket: no core session is started for a refused connection.
-async fn refuse_over_limit(mut io: Rewind<TcpStream>, hostname: &str) {
-    let line = format!("421 4.7.0 {hostname} Too many connections, try again later\r\n");
+async fn refuse_over_limit(mut io: Rewind<TcpStream>, line: &[u8]) {
     let _ = timeout(ABORT_FLUSH, async {
-        io.write_all(line.as_bytes()).await?;
+        io.write_all(line).await?;
         io.shutdown().await
     })
     .await;
