@@ -101,12 +101,10 @@ struct Transaction {
 /// How much of the content is kept to find the Subject header.
 const HEAD_BYTES: usize = 8 * 1024;
 
-fn reply(code: ReplyCode, enhanced: EnhancedCode, text: &'static str) -> Decision {
-    Decision::Reply(
-        Reply::new(code, text)
-            .expect("constant reply text is valid")
-            .with_enhanced(enhanced),
-    )
+/// A refusal, through smtp-server's one reply builder (which never panics: unusable parts
+/// become 451 4.3.0).
+fn reply(code: ReplyCode, enhanced: EnhancedCode, text: &str) -> Decision {
+    Decision::reply(code.get(), enhanced, text)
 }
 
 impl Conversation {
@@ -146,12 +144,10 @@ impl Conversation {
                     from = %txn.from, to = %txn.rcpts.join(","), subject = %subject, size,
                     id = %receipt.id, outcome = "stored", "message"
                 );
-                let mut text = String::from("Ok: queued as ");
-                text.push_str(&receipt.id);
-                Decision::Reply(
-                    Reply::new(ReplyCode::OK, text)
-                        .unwrap_or_else(|_| Reply::new(ReplyCode::OK, "Ok").expect("valid"))
-                        .with_enhanced(EnhancedCode::OK),
+                reply(
+                    ReplyCode::OK,
+                    EnhancedCode::OK,
+                    &format!("Ok: queued as {}", receipt.id),
                 )
             }
             Err(error) => {
@@ -242,7 +238,7 @@ impl Session for Conversation {
             }
             Resolution::UnknownMailbox => reply(
                 ReplyCode::MAILBOX_UNAVAILABLE,
-                EnhancedCode::new(5, 1, 1).expect("valid"),
+                EnhancedCode::MAILBOX_UNKNOWN,
                 "Mailbox unavailable",
             ),
             Resolution::NotLocal => {
@@ -258,7 +254,7 @@ impl Session for Conversation {
                 };
                 reply(
                     ReplyCode::MAILBOX_UNAVAILABLE,
-                    EnhancedCode::new(5, 7, 1).expect("valid"),
+                    EnhancedCode::NOT_AUTHORIZED,
                     text,
                 )
             }

@@ -153,6 +153,8 @@ impl EnhancedCode {
     pub const SECURITY_TRANSIENT: Self = Self::of(4, 7, 0);
     /// 5.0.0 Other undefined status.
     pub const PERMANENT: Self = Self::of(5, 0, 0);
+    /// 5.1.1 Bad destination mailbox address.
+    pub const MAILBOX_UNKNOWN: Self = Self::of(5, 1, 1);
     /// 5.3.4 Message too big for system.
     pub const MESSAGE_TOO_BIG: Self = Self::of(5, 3, 4);
     /// 5.5.0 Other or undefined protocol status.
@@ -171,6 +173,8 @@ impl EnhancedCode {
     pub const UTF8_NOT_PERMITTED: Self = Self::of(5, 6, 7);
     /// 5.7.0 Other or undefined security status.
     pub const SECURITY_PERMANENT: Self = Self::of(5, 7, 0);
+    /// 5.7.1 Delivery not authorized (relaying denied).
+    pub const NOT_AUTHORIZED: Self = Self::of(5, 7, 1);
     /// 5.7.8 Authentication credentials invalid (RFC 4954).
     pub const AUTH_FAILED: Self = Self::of(5, 7, 8);
     /// 5.7.11 Encryption required for requested authentication mechanism (RFC 4954).
