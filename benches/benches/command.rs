@@ -8,7 +8,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use smtp_benches::{
     command_corpus, frame_and_parse, memchr_split, run_sessions, server_config, session_corpus,
 };
-use smtp_proto::InBuf;
+use smtpkit_proto::InBuf;
 
 /// Sessions in the command corpus: about 1 MB of command lines.
 const COMMAND_SESSIONS: usize = 4_000;

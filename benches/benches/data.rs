@@ -10,7 +10,7 @@ use smtp_benches::{
     Body, SessionStats, body, data_session, decode_in_place, decode_in_reads, memcpy_in_reads,
     run_session, server_config,
 };
-use smtp_proto::InBuf;
+use smtpkit_proto::InBuf;
 
 const MB: usize = 1_000_000;
 const KIB: usize = 1024;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use smtp_benches::server_config;
-use smtp_proto::{EnhancedCode, Event, Reply, ReplyCode, Server};
+use smtpkit_proto::{EnhancedCode, Event, Reply, ReplyCode, Server};
 
 /// The EHLO response a default server sends, taken from a real session so the parse benchmark
 /// reads what clients of this server read.

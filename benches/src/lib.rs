@@ -1,4 +1,4 @@
-//! Corpus generators and drivers shared by the `smtp-proto` benchmarks.
+//! Corpus generators and drivers shared by the `smtpkit-proto` benchmarks.
 //!
 //! Everything here is deterministic: a corpus is a function of its seed, so two runs (and the
 //! baseline and the measured code within one run) see exactly the same bytes. The drivers feed
@@ -14,8 +14,8 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use smtp_proto::data::{BareLineEnding, Decoded, DotDecoder};
-use smtp_proto::{Command, Event, InBuf, Server, ServerConfig, ServerOptions};
+use smtpkit_proto::data::{BareLineEnding, Decoded, DotDecoder};
+use smtpkit_proto::{Command, Event, InBuf, Server, ServerConfig, ServerOptions};
 
 /// The decoder holds back at most this many bytes (`.` or `.CR` at a line start, or a trailing
 /// CR), so an adapter's buffer never needs more room than one read plus this.
@@ -367,8 +367,8 @@ pub fn memchr_split(input: &[u8]) -> usize {
     lines
 }
 
-/// Longest command line with CRLF, as `smtp_proto::line::MAX_COMMAND_LINE`.
-const MAX_COMMAND_LINE: usize = smtp_proto::line::MAX_COMMAND_LINE;
+/// Longest command line with CRLF, as `smtpkit_proto::line::MAX_COMMAND_LINE`.
+const MAX_COMMAND_LINE: usize = smtpkit_proto::line::MAX_COMMAND_LINE;
 
 /// Frames each line the way the core does (LF searched within the line limit, AUTH lines
 /// allowed to be longer, CR stripped) and parses it with [`Command::parse`], passing each
@@ -378,7 +378,7 @@ pub fn frame_and_parse(input: &[u8]) -> (usize, usize) {
     let mut rest = input;
     loop {
         let max = match rest.get(..5) {
-            Some(head) if head.eq_ignore_ascii_case(b"AUTH ") => smtp_proto::line::MAX_AUTH_LINE,
+            Some(head) if head.eq_ignore_ascii_case(b"AUTH ") => smtpkit_proto::line::MAX_AUTH_LINE,
             _ => MAX_COMMAND_LINE,
         };
         let window = &rest[..rest.len().min(max)];
@@ -589,7 +589,7 @@ pub fn run_sessions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smtp_proto::testing::reference_decode;
+    use smtpkit_proto::testing::reference_decode;
 
     #[test]
     fn corpora_are_deterministic() {

@@ -1,4 +1,4 @@
-//! Fuzz bodies for `smtp-proto`, as plain functions.
+//! Fuzz bodies for `smtpkit-proto`, as plain functions.
 //!
 //! Each `fuzz_targets/<name>.rs` calls the function of the same name. Keeping the bodies here
 //! means `cargo test --manifest-path fuzz/Cargo.toml` replays every committed corpus and
@@ -7,9 +7,9 @@
 //! Every body panics (an `assert!`) when a property fails; libFuzzer reports the panic as a
 //! crash and saves the input.
 
-use smtp_proto::data::{BareLineEnding, BdatReader};
-use smtp_proto::testing::{chunked_decode, reference_decode};
-use smtp_proto::{Command, Reply};
+use smtpkit_proto::data::{BareLineEnding, BdatReader};
+use smtpkit_proto::testing::{chunked_decode, reference_decode};
+use smtpkit_proto::{Command, Reply};
 
 mod session;
 
@@ -67,7 +67,7 @@ pub fn reply(data: &[u8]) {
     parsed.encode(parsed.enhanced().is_some(), &mut wire);
     for line in wire.split_inclusive(|&b| b == b'\n') {
         assert!(
-            line.len() <= smtp_proto::reply::MAX_REPLY_LINE,
+            line.len() <= smtpkit_proto::reply::MAX_REPLY_LINE,
             "encoded line of {} octets: {:?}",
             line.len(),
             String::from_utf8_lossy(line)

@@ -21,10 +21,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smtp_proto::data::BareLineEnding;
-use smtp_proto::reply::MAX_REPLY_LINE;
-use smtp_proto::server::Protocol;
-use smtp_proto::{
+use smtpkit_proto::data::BareLineEnding;
+use smtpkit_proto::reply::MAX_REPLY_LINE;
+use smtpkit_proto::server::Protocol;
+use smtpkit_proto::{
     EnhancedCode, Event, Reply, ReplyCode, Server, ServerConfig, ServerOptions, UsageError,
 };
 

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::Result;
 
-/// Crates that would mean smtp-proto does IO or runs tasks (architecture invariant: sans-IO).
+/// Crates that would mean smtpkit-proto does IO or runs tasks (architecture invariant: sans-IO).
 const FORBIDDEN_DEPS: &[&str] = &["tokio", "smol", "mio", "async-io", "async-std", "socket2"];
 
 /// Code that reads the clock, opens sockets, spawns threads, prints or panics on `None`.
@@ -59,7 +59,7 @@ fn core_dependencies(root: &Path, problems: &mut Vec<String>) -> Result<()> {
         .args([
             "tree",
             "-p",
-            "smtp-proto",
+            "smtpkit-proto",
             "-e",
             "normal",
             "--prefix",
@@ -82,19 +82,21 @@ fn forbidden_deps(tree: &str) -> Vec<String> {
     tree.lines()
         .filter_map(|line| line.split_whitespace().next())
         .filter(|name| FORBIDDEN_DEPS.contains(name))
-        .map(|name| format!("smtp-proto depends on `{name}` (cargo tree -p smtp-proto -i {name})"))
+        .map(|name| {
+            format!("smtpkit-proto depends on `{name}` (cargo tree -p smtpkit-proto -i {name})")
+        })
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect()
 }
 
 fn core_sources(root: &Path, problems: &mut Vec<String>) -> Result<()> {
-    let src = root.join("crates/smtp-proto/src");
+    let src = root.join("crates/smtpkit-proto/src");
     for file in files_with_extension(&src, "rs")? {
         let text = fs::read_to_string(&file)?;
         for (line, pattern) in forbidden_code(&text) {
             problems.push(format!(
-                "{}:{line}: `{pattern}` in smtp-proto outside tests",
+                "{}:{line}: `{pattern}` in smtpkit-proto outside tests",
                 relative(root, &file)
             ));
         }
@@ -165,7 +167,7 @@ fn bin_names(manifest: &str) -> Vec<String> {
 }
 
 fn transcripts_end_in_newline(root: &Path, problems: &mut Vec<String>) -> Result<()> {
-    let dir = root.join("crates/smtp-proto/tests/transcripts");
+    let dir = root.join("crates/smtpkit-proto/tests/transcripts");
     for file in files_with_extension(&dir, "smtp")? {
         let bytes = fs::read(&file)?;
         if !bytes.ends_with(b"\n") {
@@ -274,8 +276,7 @@ mod tests {
 
     #[test]
     fn finds_forbidden_deps() {
-        let tree =
-            "smtp-proto v0.1.0 (/x)\nmemchr v2.8.3\ntokio v1.48.0\nnom v8.0.0\ntokio v1.48.0 (*)\n";
+        let tree = "smtpkit-proto v0.1.0 (/x)\nmemchr v2.8.3\ntokio v1.48.0\nnom v8.0.0\ntokio v1.48.0 (*)\n";
         assert_eq!(forbidden_deps(tree).len(), 1);
         assert!(forbidden_deps(tree)[0].contains("`tokio`"));
         assert!(forbidden_deps("mio-extras v1\nsmolstr v0.2\n").is_empty());

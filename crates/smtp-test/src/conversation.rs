@@ -7,8 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use smtp_proto::data::BareLineEnding;
-use smtp_server::{ListenerKind, ServerSettings};
+use smtpkit_proto::data::BareLineEnding;
+use smtpkit_server::{ListenerKind, ServerSettings};
 
 use crate::handler::{Call, Record, escape};
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use smtp_server::{
+use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
     Parameters, Reply, ReversePath, Session, SessionInfo,
 };

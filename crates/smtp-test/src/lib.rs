@@ -1,5 +1,5 @@
 //! The adapter conformance suite: one list of SMTP conversations, written once as data, run
-//! over loopback TCP against every adapter (smtp-tokio, smtp-smol, smtp-mio). Every adapter
+//! over loopback TCP against every adapter (smtpkit-tokio, smtpkit-smol, smtpkit-mio). Every adapter
 //! must answer every conversation with the same bytes and make the same application calls.
 //!
 //! - [`Adapter`]: starts a server from a [`ServerSpec`] on its own thread or runtime and
@@ -38,7 +38,7 @@ pub use conversation::{CONVERSATIONS, Calls, Conversation, Step, base_settings};
 pub use handler::{Call, PASSWORD, Record, RecordingHandler, RecordingSession, USER, escape};
 pub use pki::{Pki, SERVER_NAME};
 pub use runner::{Transcript, compare, conversation, execute, run};
-pub use smtp_server::{ListenerKind, ServerSettings};
+pub use smtpkit_server::{ListenerKind, ServerSettings};
 
 /// A runtime adapter under test.
 pub trait Adapter {

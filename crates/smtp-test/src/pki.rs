@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
-use smtp_server::tls::{ReloadableCert, certified_key, provider, server_config};
+use smtpkit_server::tls::{ReloadableCert, certified_key, provider, server_config};
 
 /// The name on the server certificate, which the client verifies.
 pub const SERVER_NAME: &str = "localhost";

@@ -8,7 +8,7 @@
 //!   directory names;
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
 //! - [`password`]: Argon2 password hashes for SMTP AUTH accounts;
-//! - [`receiver`]: the SMTP session handler that ties them together on smtp-tokio.
+//! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio.
 
 pub mod config;
 pub mod maildir;

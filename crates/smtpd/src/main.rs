@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use smtp_tokio::{ListenerKind as Kind, Metrics, ServerHandle, ServerSettings, SmtpServer};
 use smtpd::config::{self, Config, ListenerKind, LogFormat};
 use smtpd::receiver::{Receiver, State};
+use smtpkit_tokio::{ListenerKind as Kind, Metrics, ServerHandle, ServerSettings, SmtpServer};
 use tracing::{error, info, warn};
 
 /// A mail server that receives mail over SMTP/LMTP and stores it in Maildir mailboxes.
@@ -211,12 +211,12 @@ fn settings(config: &Config, proxy: bool) -> ServerSettings {
     s.max_connections = l.connections as usize;
     s.max_per_ip = l.connections_per_ip as usize;
     s.bare_line_ending = match config.bare_lf {
-        config::BareLf::Reject => smtp_proto::data::BareLineEnding::Reject,
-        config::BareLf::Normalize => smtp_proto::data::BareLineEnding::Normalize,
+        config::BareLf::Reject => smtpkit_proto::data::BareLineEnding::Reject,
+        config::BareLf::Normalize => smtpkit_proto::data::BareLineEnding::Normalize,
     };
     if proxy {
-        s.proxy = Some(smtp_tokio::proxy::ProxySettings::new(
-            smtp_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
+        s.proxy = Some(smtpkit_tokio::proxy::ProxySettings::new(
+            smtpkit_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
         ));
     }
     s
@@ -236,10 +236,10 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     };
     let receiver = Receiver::new(state);
     let (tls, certs) = match &config.tls {
-        Some(t) => match smtp_tokio::tls::ReloadableCert::from_files(&t.cert, &t.key) {
+        Some(t) => match smtpkit_tokio::tls::ReloadableCert::from_files(&t.cert, &t.key) {
             Ok(cert) => {
                 let cert = Arc::new(cert);
-                match smtp_tokio::tls::server_config(cert.clone()) {
+                match smtpkit_tokio::tls::server_config(cert.clone()) {
                     Ok(cfg) => (Some(cfg), Some(cert)),
                     Err(e) => {
                         error!("TLS: {e}");
@@ -259,7 +259,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         None => (None, None),
     };
     let metrics = Arc::new(Metrics::new());
-    // PROXY protocol and the TLS config are properties of a server in smtp-tokio, so listeners
+    // PROXY protocol and the TLS config are properties of a server in smtpkit-tokio, so listeners
     // are grouped by both (at most four servers), sharing the receiver and the metrics.
     // Connection limits therefore apply per group.
     let mut handles: Vec<ServerHandle> = Vec::new();
@@ -294,7 +294,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
                 }
                 handles.push(server.spawn());
             }
-            Err(smtp_tokio::Error::Io(e)) => {
+            Err(smtpkit_tokio::Error::Io(e)) => {
                 error!("cannot listen: {e}");
                 return ExitCode::from(3);
             }
@@ -348,7 +348,7 @@ impl Signals {
     async fn wait(
         self,
         receiver: &Receiver,
-        certs: Option<&smtp_tokio::tls::ReloadableCert>,
+        certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
         path: Option<&std::path::Path>,
     ) {
         let Some([mut term, mut int, mut hup]) = self.streams else {
@@ -368,7 +368,7 @@ impl Signals {
 
 fn reload(
     receiver: &Receiver,
-    certs: Option<&smtp_tokio::tls::ReloadableCert>,
+    certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
     path: Option<&std::path::Path>,
 ) {
     if let Some(certs) = certs {

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use smtp_proto::address::DomainPart;
-use smtp_server::{
+use smtpkit_proto::address::DomainPart;
+use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
     Parameters, Reply, ReplyCode, ReversePath, Session, SessionInfo,
 };
@@ -101,7 +101,7 @@ struct Transaction {
 /// How much of the content is kept to find the Subject header.
 const HEAD_BYTES: usize = 8 * 1024;
 
-/// A refusal, through smtp-server's one reply builder (which never panics: unusable parts
+/// A refusal, through smtpkit-server's one reply builder (which never panics: unusable parts
 /// become 451 4.3.0).
 fn reply(code: ReplyCode, enhanced: EnhancedCode, text: &str) -> Decision {
     Decision::reply(code.get(), enhanced, text)

@@ -1,4 +1,4 @@
-//! smtp-mio: the server runs its own event-loop and accept threads; shutdown blocks until
+//! smtpkit-mio: the server runs its own event-loop and accept threads; shutdown blocks until
 //! they are joined.
 
 use std::net::SocketAddr;
@@ -6,14 +6,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use smtp_mio::SmtpServer;
+use smtpkit_mio::SmtpServer;
 
 use crate::{Adapter, Running, ServerSpec};
 
 /// How long shutting down may take before the suite stops waiting.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
-/// The [`smtp_mio`] adapter.
+/// The [`smtpkit_mio`] adapter.
 #[derive(Debug)]
 pub struct Mio;
 
@@ -30,9 +30,9 @@ impl Adapter for Mio {
         }
         let handle = builder
             .build()
-            .expect("smtp-mio server")
+            .expect("smtpkit-mio server")
             .start()
-            .expect("smtp-mio threads");
+            .expect("smtpkit-mio threads");
         let addrs = handle.local_addrs().to_vec();
         Running::new(
             addrs,

@@ -1,17 +1,17 @@
-//! smtp-smol: the server runs on smol's global executor; shutdown is driven with
+//! smtpkit-smol: the server runs on smol's global executor; shutdown is driven with
 //! `smol::block_on`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use smtp_smol::SmtpServer;
+use smtpkit_smol::SmtpServer;
 
 use crate::{Adapter, Running, ServerSpec};
 
 /// How long shutting down may take before the suite stops waiting.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
-/// The [`smtp_smol`] adapter.
+/// The [`smtpkit_smol`] adapter.
 #[derive(Debug)]
 pub struct Smol;
 
@@ -27,7 +27,7 @@ impl Adapter for Smol {
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
             }
-            builder.build().await.expect("smtp-smol server").spawn()
+            builder.build().await.expect("smtpkit-smol server").spawn()
         });
         let addrs = handle.local_addrs().to_vec();
         Running::new(

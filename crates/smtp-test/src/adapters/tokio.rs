@@ -1,16 +1,16 @@
-//! smtp-tokio: the server runs on a multi-threaded tokio runtime owned by the [`Running`].
+//! smtpkit-tokio: the server runs on a multi-threaded tokio runtime owned by the [`Running`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use smtp_tokio::SmtpServer;
+use smtpkit_tokio::SmtpServer;
 
 use crate::{Adapter, Running, ServerSpec};
 
 /// How long shutting down may take before the runtime is dropped anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 
-/// The [`smtp_tokio`] adapter.
+/// The [`smtpkit_tokio`] adapter.
 #[derive(Debug)]
 pub struct Tokio;
 
@@ -32,7 +32,7 @@ impl Adapter for Tokio {
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
             }
-            let server = builder.build().await.expect("smtp-tokio server");
+            let server = builder.build().await.expect("smtpkit-tokio server");
             server.spawn()
         });
         let addrs = handle.local_addrs().to_vec();

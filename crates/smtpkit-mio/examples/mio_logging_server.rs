@@ -1,0 +1,68 @@
+//! Logs the session id, sender, recipients and subject of every message, and accepts it.
+//! Run: `cargo run -p smtpkit-mio --example mio_logging_server`, then send mail to 127.0.0.1:2525.
+//! Plain synchronous code: no async runtime anywhere.
+use smtpkit_mio::{
+    Blocking, BlockingHandler, BlockingSession, Decision, ForwardPath, ListenerKind,
+};
+use smtpkit_mio::{Parameters, Reply, ReversePath, SessionInfo, SmtpServer};
+
+struct Logger;
+#[derive(Default)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    head: Vec<u8>,
+}
+
+impl BlockingHandler for Logger {
+    type Session = Mail;
+    fn connect(&self, _: &SessionInfo) -> Result<Mail, Reply<'static>> {
+        Ok(Mail::default())
+    }
+}
+
+impl BlockingSession for Mail {
+    fn mail_from(
+        &mut self,
+        _: &SessionInfo,
+        from: &ReversePath<'_>,
+        _: &Parameters<'_>,
+    ) -> Decision {
+        self.from = from.to_string();
+        Decision::Accept
+    }
+    fn rcpt_to(&mut self, _: &SessionInfo, to: &ForwardPath<'_>, _: &Parameters<'_>) -> Decision {
+        self.to.push(to.to_string());
+        Decision::Accept
+    }
+    fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
+        // Keep only the header section (up to 64 KiB): the subject is all we log.
+        let room = (64 * 1024usize).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        Ok(())
+    }
+    fn data_end(&mut self, info: &SessionInfo) -> Decision {
+        let subject = mail_parser::MessageParser::default()
+            .parse_headers(&self.head)
+            .and_then(|m| m.subject().map(str::to_owned))
+            .unwrap_or_default();
+        tracing::info!(session = %info.id, from = %self.from, to = ?self.to, %subject, "message");
+        Decision::Accept
+    }
+    fn reset(&mut self, _: &SessionInfo) {
+        *self = Self::default();
+    }
+}
+
+fn main() -> Result<(), smtpkit_mio::Error> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    let addr = "127.0.0.1:2525"
+        .parse::<std::net::SocketAddr>()
+        .expect("valid address");
+    let server = SmtpServer::builder(Blocking(Logger))
+        .listener(addr, ListenerKind::Smtp)
+        .build()?;
+    // Stop with Ctrl-C (the process ends); a real program would call
+    // `server.handle().shutdown(grace)` from its signal handling thread.
+    server.run()
+}

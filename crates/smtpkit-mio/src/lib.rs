@@ -1,0 +1,366 @@
+//! A blocking SMTP server on [`mio`] event loops, built on the [`smtpkit_proto`] core: no async
+//! runtime.
+//!
+//! The server runs N event-loop threads (default: the available parallelism, at most 4) and
+//! one accept thread. The accept thread hands new connections out round-robin through a
+//! channel and a [`mio::Waker`]. Each loop owns a [`mio::Poll`], a slab of connections and a
+//! deadline heap fed by the core's `poll_timeout`; it waits for socket readiness or the
+//! earliest deadline. A connection asks for readable events only while the core wants input
+//! (or TLS must read) and for writable events only while it has bytes to send. TLS (STARTTLS
+//! and implicit TLS) is `rustls::ServerConnection` driven through its sans-IO calls.
+//!
+//! The application writes plain synchronous code against
+//! [`BlockingHandler`]/[`BlockingSession`] (the same methods as the async
+//! [`Handler`]/[`Session`], as `fn`s) and wraps it in [`Blocking`]. An async `Handler` works
+//! too: its futures are polled on the loop thread by a minimal executor, so they may wait on
+//! channels or locks but not on a runtime's reactor.
+//!
+//! **Handler calls run on the event-loop thread.** A slow handler (a synchronous database
+//! write, say) stalls every other session of that loop while it runs, as in any mio server.
+//! Keep handlers quick, add loops with [`Builder::threads`], or hand slow work to a worker
+//! pool and answer later from a queue the handler waits on.
+//!
+//! ```no_run
+//! use smtpkit_mio::{Blocking, BlockingHandler, BlockingSession, Decision, ListenerKind, Reply};
+//! use smtpkit_mio::{SessionInfo, SmtpServer};
+//!
+//! struct Sink;
+//! struct Conn(Vec<u8>);
+//!
+//! impl BlockingHandler for Sink {
+//!     type Session = Conn;
+//!     fn connect(&self, _info: &SessionInfo) -> Result<Conn, Reply<'static>> {
+//!         Ok(Conn(Vec::new()))
+//!     }
+//! }
+//!
+//! impl BlockingSession for Conn {
+//!     fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
+//!         self.0.extend_from_slice(chunk);
+//!         Ok(())
+//!     }
+//!     fn data_end(&mut self, info: &SessionInfo) -> Decision {
+//!         println!("{}: {} octets", info.id, self.0.len());
+//!         Decision::Accept
+//!     }
+//!     fn reset(&mut self, _: &SessionInfo) {
+//!         self.0.clear();
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), smtpkit_mio::Error> {
+//! let server = SmtpServer::builder(Blocking(Sink))
+//!     .listener("127.0.0.1:2525".parse::<std::net::SocketAddr>().unwrap(), ListenerKind::Smtp)
+//!     .build()?;
+//! let handle = server.start()?;
+//! // Another thread (a signal handler, say) calls this to stop:
+//! handle.shutdown(std::time::Duration::from_secs(30));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Shutdown is graceful: the listeners close, idle sessions get `421 4.3.2`, sessions in a
+//! transaction may finish it (then get `421 4.3.2`), and after the grace period every session
+//! still open gets `421 4.3.2` and is closed; then the threads are joined.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod accept;
+mod block;
+mod conn;
+mod control;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use smtpkit_proto::server::ConfigError;
+use tracing::info;
+
+pub use smtpkit_server::blocking::{Blocking, BlockingHandler, BlockingSession};
+pub use smtpkit_server::{
+    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, ForwardPath, Handler,
+    ListenerKind, Metrics, MetricsSnapshot, Parameters, ProxySettings, Reply, ReplyCode,
+    ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
+};
+pub use smtpkit_server::{proxy, tls};
+
+use crate::control::{Control, State};
+
+/// The most event loops [`Builder::threads`] picks by default: beyond that, SMTP sessions
+/// are bound by the handler and the disk, not by the loops.
+const DEFAULT_MAX_THREADS: usize = 4;
+
+/// Why a server could not be built or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding or configuring a listener, creating a poll or spawning a thread failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The settings do not make a valid core config.
+    #[error("invalid settings: {0}")]
+    Config(#[from] ConfigError),
+    /// An implicit TLS listener was added without a TLS config.
+    #[error("{0} listener needs a TLS config")]
+    MissingTls(ListenerKind),
+    /// No listener was added.
+    #[error("no listener")]
+    NoListener,
+}
+
+/// Where a listener comes from.
+#[derive(Debug)]
+pub enum ListenerSource {
+    /// Bind this address.
+    Addr(SocketAddr),
+    /// An already bound std listener (from socket activation, say); it is set non-blocking.
+    Std(std::net::TcpListener),
+}
+
+impl From<SocketAddr> for ListenerSource {
+    fn from(addr: SocketAddr) -> Self {
+        Self::Addr(addr)
+    }
+}
+
+impl From<std::net::TcpListener> for ListenerSource {
+    fn from(l: std::net::TcpListener) -> Self {
+        Self::Std(l)
+    }
+}
+
+/// What every event loop shares.
+pub(crate) struct Shared<H> {
+    pub(crate) handler: H,
+    pub(crate) settings: ServerSettings,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) limiter: ConnectionLimiter,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) control: Arc<Control>,
+}
+
+/// Builds an [`SmtpServer`]; see [`SmtpServer::builder`].
+#[derive(Debug)]
+#[must_use = "call build()"]
+pub struct Builder<H> {
+    handler: H,
+    settings: ServerSettings,
+    listeners: Vec<(ListenerSource, ListenerKind)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Option<Arc<Metrics>>,
+    threads: Option<NonZeroUsize>,
+}
+
+impl<H: Handler> Builder<H> {
+    /// Adds a listener: an address to bind or a bound listener.
+    pub fn listener(mut self, source: impl Into<ListenerSource>, kind: ListenerKind) -> Self {
+        self.listeners.push((source.into(), kind));
+        self
+    }
+
+    /// The settings shared by all listeners (defaults otherwise).
+    pub fn settings(mut self, settings: ServerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The TLS config for STARTTLS and implicit TLS (see [`tls`] to load one).
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Counters to update, if the application wants to share them (a fresh set otherwise).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The number of event-loop threads. Default: the available parallelism, at most 4.
+    pub fn threads(mut self, n: NonZeroUsize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Binds the listeners and checks the configuration.
+    pub fn build(self) -> Result<SmtpServer<H>, Error> {
+        if self.listeners.is_empty() {
+            return Err(Error::NoListener);
+        }
+        let has_tls = self.tls.is_some();
+        let mut listeners = Vec::with_capacity(self.listeners.len());
+        for (source, kind) in self.listeners {
+            if kind.implicit_tls() && !has_tls {
+                return Err(Error::MissingTls(kind));
+            }
+            let config = self.settings.server_config(kind, has_tls)?;
+            let std = match source {
+                ListenerSource::Addr(addr) => smtpkit_server::bind_listener(addr)?,
+                ListenerSource::Std(l) => l,
+            };
+            std.set_nonblocking(true)?;
+            let listener = mio::net::TcpListener::from_std(std);
+            listeners.push(accept::Listener {
+                addr: listener.local_addr()?,
+                listener,
+                kind,
+                config,
+            });
+        }
+        let threads = self.threads.map_or_else(
+            || {
+                thread::available_parallelism()
+                    .map_or(1, NonZeroUsize::get)
+                    .min(DEFAULT_MAX_THREADS)
+            },
+            NonZeroUsize::get,
+        );
+        let shared = Arc::new(Shared {
+            handler: self.handler,
+            limiter: ConnectionLimiter::new(
+                self.settings.max_connections,
+                self.settings.max_per_ip,
+            ),
+            settings: self.settings,
+            tls: self.tls,
+            metrics: self.metrics.unwrap_or_default(),
+            control: Arc::new(Control::new()),
+        });
+        Ok(SmtpServer {
+            shared,
+            listeners,
+            threads,
+        })
+    }
+}
+
+/// A bound server, ready to [`start`](Self::start) or [`run`](Self::run).
+pub struct SmtpServer<H> {
+    shared: Arc<Shared<H>>,
+    listeners: Vec<accept::Listener>,
+    threads: usize,
+}
+
+impl<H> std::fmt::Debug for SmtpServer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpServer")
+            .field(
+                "listeners",
+                &self
+                    .listeners
+                    .iter()
+                    .map(|l| (l.addr, l.kind))
+                    .collect::<Vec<_>>(),
+            )
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handler> SmtpServer<H> {
+    /// A builder serving `handler`. For synchronous code, pass `Blocking(handler)`.
+    pub fn builder(handler: H) -> Builder<H> {
+        Builder {
+            handler,
+            settings: ServerSettings::default(),
+            listeners: Vec::new(),
+            tls: None,
+            metrics: None,
+            threads: None,
+        }
+    }
+
+    /// A handle to stop the server and read its addresses and counters; valid before and
+    /// after [`start`](Self::start).
+    pub fn handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            control: Arc::clone(&self.shared.control),
+            addrs: self.local_addrs(),
+            metrics: Arc::clone(&self.shared.metrics),
+        }
+    }
+
+    /// The bound addresses, in the order the listeners were added.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.addr).collect()
+    }
+
+    /// Starts the event-loop threads and the accept thread, and returns at once.
+    pub fn start(self) -> Result<ShutdownHandle, Error> {
+        let handle = self.handle();
+        let control = &self.shared.control;
+        let mut workers = Vec::with_capacity(self.threads);
+        for i in 0..self.threads {
+            workers.push(worker::Worker::new(Arc::clone(&self.shared), i)?);
+        }
+        let acceptor = accept::Acceptor::new(
+            self.listeners,
+            workers.iter().map(worker::Worker::inbox).collect(),
+            Arc::clone(control),
+        )?;
+        for l in acceptor.listeners() {
+            info!(addr = %l.addr, listener = %l.kind, "listening");
+        }
+        for (i, w) in workers.into_iter().enumerate() {
+            control.spawn(format!("smtp-loop-{i}"), move || w.run())?;
+        }
+        control.spawn("smtp-accept".into(), move || acceptor.run())?;
+        Ok(handle)
+    }
+
+    /// Serves on the calling thread's behalf until [`ShutdownHandle::shutdown`] (called from
+    /// another thread, with a handle from [`handle`](Self::handle)) has closed every session.
+    pub fn run(self) -> Result<(), Error> {
+        self.start()?.wait();
+        Ok(())
+    }
+}
+
+/// Controls a running server from any thread; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    control: Arc<Control>,
+    addrs: Vec<SocketAddr>,
+    metrics: Arc<Metrics>,
+}
+
+impl ShutdownHandle {
+    /// The bound addresses, in the order the listeners were added.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops accepting at once, lets sessions in a transaction finish it for up to `grace`,
+    /// then closes every remaining session with `421 4.3.2`. Returns when every session is
+    /// closed and every thread of the server has been joined.
+    pub fn shutdown(&self, grace: Duration) {
+        self.control.set_state(State::Draining);
+        if !self.control.wait_stopped(Some(grace)) {
+            self.control.set_state(State::Abort);
+        }
+        self.wait();
+    }
+
+    /// Blocks until the server has stopped (after a [`shutdown`](Self::shutdown) from
+    /// another thread) and joins its threads.
+    pub fn wait(&self) {
+        self.control.wait_stopped(None);
+        self.control.join();
+        info!("server stopped");
+    }
+
+    /// Whether every thread of the server has ended.
+    pub fn is_stopped(&self) -> bool {
+        self.control.is_stopped()
+    }
+}

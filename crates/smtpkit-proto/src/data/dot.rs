@@ -1,0 +1,448 @@
+//! DATA content (RFC 5321 4.5.2): dot-unstuffing on the way in, dot-stuffing on the way out,
+//! and the one place that decides what ends a message.
+//!
+//! Only `CRLF "." CRLF` ends a message. A line start is the start of the content or the
+//! position after a CRLF, and nothing else: a bare LF or bare CR never starts a line, so none
+//! of the bare variants of the end marker (`LF.LF`, `CR.CR`, `LF.CRLF`, `CRLF.LF`, `CR.CRLF`,
+//! `CRLF.CR`) can end a message (the "SMTP smuggling" class). What happens to the bare
+//! CR or LF itself is the [`BareLineEnding`] policy.
+
+use memchr::memchr2;
+
+/// What to do with a CR or LF that is not part of a CRLF pair in message content.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BareLineEnding {
+    /// Read the message to its end, then refuse it with 550 5.6.0; nothing is delivered.
+    Reject,
+    /// Turn each bare CR and bare LF into CRLF, like Postfix 3.9's default
+    /// (`smtpd_forbid_bare_newline = normalize`). Such a line break never starts a line that
+    /// could end the message or have a dot removed.
+    #[default]
+    Normalize,
+}
+
+/// One step of [`DotDecoder::decode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded<'i> {
+    /// Message content. `data` is a slice of the input (or a static CRLF when normalizing);
+    /// the caller consumes `consumed` input bytes, which can differ from `data.len()`.
+    Data {
+        /// Un-stuffed content.
+        data: &'i [u8],
+        /// Input bytes used.
+        consumed: usize,
+    },
+    /// The end-of-data line; consume `consumed` bytes (the final `.CRLF`).
+    End {
+        /// Input bytes used.
+        consumed: usize,
+    },
+    /// Consume `consumed` bytes, then call again with more input: what is left could be the
+    /// start of the end marker.
+    NeedMore {
+        /// Input bytes used.
+        consumed: usize,
+    },
+}
+
+/// Incremental DATA decoder: dot-unstuffing, end-of-data detection, bare CR/LF policy.
+///
+/// Feed it the unconsumed input each time; split the input anywhere and the content comes out
+/// the same.
+///
+/// ```
+/// use smtpkit_proto::data::{BareLineEnding, Decoded, DotDecoder};
+/// let mut d = DotDecoder::new(BareLineEnding::Reject);
+/// let input = b"Hi\r\n..dot\r\n.\r\nQUIT\r\n";
+/// let mut pos = 0;
+/// let mut body = Vec::new();
+/// loop {
+///     match d.decode(&input[pos..]) {
+///         Decoded::Data { data, consumed } => { body.extend_from_slice(data); pos += consumed }
+///         Decoded::End { consumed } => { pos += consumed; break }
+///         Decoded::NeedMore { .. } => unreachable!(),
+///     }
+/// }
+/// assert_eq!(body, b"Hi\r\n.dot\r\n");
+/// assert_eq!(&input[pos..], b"QUIT\r\n");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DotDecoder {
+    policy: BareLineEnding,
+    line_start: bool,
+    saw_bare: bool,
+}
+
+impl DotDecoder {
+    /// A decoder positioned at the start of the content (right after the 354 reply).
+    pub const fn new(policy: BareLineEnding) -> Self {
+        Self {
+            policy,
+            line_start: true,
+            saw_bare: false,
+        }
+    }
+
+    /// Whether a bare CR or LF has been seen so far.
+    pub const fn saw_bare_line_ending(&self) -> bool {
+        self.saw_bare
+    }
+
+    /// Decodes the next piece of `input`.
+    pub fn decode<'i>(&mut self, input: &'i [u8]) -> Decoded<'i> {
+        let mut pos = 0;
+        if self.line_start {
+            if input.first() == Some(&b'.') {
+                match (input.get(1), input.get(2)) {
+                    (None, _) | (Some(b'\r'), None) => return Decoded::NeedMore { consumed: 0 },
+                    (Some(b'\r'), Some(b'\n')) => return Decoded::End { consumed: 3 },
+                    // "If the first character is a period and there are other characters on
+                    // the line, the first character is deleted" (RFC 5321 4.5.2).
+                    _ => pos = 1,
+                }
+            } else if input.is_empty() {
+                return Decoded::NeedMore { consumed: 0 };
+            }
+            self.line_start = false;
+        }
+        let start = pos;
+        loop {
+            let Some(offset) = memchr2(b'\r', b'\n', &input[pos..]) else {
+                return slice(input, start, input.len());
+            };
+            let i = pos + offset;
+            if input[i] == b'\r' {
+                match input.get(i + 1) {
+                    // Keep a trailing CR back: it may be the start of CRLF.
+                    None => return slice(input, start, i),
+                    Some(b'\n') => {
+                        pos = i + 2;
+                        // Stop before a line that starts with a dot, or at the end of input,
+                        // so the next call looks at the line start with nothing else pending.
+                        if pos == input.len() || input[pos] == b'.' {
+                            self.line_start = true;
+                            return slice(input, start, pos);
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            self.saw_bare = true;
+            match self.policy {
+                // The message will be refused; keep it as content and scan on.
+                BareLineEnding::Reject => pos = i + 1,
+                BareLineEnding::Normalize if i > start => return slice(input, start, i),
+                BareLineEnding::Normalize => {
+                    return Decoded::Data {
+                        data: b"\r\n",
+                        consumed: i + 1,
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn slice(input: &[u8], start: usize, end: usize) -> Decoded<'_> {
+    if end > start {
+        Decoded::Data {
+            data: &input[start..end],
+            consumed: end,
+        }
+    } else {
+        Decoded::NeedMore { consumed: end }
+    }
+}
+
+/// Dot-stuffing encoder for the sending side (RFC 5321 4.5.2).
+///
+/// ```
+/// use smtpkit_proto::data::DotEncoder;
+/// let mut e = DotEncoder::new();
+/// let mut out = Vec::new();
+/// e.encode(b".hidden\r\nline", &mut out);
+/// e.finish(&mut out);
+/// assert_eq!(out, b"..hidden\r\nline\r\n.\r\n");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DotEncoder {
+    /// The last two bytes written, to know line starts and whether the content ended in CRLF.
+    tail: [u8; 2],
+}
+
+impl Default for DotEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DotEncoder {
+    /// An encoder at the start of the content.
+    pub const fn new() -> Self {
+        Self { tail: *b"\r\n" }
+    }
+
+    /// Appends `chunk`, stuffed, to `out`.
+    pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut start = 0;
+        for (i, &b) in chunk.iter().enumerate() {
+            let prev = if i == 0 {
+                self.tail
+            } else if i == 1 {
+                [self.tail[1], chunk[0]]
+            } else {
+                [chunk[i - 2], chunk[i - 1]]
+            };
+            if b == b'.' && prev == *b"\r\n" {
+                out.extend_from_slice(&chunk[start..i]);
+                out.push(b'.');
+                start = i;
+            }
+        }
+        out.extend_from_slice(&chunk[start..]);
+        match chunk.len() {
+            0 => {}
+            1 => self.tail = [self.tail[1], chunk[0]],
+            n => self.tail = [chunk[n - 2], chunk[n - 1]],
+        }
+    }
+
+    /// Ends the content with CRLF if needed, then the `.CRLF` end marker.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.tail != *b"\r\n" {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        *self = Self::new();
+    }
+}
+
+/// The naive whole-buffer decoder the incremental one is checked against, in tests and fuzzing.
+#[doc(hidden)]
+pub fn reference_decode(input: &[u8], policy: BareLineEnding) -> Option<(Vec<u8>, bool, usize)> {
+    // Split into CRLF-terminated lines; the content ends at the first line that is exactly ".".
+    let mut lines = Vec::new();
+    let mut pos = 0;
+    let end = loop {
+        let rel = input[pos..].windows(2).position(|w| w == b"\r\n")?;
+        let line = &input[pos..pos + rel];
+        if line == b"." {
+            break pos + rel + 2;
+        }
+        lines.push(line);
+        pos += rel + 2;
+    };
+    let mut out = Vec::new();
+    let mut bare = false;
+    for line in lines {
+        let line = line.strip_prefix(b".").unwrap_or(line);
+        for &b in line {
+            if b == b'\r' || b == b'\n' {
+                bare = true;
+                match policy {
+                    BareLineEnding::Reject => out.push(b),
+                    BareLineEnding::Normalize => out.extend_from_slice(b"\r\n"),
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    Some((out, bare, end))
+}
+
+/// Runs a [`DotDecoder`] over `input` delivered in pieces cut at `cuts`, the way a server
+/// receives it. Returns the content, whether a bare CR/LF was seen, and where the end was.
+#[doc(hidden)]
+pub fn chunked_decode(
+    input: &[u8],
+    cuts: &[usize],
+    policy: BareLineEnding,
+) -> Option<(Vec<u8>, bool, usize)> {
+    let mut d = DotDecoder::new(policy);
+    let mut out = Vec::new();
+    let mut consumed = 0;
+    let mut available = 0;
+    let mut cuts = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c <= input.len())
+        .collect::<Vec<_>>();
+    cuts.sort_unstable();
+    cuts.push(input.len());
+    let mut cuts = cuts.into_iter();
+    // Each decode call makes progress or asks for more input, so this is bounded by
+    // 2 * (input length + number of cuts).
+    for _ in 0..2 * (input.len() + cuts.len() + 2) {
+        match d.decode(&input[consumed..available]) {
+            Decoded::Data { data, consumed: n } => {
+                out.extend_from_slice(data);
+                consumed += n;
+            }
+            Decoded::End { consumed: n } => {
+                return Some((out, d.saw_bare_line_ending(), consumed + n));
+            }
+            Decoded::NeedMore { consumed: n } => {
+                consumed += n;
+                available = cuts.next()?.max(available);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn whole(input: &[u8], policy: BareLineEnding) -> Option<(Vec<u8>, bool, usize)> {
+        chunked_decode(input, &[], policy)
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // A known-answer table reads best inline.
+    fn known_answers() {
+        use BareLineEnding::{Normalize, Reject};
+        let rows: &[(&[u8], BareLineEnding, Option<(&[u8], bool, usize)>)] = &[
+            (b".\r\n", Reject, Some((b"", false, 3))),
+            (b"a\r\n.\r\n", Reject, Some((b"a\r\n", false, 6))),
+            (b"..\r\n.\r\n", Reject, Some((b".\r\n", false, 7))),
+            (
+                b"a\r\n..b\r\n.\r\nX",
+                Reject,
+                Some((b"a\r\n.b\r\n", false, 11)),
+            ),
+            (b"a\r\n.", Reject, None),
+            (b"a\r\n.\r", Reject, None),
+            (b"a\nb\r\n.\r\n", Normalize, Some((b"a\r\nb\r\n", true, 8))),
+            (b"a\rb\r\n.\r\n", Normalize, Some((b"a\r\nb\r\n", true, 8))),
+            (b"a\nb\r\n.\r\n", Reject, Some((b"a\nb\r\n", true, 8))),
+        ];
+        for (input, policy, want) in rows {
+            let want = want.map(|(c, b, e)| (c.to_vec(), b, e));
+            assert_eq!(
+                whole(input, *policy),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert_eq!(
+                reference_decode(input, *policy),
+                want,
+                "reference {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    /// The six bare variants of the end marker never end a message (the SMTP smuggling class).
+    #[test]
+    fn bare_end_markers_never_end_the_message() {
+        for policy in [BareLineEnding::Reject, BareLineEnding::Normalize] {
+            for marker in [
+                &b"\n.\n"[..],
+                b"\r.\r",
+                b"\n.\r\n",
+                b"\r\n.\n",
+                b"\r.\r\n",
+                b"\r\n.\r",
+            ] {
+                let mut input = b"body".to_vec();
+                input.extend_from_slice(marker);
+                input.extend_from_slice(b"MAIL FROM:<evil@x>\r\n");
+                let (content, bare, end) =
+                    whole(&[&input[..], b"\r\n.\r\n"].concat(), policy).unwrap();
+                assert!(bare, "{marker:?}");
+                assert_eq!(end, input.len() + 5, "{marker:?} must not end the message");
+                assert!(
+                    content.ends_with(b"MAIL FROM:<evil@x>\r\n\r\n"),
+                    "{marker:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn holds_back_at_most_two_bytes() {
+        let mut d = DotDecoder::new(BareLineEnding::Reject);
+        assert_eq!(
+            d.decode(b"abc\r"),
+            Decoded::Data {
+                data: b"abc",
+                consumed: 3
+            }
+        );
+        assert_eq!(d.decode(b"\r"), Decoded::NeedMore { consumed: 0 });
+        assert_eq!(
+            d.decode(b"\r\n"),
+            Decoded::Data {
+                data: b"\r\n",
+                consumed: 2
+            }
+        );
+        assert_eq!(d.decode(b".\r"), Decoded::NeedMore { consumed: 0 });
+        assert_eq!(d.decode(b".\r\n"), Decoded::End { consumed: 3 });
+    }
+
+    #[test]
+    fn encoder_round_trips() {
+        let body = b".a\r\n..b\r\nc\r\n.\r\nend";
+        let mut out = Vec::new();
+        let mut e = DotEncoder::new();
+        for piece in body.chunks(3) {
+            e.encode(piece, &mut out);
+        }
+        e.finish(&mut out);
+        let (content, bare, end) = whole(&out, BareLineEnding::Reject).unwrap();
+        assert_eq!(content, [&body[..], b"\r\n"].concat());
+        assert!(!bare);
+        assert_eq!(end, out.len());
+    }
+
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just(b'.'),
+                Just(b'\r'),
+                Just(b'\n'),
+                Just(b'a'),
+                Just(b'\r'),
+                Just(b'.')
+            ],
+            0..64,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn matches_reference(mut input in body(), cuts in proptest::collection::vec(0usize..80, 0..8), normalize: bool) {
+            input.extend_from_slice(b"\r\n.\r\n");
+            let policy = if normalize { BareLineEnding::Normalize } else { BareLineEnding::Reject };
+            prop_assert_eq!(chunked_decode(&input, &cuts, policy), reference_decode(&input, policy));
+        }
+
+        #[test]
+        fn unterminated_is_incomplete(input in body(), cuts in proptest::collection::vec(0usize..80, 0..8)) {
+            let policy = BareLineEnding::Reject;
+            prop_assert_eq!(chunked_decode(&input, &cuts, policy), reference_decode(&input, policy));
+        }
+
+        #[test]
+        fn encode_then_decode_is_identity(content in proptest::collection::vec(prop_oneof![Just(b'.'), Just(b'a'), Just(b'\r'), Just(b'\n')], 0..64)) {
+            // Content with only CRLF line endings: normalize bare ones first.
+            let text = String::from_utf8(content).unwrap().replace('\r', "").replace('\n', "\r\n");
+            let mut out = Vec::new();
+            let mut e = DotEncoder::new();
+            e.encode(text.as_bytes(), &mut out);
+            e.finish(&mut out);
+            let (got, bare, _) = whole(&out, BareLineEnding::Reject).unwrap();
+            let mut want = text.into_bytes();
+            if !want.is_empty() && !want.ends_with(b"\r\n") { want.extend_from_slice(b"\r\n"); }
+            prop_assert_eq!(got, want);
+            prop_assert!(!bare);
+        }
+    }
+}

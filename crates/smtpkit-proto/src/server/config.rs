@@ -1,0 +1,374 @@
+//! [`ServerConfig`]: what a server offers and enforces, built once and shared by sessions.
+
+use core::time::Duration;
+
+use crate::data::BareLineEnding;
+use crate::extension::Capability;
+use crate::reply::encode::write_line;
+use crate::reply::{MAX_REPLY_LINE, ReplyCode};
+
+/// SMTP or LMTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// RFC 5321 SMTP: EHLO/HELO, one reply after the message.
+    #[default]
+    Smtp,
+    /// RFC 2033 LMTP: LHLO, one reply per accepted recipient after the message.
+    Lmtp,
+}
+
+/// Which ESMTP extensions are offered (RFC 5321 2.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extensions {
+    /// RFC 2920 PIPELINING. Default on.
+    pub pipelining: bool,
+    /// RFC 6152 8BITMIME. Default on.
+    pub eight_bit_mime: bool,
+    /// RFC 6531 SMTPUTF8. Default on.
+    pub smtputf8: bool,
+    /// RFC 3030 CHUNKING (BDAT). Default on.
+    pub chunking: bool,
+    /// RFC 3030 BINARYMIME; needs `chunking`. Default on.
+    pub binary_mime: bool,
+    /// RFC 2034 ENHANCEDSTATUSCODES. Default on.
+    pub enhanced_status_codes: bool,
+    /// RFC 3461 DSN parameters. Default off: only an application that sends DSNs should offer it.
+    pub dsn: bool,
+    /// RFC 3207 STARTTLS, offered when the session is not yet encrypted. Default off: the
+    /// adapter turns it on when it has a certificate.
+    pub starttls: bool,
+    /// RFC 8689 REQUIRETLS, offered only over TLS. Default off: it binds the relay path.
+    pub requiretls: bool,
+    /// RFC 4954 AUTH mechanisms, in the order offered. Default none.
+    pub auth_mechanisms: Vec<String>,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Self {
+            pipelining: true,
+            eight_bit_mime: true,
+            smtputf8: true,
+            chunking: true,
+            binary_mime: true,
+            enhanced_status_codes: true,
+            dsn: false,
+            starttls: false,
+            requiretls: false,
+            auth_mechanisms: Vec::new(),
+        }
+    }
+}
+
+/// Limits, each with where its default comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest command line with CRLF: 512 (RFC 5321 4.5.3.1.4). AUTH lines may reach 12288
+    /// (RFC 4954 4) regardless.
+    pub command_line: usize,
+    /// Largest message in octets, advertised as SIZE: 25 MiB, the common limit of large
+    /// providers (Gmail, Outlook.com), room for a 20 MB attachment-heavy message.
+    pub message_size: u64,
+    /// Recipients per message: 100, the minimum RFC 5321 4.5.3.1.8 requires servers to accept.
+    pub recipients: u32,
+    /// Errors before 421 and close: 20, Postfix's `smtpd_hard_error_limit`.
+    pub errors: u32,
+    /// NOOP/RSET/VRFY/EXPN/HELP commands before 421 and close: 100, Postfix's
+    /// `smtpd_junk_command_limit`.
+    pub junk_commands: u32,
+    /// Failed AUTH attempts before 421 and close: 3, as most submission servers do.
+    pub auth_failures: u32,
+    /// Messages per session before 421: 1000 (a busy relay connection; Postfix has no such
+    /// limit by default, Exim's `smtp_accept_max_per_connection` is 1000).
+    pub messages_per_session: u32,
+    /// Message octets per session before 421: `None` for no limit.
+    pub bytes_per_session: Option<u64>,
+    /// Pending reply bytes above which input is no longer consumed: 16 KiB, so a client that
+    /// pipelines without reading cannot grow the output without bound.
+    pub output_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            command_line: crate::line::MAX_COMMAND_LINE,
+            message_size: 25 * 1024 * 1024,
+            recipients: 100,
+            errors: 20,
+            junk_commands: 100,
+            auth_failures: 3,
+            messages_per_session: 1000,
+            bytes_per_session: None,
+            output_buffer: 16 * 1024,
+        }
+    }
+}
+
+/// Deadlines (RFC 5321 4.5.3.2, server side).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for the application's connection decision: 5 minutes, the client's greeting
+    /// wait (4.5.3.2.1), after which the client has given up anyway.
+    pub greeting: Duration,
+    /// Hold the greeting this long and treat earlier input as a pipelining violation
+    /// (Postfix `postscreen_greet_wait`). Default none.
+    pub greeting_delay: Option<Duration>,
+    /// Waiting for the next command: 5 minutes (4.5.3.2.7).
+    pub command: Duration,
+    /// Waiting for the next piece of DATA or BDAT content: 3 minutes (4.5.3.2.5).
+    pub data_block: Duration,
+    /// Waiting for the application's decision on a command or message: 10 minutes, the
+    /// client's wait after the end of data (4.5.3.2.6).
+    pub decision: Duration,
+    /// Whole session: 1 hour. No RFC number; bounds slow-drip clients that stay just under
+    /// the other deadlines.
+    pub session: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            greeting: Duration::from_secs(300),
+            greeting_delay: None,
+            command: Duration::from_secs(300),
+            data_block: Duration::from_secs(180),
+            decision: Duration::from_secs(600),
+            session: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// Everything a [`ServerConfig`] is built from. Plain data with defaults; see each type.
+///
+/// ```
+/// use smtpkit_proto::server::{ServerConfig, ServerOptions};
+/// let config = ServerConfig::new(ServerOptions { hostname: "mx.example".into(), ..Default::default() }).unwrap();
+/// assert_eq!(config.hostname(), "mx.example");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// The name the server gives itself in the greeting and EHLO reply.
+    pub hostname: String,
+    /// Text after `220 hostname ` in the greeting.
+    pub banner: String,
+    /// SMTP or LMTP.
+    pub protocol: Protocol,
+    /// Offered extensions.
+    pub extensions: Extensions,
+    /// Limits.
+    pub limits: Limits,
+    /// Deadlines.
+    pub timeouts: Timeouts,
+    /// Bare CR / bare LF in message content.
+    pub bare_line_ending: BareLineEnding,
+    /// Postfix-style `reject_unauth_pipelining`: input sent before the greeting, or after a
+    /// command that must end a pipelined group (EHLO, DATA, NOOP, ...), gets 554 5.5.0 and a
+    /// close. Default off.
+    pub pipelining_sync_check: bool,
+    /// Offer and accept AUTH on an unencrypted session. Default off (RFC 4954 4, RFC 8314).
+    pub allow_insecure_auth: bool,
+    /// MAIL needs AUTH first (submission, RFC 6409 4.3). Default off.
+    pub require_auth: bool,
+    /// MAIL and AUTH need TLS first (RFC 3207 4). Default off.
+    pub require_tls: bool,
+    /// MAIL parameter keywords the application handles itself (no 555 for them).
+    pub extra_mail_params: Vec<String>,
+    /// RCPT parameter keywords the application handles itself.
+    pub extra_rcpt_params: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            banner: "ESMTP ready".into(),
+            protocol: Protocol::Smtp,
+            extensions: Extensions::default(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            bare_line_ending: BareLineEnding::default(),
+            pipelining_sync_check: false,
+            allow_insecure_auth: false,
+            require_auth: false,
+            require_tls: false,
+            extra_mail_params: Vec::new(),
+            extra_rcpt_params: Vec::new(),
+        }
+    }
+}
+
+/// Why [`ServerConfig::new`] refused its options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The hostname is empty or not printable ASCII without spaces.
+    InvalidHostname,
+    /// The banner contains control characters or makes the greeting longer than 512 octets.
+    InvalidBanner,
+    /// An AUTH mechanism name is not 1 to 20 of `A-Z 0-9 - _` (RFC 4954 3).
+    InvalidMechanism(String),
+    /// The command line limit is below 512 (RFC 5321 4.5.3.1.4 makes that the minimum).
+    CommandLineTooShort,
+    /// `binary_mime` without `chunking` (RFC 3030 3).
+    BinaryMimeWithoutChunking,
+    /// The output cap is below one maximal reply line (512), so no command could be answered.
+    OutputBufferTooSmall,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::InvalidHostname => f.write_str("hostname must be printable ASCII without spaces"),
+            Self::InvalidBanner => {
+                f.write_str("banner must be printable and fit in one reply line")
+            }
+            Self::InvalidMechanism(m) => write!(f, "invalid AUTH mechanism name {m:?}"),
+            Self::CommandLineTooShort => f.write_str("command line limit must be at least 512"),
+            Self::BinaryMimeWithoutChunking => f.write_str("BINARYMIME needs CHUNKING"),
+            Self::OutputBufferTooSmall => f.write_str("output buffer limit must be at least 512"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated configuration with its fixed replies encoded once.
+///
+/// Share it between sessions with `Arc`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(crate) options: ServerOptions,
+    pub(crate) greeting: Vec<u8>,
+    /// EHLO replies: `[plaintext, tls]`, since STARTTLS, AUTH and REQUIRETLS depend on it.
+    pub(crate) ehlo: [Vec<u8>; 2],
+    pub(crate) helo: Vec<u8>,
+}
+
+impl ServerConfig {
+    /// Checks `options` and encodes the greeting and EHLO replies.
+    pub fn new(options: ServerOptions) -> Result<Self, ConfigError> {
+        let o = &options;
+        if o.hostname.is_empty() || !o.hostname.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::InvalidHostname);
+        }
+        if o.banner.bytes().any(|b| b.is_ascii_control())
+            || o.hostname.len() + o.banner.len() + 7 > MAX_REPLY_LINE
+        {
+            return Err(ConfigError::InvalidBanner);
+        }
+        for m in &o.extensions.auth_mechanisms {
+            let ok = (1..=20).contains(&m.len())
+                && m.bytes().all(|b| {
+                    b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                return Err(ConfigError::InvalidMechanism(m.clone()));
+            }
+        }
+        if o.limits.command_line < crate::line::MAX_COMMAND_LINE {
+            return Err(ConfigError::CommandLineTooShort);
+        }
+        if o.limits.output_buffer < MAX_REPLY_LINE {
+            return Err(ConfigError::OutputBufferTooSmall);
+        }
+        if o.extensions.binary_mime && !o.extensions.chunking {
+            return Err(ConfigError::BinaryMimeWithoutChunking);
+        }
+        let mut greeting = Vec::new();
+        let text = if o.banner.is_empty() {
+            o.hostname.clone()
+        } else {
+            format!("{} {}", o.hostname, o.banner)
+        };
+        // RFC 2034 3: no enhanced code on the greeting.
+        write_line(&mut greeting, ReplyCode::READY, None, &text, true);
+        let mut helo = Vec::new();
+        write_line(&mut helo, ReplyCode::OK, None, &o.hostname, true);
+        let ehlo = [encode_ehlo(o, false), encode_ehlo(o, true)];
+        Ok(Self {
+            options,
+            greeting,
+            ehlo,
+            helo,
+        })
+    }
+
+    /// The options this config was built from.
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// The server's hostname.
+    pub fn hostname(&self) -> &str {
+        &self.options.hostname
+    }
+
+    /// Whether AUTH is offered on a session with (`tls`) or without TLS.
+    pub(crate) fn auth_offered(&self, tls: bool) -> bool {
+        !self.options.extensions.auth_mechanisms.is_empty()
+            && (tls || self.options.allow_insecure_auth)
+    }
+
+    /// The EHLO keywords offered on a session with or without TLS.
+    pub fn capabilities(&self, tls: bool) -> Vec<Capability<'_>> {
+        capabilities(&self.options, tls)
+    }
+
+    pub(crate) fn enhanced(&self) -> bool {
+        self.options.extensions.enhanced_status_codes
+    }
+}
+
+fn capabilities(o: &ServerOptions, tls: bool) -> Vec<Capability<'_>> {
+    let e = &o.extensions;
+    let mut caps = Vec::new();
+    if e.pipelining {
+        caps.push(Capability::Pipelining);
+    }
+    caps.push(Capability::Size(o.limits.message_size));
+    if e.eight_bit_mime {
+        caps.push(Capability::EightBitMime);
+    }
+    if e.chunking {
+        caps.push(Capability::Chunking);
+    }
+    if e.binary_mime {
+        caps.push(Capability::BinaryMime);
+    }
+    if e.smtputf8 {
+        caps.push(Capability::SmtpUtf8);
+    }
+    if e.enhanced_status_codes {
+        caps.push(Capability::EnhancedStatusCodes);
+    }
+    if e.dsn {
+        caps.push(Capability::Dsn);
+    }
+    if e.starttls && !tls {
+        caps.push(Capability::StartTls);
+    }
+    if e.requiretls && tls {
+        caps.push(Capability::RequireTls);
+    }
+    if !e.auth_mechanisms.is_empty() && (tls || o.allow_insecure_auth) {
+        caps.push(Capability::Auth(""));
+    }
+    caps
+}
+
+fn encode_ehlo(o: &ServerOptions, tls: bool) -> Vec<u8> {
+    let mut lines = vec![o.hostname.clone()];
+    for cap in capabilities(o, tls) {
+        lines.push(match cap {
+            Capability::Auth(_) => format!("AUTH {}", o.extensions.auth_mechanisms.join(" ")),
+            other => other.to_string(),
+        });
+    }
+    let mut out = Vec::new();
+    let last = lines.len() - 1;
+    for (i, line) in lines.iter().enumerate() {
+        // RFC 2034 3: no enhanced codes in the EHLO reply.
+        write_line(&mut out, ReplyCode::OK, None, line, i == last);
+    }
+    out
+}

@@ -1,0 +1,261 @@
+//! The application's API: [`Handler`] makes a [`Session`] per connection; every `Session` method
+//! answers one step of the conversation with a [`Decision`].
+
+use std::net::SocketAddr;
+
+use smtpkit_proto::address::{ForwardPath, ReversePath};
+use smtpkit_proto::auth::Credentials;
+use smtpkit_proto::extension::Parameters;
+use smtpkit_proto::{CloseReason, EnhancedCode, Reply, ReplyCode};
+
+use crate::id::SessionId;
+use crate::settings::ListenerKind;
+
+/// What a session method decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the standard positive reply for the step (250, 354, 235, the EHLO list...).
+    Accept,
+    /// Send this reply instead: usually a refusal (4xx/5xx). A reply that does not fit the step
+    /// (a 354 to RCPT, say) is logged and replaced by `451 4.3.0`.
+    Reply(Reply<'static>),
+}
+
+impl Decision {
+    /// A refusal with an enhanced status code, for the common case.
+    ///
+    /// Returns `451 4.3.0` if `code` and `text` do not make a valid reply (the text has control
+    /// characters or is too long, or the classes of `code` and `enhanced` differ), so a handler
+    /// can never send malformed bytes.
+    ///
+    /// ```
+    /// use smtpkit_server::{Decision, EnhancedCode, ReplyCode};
+    /// let d = Decision::reply(550, EnhancedCode::new(5, 1, 1).unwrap(), "No such user");
+    /// let smtpkit_server::Decision::Reply(r) = d else { unreachable!() };
+    /// assert_eq!(r.code(), ReplyCode::MAILBOX_UNAVAILABLE);
+    /// ```
+    pub fn reply(code: u16, enhanced: EnhancedCode, text: &str) -> Self {
+        Self::Reply(make_reply(code, enhanced, text))
+    }
+}
+
+/// Builds a reply from parts, falling back to `451 4.3.0` when they are invalid.
+pub(crate) fn make_reply(code: u16, enhanced: EnhancedCode, text: &str) -> Reply<'static> {
+    ReplyCode::new(code)
+        .and_then(|code| Reply::new(code, text.to_owned()).ok())
+        .and_then(|r| r.try_with_enhanced(enhanced).ok())
+        .unwrap_or_else(local_error)
+}
+
+/// `451 4.3.0 Local error in processing`: the fallback when an application reply is unusable.
+pub(crate) fn local_error() -> Reply<'static> {
+    static_reply(
+        ReplyCode::LOCAL_ERROR,
+        EnhancedCode::SYSTEM_TRANSIENT,
+        "Local error in processing",
+    )
+}
+
+/// A reply from constant parts of this crate.
+pub(crate) fn static_reply(
+    code: ReplyCode,
+    enhanced: EnhancedCode,
+    text: &'static str,
+) -> Reply<'static> {
+    // Callers pass short printable literals; the unit tests exercise every one of them.
+    Reply::new(code, text)
+        .expect("constant reply text is valid")
+        .with_enhanced(enhanced)
+}
+
+/// What the application knows about a session, passed to every [`Session`] method.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// A short printable id, unique in this process; put it in every log line.
+    pub id: SessionId,
+    /// The client: the real one when a trusted proxy sent a PROXY header.
+    pub peer: SocketAddr,
+    /// The address the client connected to (the proxy's destination when proxied).
+    pub local: SocketAddr,
+    /// Which kind of listener accepted the connection.
+    pub listener: ListenerKind,
+    /// Whether the session is encrypted (implicit TLS or after STARTTLS).
+    pub tls: bool,
+    /// The user name after a successful AUTH.
+    pub authenticated: Option<String>,
+    /// The name given in the last accepted EHLO, HELO or LHLO.
+    pub ehlo: Option<String>,
+}
+
+impl SessionInfo {
+    /// Info for a new connection, with a fresh [`SessionId`].
+    pub fn new(peer: SocketAddr, local: SocketAddr, listener: ListenerKind) -> Self {
+        Self {
+            id: SessionId::next(),
+            peer,
+            local,
+            listener,
+            tls: false,
+            authenticated: None,
+            ehlo: None,
+        }
+    }
+
+    /// The same info marked as encrypted (implicit TLS).
+    #[must_use]
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+/// The application's server-wide object: it decides on new connections.
+///
+/// ```
+/// use smtpkit_server::{Decision, Handler, Reply, Session, SessionInfo};
+///
+/// struct Accept;
+/// struct Conn;
+/// impl Session for Conn {}
+/// impl Handler for Accept {
+///     type Session = Conn;
+///     async fn connect(&self, _info: &SessionInfo) -> Result<Conn, Reply<'static>> {
+///         Ok(Conn)
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// The per-connection state.
+    type Session: Session;
+
+    /// A new connection, after the PROXY header and, for implicit TLS, the handshake.
+    /// `Err(reply)` refuses it: 554 serves only QUIT afterwards (RFC 5321 3.1), 421 closes.
+    /// Other codes are replaced by `421 4.3.0`.
+    fn connect(
+        &self,
+        info: &SessionInfo,
+    ) -> impl Future<Output = Result<Self::Session, Reply<'static>>> + Send;
+}
+
+/// One connection's conversation. Every method has a default; most accept.
+///
+/// The methods are called in protocol order, never concurrently. Only the body methods
+/// (`data_*`) see message content, as borrowed, already un-stuffed slices: nothing buffers the
+/// whole message unless the application does.
+pub trait Session: Send + 'static {
+    /// EHLO, HELO or LHLO with `domain`. Default: accept.
+    fn ehlo(&mut self, info: &SessionInfo, domain: &str) -> impl Future<Output = Decision> + Send {
+        let _ = (info, domain);
+        async { Decision::Accept }
+    }
+
+    /// AUTH credentials (PLAIN or LOGIN, already decoded). Accept authenticates as
+    /// `creds.authcid`.
+    ///
+    /// Default: refuse with `535 5.7.8`. Accepting by default would let anyone authenticate,
+    /// and an authenticated session is usually allowed to relay: an open relay.
+    fn auth(
+        &mut self,
+        info: &SessionInfo,
+        creds: &Credentials,
+    ) -> impl Future<Output = Decision> + Send {
+        let _ = (info, creds);
+        async {
+            Decision::Reply(static_reply(
+                ReplyCode::AUTH_FAILED,
+                EnhancedCode::AUTH_FAILED,
+                "Authentication credentials invalid",
+            ))
+        }
+    }
+
+    /// MAIL FROM. Default: accept.
+    fn mail_from(
+        &mut self,
+        info: &SessionInfo,
+        from: &ReversePath<'_>,
+        params: &Parameters<'_>,
+    ) -> impl Future<Output = Decision> + Send {
+        let _ = (info, from, params);
+        async { Decision::Accept }
+    }
+
+    /// RCPT TO. Default: accept.
+    fn rcpt_to(
+        &mut self,
+        info: &SessionInfo,
+        to: &ForwardPath<'_>,
+        params: &Parameters<'_>,
+    ) -> impl Future<Output = Decision> + Send {
+        let _ = (info, to, params);
+        async { Decision::Accept }
+    }
+
+    /// The message content is about to start (DATA, or the first BDAT chunk). Default: accept.
+    fn data_start(&mut self, info: &SessionInfo) -> impl Future<Output = Decision> + Send {
+        let _ = info;
+        async { Decision::Accept }
+    }
+
+    /// A piece of message content. `Err(reply)` fails the message: the rest of the body is
+    /// still read (so the next command starts cleanly) but not passed on, and `reply` answers
+    /// the end of data. Default: ignore the content.
+    fn data_chunk(
+        &mut self,
+        info: &SessionInfo,
+        chunk: &[u8],
+    ) -> impl Future<Output = Result<(), Reply<'static>>> + Send {
+        let _ = (info, chunk);
+        async { Ok(()) }
+    }
+
+    /// The end of the message: the reply to it. Accept only once the message is safely
+    /// stored. Default: accept.
+    fn data_end(&mut self, info: &SessionInfo) -> impl Future<Output = Decision> + Send {
+        let _ = info;
+        async { Decision::Accept }
+    }
+
+    /// LMTP's end of message: one decision per accepted recipient, in RCPT order (RFC 2033
+    /// 4.2). Missing entries are filled with `451 4.3.0`, extra ones ignored. Default:
+    /// [`data_end`](Self::data_end) repeated.
+    fn data_end_lmtp(
+        &mut self,
+        info: &SessionInfo,
+        recipients: usize,
+    ) -> impl Future<Output = Vec<Decision>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(recipients);
+            for _ in 0..recipients {
+                out.push(self.data_end(info).await);
+            }
+            out
+        }
+    }
+
+    /// The message was dropped before its end was answered by the application: the core
+    /// refused it (too big, bare line endings), a BDAT chunk was refused, or the connection was
+    /// lost mid-message. Drop what was received. Default: nothing.
+    fn data_aborted(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
+        let _ = info;
+        async {}
+    }
+
+    /// The transaction is over or gone: RSET, a new EHLO during a transaction, or after each
+    /// message (accepted or not). Default: nothing.
+    fn reset(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
+        let _ = info;
+        async {}
+    }
+
+    /// The connection is closing. Default: nothing.
+    fn close(
+        &mut self,
+        info: &SessionInfo,
+        reason: CloseReason,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (info, reason);
+        async {}
+    }
+}

@@ -1,0 +1,75 @@
+//! Logs the session id, sender, recipients and subject of every message, and accepts it.
+//! Run: `cargo run -p smtpkit-smol --example smol_logging_server`, then send mail to 127.0.0.1:2525.
+use smtpkit_smol::{Decision, ForwardPath, Handler, ListenerKind, Parameters, Reply, ReversePath};
+use smtpkit_smol::{Session, SessionInfo, SmtpServer};
+
+struct Logger;
+#[derive(Default)]
+struct Mail {
+    from: String,
+    to: Vec<String>,
+    head: Vec<u8>,
+}
+
+impl Handler for Logger {
+    type Session = Mail;
+    async fn connect(&self, _: &SessionInfo) -> Result<Mail, Reply<'static>> {
+        Ok(Mail::default())
+    }
+}
+
+impl Session for Mail {
+    async fn mail_from(
+        &mut self,
+        _: &SessionInfo,
+        from: &ReversePath<'_>,
+        _: &Parameters<'_>,
+    ) -> Decision {
+        self.from = from.to_string();
+        Decision::Accept
+    }
+    async fn rcpt_to(
+        &mut self,
+        _: &SessionInfo,
+        to: &ForwardPath<'_>,
+        _: &Parameters<'_>,
+    ) -> Decision {
+        self.to.push(to.to_string());
+        Decision::Accept
+    }
+    async fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
+        // Keep only the header section (up to 64 KiB): the subject is all we log.
+        let room = (64 * 1024usize).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        Ok(())
+    }
+    async fn data_end(&mut self, info: &SessionInfo) -> Decision {
+        let subject = mail_parser::MessageParser::default()
+            .parse_headers(&self.head)
+            .and_then(|m| m.subject().map(str::to_owned))
+            .unwrap_or_default();
+        tracing::info!(session = %info.id, from = %self.from, to = ?self.to, %subject, "message");
+        Decision::Accept
+    }
+    async fn reset(&mut self, _: &SessionInfo) {
+        *self = Self::default();
+    }
+}
+
+fn main() -> Result<(), smtpkit_smol::Error> {
+    tracing_subscriber::fmt().with_env_filter("info").init();
+    smol::block_on(async {
+        let addr = "127.0.0.1:2525"
+            .parse::<std::net::SocketAddr>()
+            .expect("valid address");
+        let server = SmtpServer::builder(Logger)
+            .listener(addr, ListenerKind::Smtp)
+            .build()
+            .await?;
+        let handle = server.spawn();
+        let mut signals = async_signal::Signals::new([async_signal::Signal::Int])?;
+        futures_lite::StreamExt::next(&mut signals).await;
+        handle.shutdown(std::time::Duration::from_secs(10)).await;
+        Ok(())
+    })
+}
