@@ -2,7 +2,7 @@
 //! smol and mio adapters so that every adapter behaves the same.
 //!
 //! - [`Handler`] and [`Session`]: the application's API, in the style of go-smtp and Node's
-//!   smtpkit-server. One `Handler` per server makes one `Session` per connection.
+//!   smtp-server. One `Handler` per server makes one `Session` per connection.
 //! - [`Dispatcher`]: turns the core's [`Event`](smtpkit_proto::Event)s into `Session` calls and
 //!   answers the core. AUTH PLAIN/LOGIN exchanges, BDAT, LMTP per-recipient replies and the
 //!   body error latch live here, written once.
