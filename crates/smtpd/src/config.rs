@@ -92,6 +92,9 @@ pub struct Config {
     /// PROXY protocol settings.
     #[serde(default)]
     pub proxy: Proxy,
+    /// Password checks and authentication failure limits.
+    #[serde(default)]
+    pub auth: Auth,
     /// Log line format. Default `text`.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -302,6 +305,60 @@ impl Default for Limits {
     }
 }
 
+/// `[auth]`: how password checks are bounded, and how often a client or a user may fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Password checks running at once; more wait their turn. Each Argon2id check holds its
+    /// memory (19 MiB with `smtpd hash-password`'s parameters), allocated once per slot and
+    /// reused, so this bounds AUTH's memory at `checks x 19 MiB`. Default 2: a check is CPU-bound
+    /// for tens of milliseconds, so more slots than cores only queue in the kernel instead.
+    #[serde(default = "default_auth_checks")]
+    pub checks: u32,
+    /// Failed AUTH attempts from one client address within `window`, across all its sessions;
+    /// past it the client's AUTH gets `421 4.7.0` without a password check until the window
+    /// ends. Like Postfix's `smtpd_client_auth_rate_limit` (off there by default); default 10
+    /// per minute: a person mistyping never gets there, a guesser gets 10 a minute instead of
+    /// the 28 a second measured without it. 0 turns the limit off.
+    #[serde(default = "default_auth_failures_per_ip")]
+    pub failures_per_ip: u32,
+    /// Failed AUTH attempts for one user name within `window`, from any address (guessing
+    /// from many addresses); past it AUTH for that name gets `454 4.7.0`. Default 10. 0 turns
+    /// the limit off.
+    #[serde(default = "default_auth_failures_per_user")]
+    pub failures_per_user: u32,
+    /// The window of both limits, in seconds. Default 60, Postfix's `anvil_rate_time_unit`.
+    #[serde(default = "default_auth_window")]
+    pub window: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            checks: default_auth_checks(),
+            failures_per_ip: default_auth_failures_per_ip(),
+            failures_per_user: default_auth_failures_per_user(),
+            window: default_auth_window(),
+        }
+    }
+}
+
+fn default_auth_checks() -> u32 {
+    2
+}
+
+fn default_auth_failures_per_ip() -> u32 {
+    10
+}
+
+fn default_auth_failures_per_user() -> u32 {
+    10
+}
+
+fn default_auth_window() -> u64 {
+    60
+}
+
 /// `[limits.timeouts]`, in seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -323,6 +380,12 @@ pub struct Timeouts {
     /// just before each timeout.
     #[serde(default = "default_session_timeout")]
     pub session: u64,
+    /// Waiting for the store (a write, an fsync, the commit) of one message. Default 120. When
+    /// it expires the message is answered `451 4.3.0` and the session goes on; other sessions
+    /// never wait on it. Must be shorter than `data_block`, so the client hears 451 before the
+    /// data timeout would close the session.
+    #[serde(default = "default_storage_timeout")]
+    pub storage: u64,
 }
 
 impl Default for Timeouts {
@@ -332,6 +395,7 @@ impl Default for Timeouts {
             data_block: default_data_block_timeout(),
             tls_handshake: default_tls_handshake_timeout(),
             session: default_session_timeout(),
+            storage: default_storage_timeout(),
         }
     }
 }
@@ -359,6 +423,12 @@ impl Timeouts {
     #[must_use]
     pub fn session(&self) -> Duration {
         Duration::from_secs(self.session)
+    }
+
+    /// [`Timeouts::storage`] as a `Duration`.
+    #[must_use]
+    pub fn storage(&self) -> Duration {
+        Duration::from_secs(self.storage)
     }
 }
 
@@ -481,6 +551,10 @@ fn default_tls_handshake_timeout() -> u64 {
 
 fn default_session_timeout() -> u64 {
     1800
+}
+
+fn default_storage_timeout() -> u64 {
+    120
 }
 
 /// The shortest command line RFC 5321 §4.5.3.1.4 lets a server accept.
@@ -731,6 +805,7 @@ impl Config {
             ("timeouts.data_block", limits.timeouts.data_block),
             ("timeouts.tls_handshake", limits.timeouts.tls_handshake),
             ("timeouts.session", limits.timeouts.session),
+            ("timeouts.storage", limits.timeouts.storage),
         ];
         for (name, value) in counts {
             if value == 0 {
@@ -742,6 +817,18 @@ impl Config {
                 "limits.line_length must be at least {MIN_LINE_LENGTH} (RFC 5321 4.5.3.1.4), got {}",
                 limits.line_length
             ));
+        }
+        if limits.timeouts.storage >= limits.timeouts.data_block {
+            problems.push(format!(
+                "limits.timeouts.storage ({}) must be shorter than limits.timeouts.data_block ({}): a stalled store must be answered 451 before the data timeout closes the session",
+                limits.timeouts.storage, limits.timeouts.data_block
+            ));
+        }
+        if self.auth.checks == 0 {
+            problems.push("auth.checks must be greater than 0".to_owned());
+        }
+        if self.auth.window == 0 {
+            problems.push("auth.window must be greater than 0".to_owned());
         }
         if limits.connections_per_ip > limits.connections {
             problems.push(format!(
@@ -757,6 +844,7 @@ impl Config {
             ("data_block", limits.timeouts.data_block),
             ("tls_handshake", limits.timeouts.tls_handshake),
             ("session", limits.timeouts.session),
+            ("storage", limits.timeouts.storage),
         ] {
             if value > MAX_TIMEOUT {
                 problems.push(format!(

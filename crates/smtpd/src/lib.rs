@@ -7,10 +7,12 @@
 //! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
 //!   directory names;
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
-//! - [`password`]: Argon2 password hashes for SMTP AUTH accounts;
+//! - [`password`]: Argon2 password hashes for SMTP AUTH accounts, checked through a bounded pool;
+//! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
 //! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio.
 
 pub mod config;
+pub mod housekeeping;
 pub mod maildir;
 pub mod password;
 pub mod receiver;

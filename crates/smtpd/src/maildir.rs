@@ -34,7 +34,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config;
@@ -107,12 +107,24 @@ pub struct MaildirStore {
     inner: Arc<StoreSettings>,
 }
 
-#[derive(Debug)]
 struct StoreSettings {
     root: PathBuf,
     /// Already escaped for use in file names.
     hostname: String,
     fsync: bool,
+    /// Runs before every write: lets tests stall the store as a frozen file system would.
+    #[cfg(test)]
+    write_hook: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("root", &self.root)
+            .field("hostname", &self.hostname)
+            .field("fsync", &self.fsync)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MaildirStore {
@@ -125,6 +137,8 @@ impl MaildirStore {
                 root: root.into(),
                 hostname: escape_hostname(&config::detect_hostname()),
                 fsync: true,
+                #[cfg(test)]
+                write_hook: None,
             }),
         }
     }
@@ -147,11 +161,46 @@ impl MaildirStore {
             root: shared.root.clone(),
             hostname: shared.hostname.clone(),
             fsync: shared.fsync,
+            #[cfg(test)]
+            write_hook: shared.write_hook.clone(),
         });
         change(&mut settings);
         Self {
             inner: Arc::new(settings),
         }
+    }
+
+    /// Calls `hook` before every write (tests: a store that stalls).
+    #[cfg(test)]
+    #[must_use]
+    pub(crate) fn with_write_hook(self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.with_settings(|s| s.write_hook = Some(Arc::new(hook)))
+    }
+
+    /// Removes files older than `age` from every Maildir's `tmp/` under the root: the leftovers
+    /// of deliveries cut short by a crash. The Maildir specification has readers clean `tmp/`
+    /// after 36 hours; a server that writes into `tmp/` does it too, since nothing else may.
+    /// Returns how many files were removed. Blocking: call it from a blocking thread.
+    pub fn clean_tmp(&self, age: std::time::Duration) -> io::Result<usize> {
+        let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+        let mut removed = 0;
+        // <root>/<domain>/<local part>/tmp: the layout routing produces, and nothing deeper.
+        for domain in read_dirs(&self.inner.root)? {
+            for mailbox in read_dirs(&domain)? {
+                let tmp = mailbox.join("tmp");
+                let Ok(entries) = fs::read_dir(&tmp) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let Ok(meta) = entry.metadata() else { continue };
+                    let old = meta.modified().is_ok_and(|m| m < cutoff);
+                    if meta.is_file() && old && fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// The directory holding all mailboxes.
@@ -215,10 +264,13 @@ impl MaildirStore {
                     last_error = Some(e);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(at(&path, e)),
             }
         }
-        Err(last_error.unwrap_or_else(|| io::Error::other("no unique file name found")))
+        Err(at(
+            &tmp_dir,
+            last_error.unwrap_or_else(|| io::Error::other("no unique file name found")),
+        ))
     }
 
     /// `<secs>.M<usecs>P<pid>Q<counter>.<hostname>`: unique per host as long as the clock does
@@ -236,6 +288,20 @@ impl MaildirStore {
             self.inner.hostname
         )
     }
+}
+
+/// The subdirectories of `dir` (not following symlinks); none when `dir` does not exist.
+fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(at(dir, e)),
+    };
+    Ok(entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect())
 }
 
 /// Escapes a host name for Maildir file names: `/` and `:` as the Maildir specification asks
@@ -267,7 +333,8 @@ fn create_maildir(maildir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     for sub in ["tmp", "new", "cur"] {
-        builder.create(maildir.join(sub))?;
+        let dir = maildir.join(sub);
+        builder.create(&dir).map_err(|e| at(&dir, e))?;
     }
     Ok(())
 }
@@ -283,7 +350,15 @@ fn create_new_file(path: &Path) -> io::Result<File> {
 
 /// Makes a directory's entries durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| at(dir, e))
+}
+
+/// `e` with `path` in its message, so a log line says which file or directory failed. The kind
+/// is kept: callers branch on `NotFound`/`AlreadyExists`.
+fn at(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Streams one message into a store; see [`MaildirStore::begin`] and [`Store::begin`].
@@ -325,8 +400,17 @@ impl MessageWriter {
     /// Makes the message durable in every recipient's mailbox. `Ok` means every copy is on
     /// disk; `Err` means no mailbox has it.
     pub fn commit(self) -> io::Result<DeliveryReceipt> {
+        self.commit_unless(&AtomicBool::new(false))
+    }
+
+    /// [`commit`](Self::commit), unless `abandoned` is set by the time the file is durable
+    /// and about to be linked into `new/`: then the message is removed and the call fails. The
+    /// server sets it when it stopped waiting (and answered 451), so a store that was only
+    /// slow does not deliver a message the client was told to retry. Past that point the race is
+    /// lost the safe way: a duplicate, never a loss.
+    pub fn commit_unless(self, abandoned: &AtomicBool) -> io::Result<DeliveryReceipt> {
         match self.inner {
-            WriterKind::Maildir(writer) => writer.commit(),
+            WriterKind::Maildir(writer) => writer.commit(abandoned),
             WriterKind::Sink(writer) => Ok(writer.commit()),
         }
     }
@@ -359,15 +443,19 @@ impl MaildirWriter {
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("message already committed"));
         };
+        #[cfg(test)]
+        if let Some(hook) = &self.store.write_hook {
+            hook();
+        }
         if let Err(e) = file.write_all(chunk) {
             self.poisoned = true;
-            return Err(e);
+            return Err(at(&self.tmp_path, e));
         }
         self.size += chunk.len() as u64;
         Ok(())
     }
 
-    fn commit(mut self) -> io::Result<DeliveryReceipt> {
+    fn commit(mut self, abandoned: &AtomicBool) -> io::Result<DeliveryReceipt> {
         if self.poisoned {
             return Err(poisoned());
         }
@@ -376,11 +464,18 @@ impl MaildirWriter {
         };
         let file = buffered
             .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+            .map_err(|e| at(&self.tmp_path, e.into_error()))?;
         if self.store.fsync {
-            file.sync_all()?;
+            file.sync_all().map_err(|e| at(&self.tmp_path, e))?;
         }
         drop(file);
+        // The last point of no return: once linked into `new/`, the message is delivered.
+        if abandoned.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the session stopped waiting for the store",
+            ));
+        }
 
         let final_name = format!("{},S={}", self.id, self.size);
         let mut delivered = Vec::with_capacity(self.recipients.len());
@@ -411,7 +506,7 @@ impl MaildirWriter {
             let maildir = self.store.root.join(recipient.relative_path());
             let new_dir = maildir.join("new");
             let target = new_dir.join(final_name);
-            self.place(&maildir, &target)?;
+            self.place(&maildir, &target).map_err(|e| at(&target, e))?;
             delivered.push(target);
             new_dirs.push(new_dir);
         }
@@ -693,11 +788,59 @@ mod tests {
 
         let file_root = root.path().join("file");
         fs::write(&file_root, b"").unwrap();
+        let err = MaildirStore::new(&file_root)
+            .begin(b"", &[mailbox("a.test", "x")])
+            .unwrap_err();
+        // The operator learns which path failed.
         assert!(
-            MaildirStore::new(&file_root)
-                .begin(b"", &[mailbox("a.test", "x")])
-                .is_err()
+            err.to_string().contains(&*file_root.to_string_lossy()),
+            "{err}"
         );
+    }
+
+    #[test]
+    fn stale_tmp_files_are_cleaned_and_fresh_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let mut writer = store.begin(b"X: y\r\n", &[mailbox("a.test", "x")]).unwrap();
+        writer.write_chunk(b"in progress").unwrap();
+        let tmp = root.path().join("a.test/x/tmp");
+        let stale = tmp.join("1.M1P1Q1.old");
+        fs::write(&stale, b"partial").unwrap();
+        let long_ago = SystemTime::now() - std::time::Duration::from_secs(40 * 3600);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let removed = store
+            .clean_tmp(std::time::Duration::from_secs(36 * 3600))
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!stale.exists());
+        // The delivery in progress is untouched and still commits.
+        assert_eq!(files_in(&tmp).len(), 1);
+        let receipt = writer.commit().unwrap();
+        assert_eq!(fs::read(&receipt.paths[0]).unwrap(), b"X: y\r\nin progress");
+        // A root that does not exist yet has nothing to clean.
+        assert_eq!(
+            MaildirStore::new(root.path().join("none"))
+                .clean_tmp(std::time::Duration::ZERO)
+                .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn an_abandoned_commit_delivers_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path());
+        let writer = store.begin(b"X: y\r\n", &[mailbox("a.test", "x")]).unwrap();
+        let err = writer.commit_unless(&AtomicBool::new(true)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(files_in(&root.path().join("a.test/x/new")).is_empty());
+        assert!(files_in(&root.path().join("a.test/x/tmp")).is_empty());
     }
 
     #[test]

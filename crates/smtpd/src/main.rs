@@ -234,7 +234,9 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let receiver = Receiver::new(state);
+    smtpd::housekeeping::spawn_tmp_sweeper(&state.store);
+    smtpd::housekeeping::raise_fd_limit(u64::from(config.limits.connections));
+    let receiver = Receiver::new(state, smtpd::receiver::Guards::from_config(&config));
     let (tls, certs) = match &config.tls {
         Some(t) => match smtpkit_tokio::tls::ReloadableCert::from_files(&t.cert, &t.key) {
             Ok(cert) => {

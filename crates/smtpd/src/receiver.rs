@@ -1,20 +1,31 @@
 //! The SMTP side of smtpd: a [`Handler`] whose sessions route recipients, stream each message
 //! into the store with `Return-Path:` and `Received:` prepended, and answer 250 only once every
 //! copy is durable.
+//!
+//! Nothing here blocks an async worker. File IO (create, write, fsync, link) runs on the
+//! blocking pool, at most [`STORAGE_CONCURRENCY`] operations at once, each bounded by the
+//! storage timeout: a store that stalls (a frozen or dying disk) costs the sessions that use it
+//! a `451 4.3.0`, never the greeting of the next client. Content is staged in memory up to
+//! [`STAGE_BYTES`] and handed over in one piece, so a small message costs one trip to the pool.
+//! Password checks go through a bounded [`CheckPool`], behind per-client and per-user failure
+//! limits that hold across sessions.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use smtpkit_proto::address::DomainPart;
 use smtpkit_server::{
-    CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
-    Parameters, Reply, ReplyCode, ReversePath, Session, SessionInfo,
+    CloseReason, Credentials, Decision, EnhancedCode, FailureLimiter, ForwardPath, Handler,
+    ListenerKind, Parameters, Reply, ReplyCode, ReversePath, Session, SessionInfo, Verdict,
 };
 use tracing::{info, warn};
 
-use crate::maildir::{MessageWriter, Store};
-use crate::password::Credentials as Accounts;
+use crate::config::Config;
+use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
+use crate::password::{CheckPool, Credentials as Accounts};
 use crate::routing::{MailboxPath, Resolution, Router};
 
 /// What a running server consults; swapped as a whole on reload (SIGHUP).
@@ -30,17 +41,80 @@ pub struct State {
     pub accounts: Accounts,
 }
 
+/// Storage operations running at once on the blocking pool. Enough for every session of a
+/// busy server to have a write or a commit in flight, and a bound on the threads a stalled disk
+/// can pin (tokio's own bound is 512).
+pub const STORAGE_CONCURRENCY: usize = 64;
+
+/// Content staged in memory before it is handed to the store in one write: most mail fits, so
+/// it costs a single trip to the blocking pool; larger mail streams in pieces of this size.
+pub const STAGE_BYTES: usize = 64 * 1024;
+
+/// What outlives a configuration reload: the password-check pool, the failure counts and the
+/// storage bounds.
+#[derive(Debug)]
+pub struct Guards {
+    checks: CheckPool,
+    by_ip: FailureLimiter<IpAddr>,
+    by_user: FailureLimiter<String>,
+    storage: Arc<tokio::sync::Semaphore>,
+    storage_timeout: Duration,
+}
+
+impl Guards {
+    /// The bounds `[auth]` and `[limits.timeouts]` describe.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let window = Duration::from_secs(config.auth.window);
+        Self {
+            checks: CheckPool::new(config.auth.checks as usize),
+            by_ip: FailureLimiter::new(config.auth.failures_per_ip, window),
+            by_user: FailureLimiter::new(config.auth.failures_per_user, window),
+            storage: Arc::new(tokio::sync::Semaphore::new(STORAGE_CONCURRENCY)),
+            storage_timeout: config.limits.timeouts.storage(),
+        }
+    }
+
+    /// Runs `work` on the blocking pool within the storage bounds; `None` when it did not finish
+    /// within the storage timeout (it may still be running: it keeps its permit until it ends).
+    /// The sink does no IO and runs inline.
+    async fn store<T: Send + 'static>(
+        &self,
+        inline: bool,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        if inline {
+            return Some(work());
+        }
+        let bounded = async {
+            let permit = Arc::clone(&self.storage).acquire_owned().await.ok()?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                work()
+            })
+            .await
+            .ok()
+        };
+        tokio::time::timeout(self.storage_timeout, bounded)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 /// The server-wide handler; holds the current [`State`].
 #[derive(Debug, Clone)]
 pub struct Receiver {
     state: Arc<std::sync::RwLock<Arc<State>>>,
+    guards: Arc<Guards>,
 }
 
 impl Receiver {
-    /// A handler serving `state`.
-    pub fn new(state: State) -> Self {
+    /// A handler serving `state` within `guards`.
+    pub fn new(state: State, guards: Guards) -> Self {
         Self {
             state: Arc::new(std::sync::RwLock::new(Arc::new(state))),
+            guards: Arc::new(guards),
         }
     }
 
@@ -69,6 +143,7 @@ impl Handler for Receiver {
         info!(session = %info.id, peer = %info.peer, listener = %info.listener, tls = info.tls, "connect");
         Ok(Conversation {
             state: self.current(),
+            guards: Arc::clone(&self.guards),
             txn: None,
             messages: 0,
             rejected: 0,
@@ -80,6 +155,7 @@ impl Handler for Receiver {
 #[derive(Debug)]
 pub struct Conversation {
     state: Arc<State>,
+    guards: Arc<Guards>,
     txn: Option<Transaction>,
     messages: u32,
     rejected: u32,
@@ -92,10 +168,19 @@ struct Transaction {
     rcpts: Vec<String>,
     /// Mailboxes to deliver to, deduplicated.
     mailboxes: Vec<MailboxPath>,
+    /// The store's writer, once the first staged piece went out (the sink's from the start).
     writer: Option<MessageWriter>,
+    /// Content not yet handed to the store, trace headers first.
+    staged: Vec<u8>,
+    /// Octets of the message so far, trace headers included.
+    size: u64,
     /// The first bytes of the content, to find the Subject for the log line.
     head: Vec<u8>,
     failed: Option<String>,
+    /// Set when the session stopped waiting for the store, so a late commit delivers nothing.
+    abandoned: Arc<AtomicBool>,
+    /// The sink counts inline; nothing is staged.
+    sink: bool,
 }
 
 /// How much of the content is kept to find the Subject header.
@@ -107,42 +192,119 @@ fn reply(code: ReplyCode, enhanced: EnhancedCode, text: &str) -> Decision {
     Decision::reply(code.get(), enhanced, text)
 }
 
+fn try_again_later() -> Decision {
+    reply(
+        ReplyCode::LOCAL_ERROR,
+        EnhancedCode::SYSTEM_TRANSIENT,
+        "Local error in processing; try again later",
+    )
+}
+
 impl Conversation {
+    fn is_sink(&self) -> bool {
+        matches!(self.state.store, Store::Sink(_))
+    }
+
     fn abort(&mut self) {
-        if let Some(writer) = self.txn.as_mut().and_then(|t| t.writer.take()) {
-            writer.abort();
+        if let Some(txn) = self.txn.as_mut() {
+            txn.abandoned.store(true, Ordering::Release);
+            if let Some(writer) = txn.writer.take() {
+                // Removing the tmp/ file is file IO too: off the async worker, unbounded by the
+                // storage permits (it must happen even when they are exhausted) but detached.
+                if self.is_sink() {
+                    writer.abort();
+                } else {
+                    tokio::task::spawn_blocking(move || writer.abort());
+                }
+            }
+        }
+    }
+
+    /// Hands the staged content to the store, starting the message file first if needed.
+    async fn write_staged(&mut self) {
+        let store = self.state.store.clone();
+        let storage_timeout = self.guards.storage_timeout;
+        let Some(txn) = self.txn.as_mut() else { return };
+        let writer = txn.writer.take();
+        let mailboxes = if writer.is_none() {
+            txn.mailboxes.clone()
+        } else {
+            Vec::new()
+        };
+        let mut staged = std::mem::take(&mut txn.staged);
+        let written = self
+            .guards
+            .store(false, move || {
+                let result = match writer {
+                    Some(writer) => Ok(writer),
+                    None => store.begin(b"", &mailboxes),
+                }
+                .and_then(|mut writer| writer.write_chunk(&staged).map(|()| writer));
+                staged.clear();
+                (result, staged)
+            })
+            .await;
+        match written {
+            Some((Ok(writer), staged)) => {
+                txn.writer = Some(writer);
+                txn.staged = staged;
+            }
+            Some((Err(e), _)) => txn.failed = Some(e.to_string()),
+            None => {
+                txn.abandoned.store(true, Ordering::Release);
+                txn.failed = Some(stalled(storage_timeout));
+            }
         }
     }
 
     /// Commits the message; the one place that decides the reply to the end of data.
     async fn finish(&mut self, info: &SessionInfo) -> Decision {
+        let sink = self.is_sink();
+        let store = self.state.store.clone();
+        let storage_timeout = self.guards.storage_timeout;
         let Some(mut txn) = self.txn.take() else {
-            return reply(
-                ReplyCode::LOCAL_ERROR,
-                EnhancedCode::SYSTEM_TRANSIENT,
-                "Local error in processing",
-            );
+            return try_again_later();
         };
         let subject = subject(&txn.head);
-        let size = txn.writer.as_ref().map_or(0, MessageWriter::size);
-        let is_sink = matches!(self.state.store, Store::Sink(_));
-        let outcome = match (txn.writer.take(), txn.failed.take()) {
-            (Some(writer), None) => {
-                blocking(is_sink, || writer.commit()).map_err(|e| e.to_string())
+        let outcome: Result<DeliveryReceipt, String> = match txn.failed.take() {
+            Some(e) => Err(e),
+            None => {
+                let writer = txn.writer.take();
+                let staged = std::mem::take(&mut txn.staged);
+                let mailboxes = std::mem::take(&mut txn.mailboxes);
+                let abandoned = Arc::clone(&txn.abandoned);
+                let committed = self
+                    .guards
+                    .store(sink, move || {
+                        let mut writer = match writer {
+                            Some(writer) => writer,
+                            None => store.begin(b"", &mailboxes)?,
+                        };
+                        writer.write_chunk(&staged)?;
+                        writer.commit_unless(&abandoned)
+                    })
+                    .await;
+                match committed {
+                    Some(result) => result.map_err(|e| e.to_string()),
+                    None => {
+                        txn.abandoned.store(true, Ordering::Release);
+                        Err(stalled(storage_timeout))
+                    }
+                }
             }
-            (Some(writer), Some(e)) => {
-                writer.abort();
-                Err(e)
-            }
-            (None, e) => Err(e.unwrap_or_else(|| "no message writer".into())),
         };
+        let ehlo = info.ehlo.as_deref().unwrap_or("");
+        let to = txn.rcpts.join(",");
         match outcome {
             Ok(receipt) => {
                 self.messages += 1;
+                // Strings from the network are recorded as `&str`: the text log quotes and
+                // escapes them (no raw control characters, no forged `key=value`), JSON
+                // escapes them its own way.
                 info!(
-                    session = %info.id, peer = %info.peer, ehlo = info.ehlo.as_deref().unwrap_or(""),
-                    from = %txn.from, to = %txn.rcpts.join(","), subject = %subject, size,
-                    id = %receipt.id, outcome = "stored", "message"
+                    session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(),
+                    to = to.as_str(), subject = subject.as_str(), size = receipt.size,
+                    id = receipt.id.as_str(), outcome = "stored", "message"
                 );
                 reply(
                     ReplyCode::OK,
@@ -153,33 +315,76 @@ impl Conversation {
             Err(error) => {
                 self.rejected += 1;
                 warn!(
-                    session = %info.id, peer = %info.peer, from = %txn.from, to = %txn.rcpts.join(","),
-                    subject = %subject, size, %error, outcome = "failed", "message"
+                    session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(),
+                    to = to.as_str(), subject = subject.as_str(), size = txn.size,
+                    error = error.as_str(), outcome = "failed", "message"
                 );
-                reply(
-                    ReplyCode::LOCAL_ERROR,
-                    EnhancedCode::SYSTEM_TRANSIENT,
-                    "Local error in processing; try again later",
-                )
+                try_again_later()
             }
         }
     }
 }
 
+fn stalled(timeout: Duration) -> String {
+    format!(
+        "the store did not answer within {} s",
+        timeout.as_secs_f32()
+    )
+}
+
 impl Session for Conversation {
     async fn auth(&mut self, info: &SessionInfo, creds: &Credentials) -> Decision {
-        let accounts = Arc::clone(&self.state);
-        let user = creds.authcid.clone();
+        let now = Instant::now();
+        let ip = info.peer.ip();
+        let user = creds.authcid.as_str();
+        // RFC 4616 2: the server decides whether the authentication identity may act as another
+        // authorization identity. Here a user acts only as itself.
+        if creds.authzid.as_deref().is_some_and(|z| z != user) {
+            warn!(session = %info.id, peer = %info.peer, user, authzid = creds.authzid.as_deref().unwrap_or(""), "refused: may not act as another user");
+            return reply(
+                ReplyCode::AUTH_FAILED,
+                EnhancedCode::AUTH_FAILED,
+                "Authentication credentials invalid",
+            );
+        }
+        if let Verdict::Exceeded { first } = self.guards.by_ip.check(&ip, now) {
+            if first {
+                warn!(session = %info.id, peer = %info.peer, user, "too many authentication failures from this address; refusing AUTH for the rest of the window");
+            }
+            return reply(
+                ReplyCode::UNAVAILABLE,
+                EnhancedCode::SECURITY_TRANSIENT,
+                "Too many authentication failures; try again later",
+            );
+        }
+        if let Verdict::Exceeded { first } = self.guards.by_user.check(&creds.authcid, now) {
+            if first {
+                warn!(session = %info.id, peer = %info.peer, user, "too many authentication failures for this user; refusing AUTH for the rest of the window");
+            }
+            return reply(
+                ReplyCode::TLS_UNAVAILABLE,
+                EnhancedCode::SECURITY_TRANSIENT,
+                "Too many authentication failures; try again later",
+            );
+        }
+        let state = Arc::clone(&self.state);
+        let name = creds.authcid.clone();
         let password = creds.password.expose().clone();
-        // Argon2 takes tens of milliseconds by design: keep it off the async threads.
-        let ok = tokio::task::spawn_blocking(move || accounts.accounts.verify(&user, password))
-            .await
-            .unwrap_or(false);
+        let ok = self
+            .guards
+            .checks
+            .check(move |memory| state.accounts.verify_in(&name, password.as_bytes(), memory))
+            .await;
         if ok {
-            info!(session = %info.id, user = %creds.authcid, "authenticated");
+            info!(session = %info.id, user, "authenticated");
             Decision::Accept
         } else {
-            warn!(session = %info.id, peer = %info.peer, user = %creds.authcid, "authentication failed");
+            let now = Instant::now();
+            self.guards.by_ip.record_failure(ip, now);
+            self.guards
+                .by_user
+                .record_failure(creds.authcid.clone(), now);
+            warn!(session = %info.id, peer = %info.peer, user, "authentication failed");
             reply(
                 ReplyCode::AUTH_FAILED,
                 EnhancedCode::AUTH_FAILED,
@@ -262,6 +467,7 @@ impl Session for Conversation {
     }
 
     async fn data_start(&mut self, info: &SessionInfo) -> Decision {
+        let sink = self.is_sink();
         let Some(txn) = self.txn.as_mut() else {
             return reply(
                 ReplyCode::BAD_SEQUENCE,
@@ -270,24 +476,21 @@ impl Session for Conversation {
             );
         };
         let prepend = trace_headers(&self.state.hostname, info, &txn.from, &txn.rcpts);
-        let store = self.state.store.clone();
-        let mailboxes = txn.mailboxes.clone();
-        match blocking(matches!(store, Store::Sink(_)), || {
-            store.begin(prepend.as_bytes(), &mailboxes)
-        }) {
-            Ok(writer) => {
-                txn.writer = Some(writer);
-                Decision::Accept
+        txn.size = prepend.len() as u64;
+        txn.sink = sink;
+        if sink {
+            match self.state.store.begin(prepend.as_bytes(), &txn.mailboxes) {
+                Ok(writer) => txn.writer = Some(writer),
+                Err(e) => txn.failed = Some(e.to_string()),
             }
-            Err(error) => {
-                warn!(session = %info.id, %error, "cannot start delivery");
-                reply(
-                    ReplyCode::LOCAL_ERROR,
-                    EnhancedCode::SYSTEM_TRANSIENT,
-                    "Local error in processing; try again later",
-                )
-            }
+        } else {
+            // The file is created with the first staged piece: most messages then cost one
+            // trip to the blocking pool in all. A store that cannot take the message answers
+            // the end of data with 451.
+            txn.staged = Vec::with_capacity(STAGE_BYTES.min(prepend.len() + 4096));
+            txn.staged.extend_from_slice(prepend.as_bytes());
         }
+        Decision::Accept
     }
 
     async fn data_chunk(
@@ -302,14 +505,20 @@ impl Session for Conversation {
             let take = chunk.len().min(HEAD_BYTES - txn.head.len());
             txn.head.extend_from_slice(&chunk[..take]);
         }
+        txn.size += chunk.len() as u64;
         if txn.failed.is_some() {
             return Ok(());
         }
-        if let Some(writer) = txn.writer.as_mut()
-            && let Err(e) = writer.write_chunk(chunk)
-        {
-            // Keep reading the body; the error answers the end of data.
-            txn.failed = Some(e.to_string());
+        if txn.sink {
+            if let Some(Err(e)) = txn.writer.as_mut().map(|w| w.write_chunk(chunk)) {
+                txn.failed = Some(e.to_string());
+            }
+            return Ok(());
+        }
+        txn.staged.extend_from_slice(chunk);
+        if txn.staged.len() >= STAGE_BYTES {
+            // Keep reading the body whatever happens; a failure answers the end of data.
+            self.write_staged().await;
         }
         Ok(())
     }
@@ -326,7 +535,8 @@ impl Session for Conversation {
 
     async fn data_aborted(&mut self, info: &SessionInfo) {
         if let Some(txn) = &self.txn {
-            info!(session = %info.id, from = %txn.from, to = %txn.rcpts.join(","), outcome = "aborted", "message");
+            let to = txn.rcpts.join(",");
+            info!(session = %info.id, from = txn.from.as_str(), to = to.as_str(), outcome = "aborted", "message");
         }
         self.abort();
     }
@@ -346,16 +556,6 @@ impl Session for Conversation {
     }
 }
 
-/// Runs file-system work (create, write, fsync, rename) where it may block: on this worker,
-/// after telling tokio to move the other tasks away. The sink does no IO, so it runs inline.
-fn blocking<T>(inline: bool, f: impl FnOnce() -> T) -> T {
-    if inline {
-        f()
-    } else {
-        tokio::task::block_in_place(f)
-    }
-}
-
 /// `Return-Path:` (RFC 5321 4.4) and `Received:` (RFC 5321 4.4, RFC 3848 protocol names).
 fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String]) -> String {
     let protocol = match (info.listener, info.tls, info.authenticated.is_some()) {
@@ -366,12 +566,19 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         (_, false, true) => "ESMTPA",
         (_, true, true) => "ESMTPSA",
     };
-    let ehlo = info.ehlo.as_deref().unwrap_or("unknown");
+    let literal = address_literal(info.peer.ip());
+    // RFC 5321 4.4 Extended-Domain: the client's name as it gave it, then the address literal
+    // that TCP says. A name that is not a plain domain or address literal (control characters,
+    // non-ASCII without SMTPUTF8, spaces) is never copied into the header: the literal stands in.
+    let helo = info
+        .ehlo
+        .as_deref()
+        .filter(|h| is_plain_helo(h))
+        .unwrap_or(&literal);
     let mut h = String::with_capacity(256);
     let _ = write!(
         h,
-        "Return-Path: {from}\r\nReceived: from {ehlo} ({})\r\n\tby {hostname} with {protocol} id {}",
-        info.peer.ip(),
+        "Return-Path: {from}\r\nReceived: from {helo} ({literal})\r\n\tby {hostname} with {protocol} id {}",
         info.id
     );
     // A single recipient is named; naming several would disclose the Bcc list (RFC 5321 7.2).
@@ -380,6 +587,30 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
     }
     let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(SystemTime::now()));
     h
+}
+
+/// RFC 5321 4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
+fn address_literal(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    }
+}
+
+/// Whether a HELO/EHLO argument can go into a header as it is: an ASCII domain (letters,
+/// digits, `-`, `.`) or an address literal of printable ASCII, at most 255 octets.
+fn is_plain_helo(helo: &str) -> bool {
+    let literal = helo.len() > 2
+        && helo.starts_with('[')
+        && helo.ends_with(']')
+        && helo[1..helo.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'));
+    let domain = !helo.is_empty()
+        && helo
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    helo.len() <= 255 && (literal || domain)
 }
 
 /// `date-time` in UTC (RFC 5322 3.3), e.g. `Sun, 29 Nov 2026 03:14:07 +0000`.
@@ -433,7 +664,258 @@ fn subject(head: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::maildir::MaildirStore;
+    use smtpkit_proto::Secret;
+    use smtpkit_proto::address::Mailbox;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::sync::mpsc;
+
+    fn code(d: &Decision) -> (u16, String) {
+        match d {
+            Decision::Accept => (0, String::new()),
+            Decision::Reply(r) => (
+                r.code().get(),
+                format!(
+                    "{} {}",
+                    r.enhanced().map(|e| e.to_string()).unwrap_or_default(),
+                    r.text()
+                ),
+            ),
+        }
+    }
+
+    fn info(peer: &str) -> SessionInfo {
+        let peer: SocketAddr = peer.parse().unwrap();
+        SessionInfo::new(peer, "127.0.0.1:25".parse().unwrap(), ListenerKind::Smtp)
+    }
+
+    fn receiver(config: &Config, store: Store, users: &[crate::config::User]) -> Receiver {
+        let state = State {
+            hostname: "mx.test".to_owned(),
+            router: Router::from_config(config).unwrap(),
+            store,
+            accounts: Accounts::new(users),
+        };
+        Receiver::new(state, Guards::from_config(config))
+    }
+
+    /// A frozen file system stand-in: every write waits until the test releases it (or 20 s).
+    /// Other sessions must go on meanwhile, and the stalled one gets 451 when the storage
+    /// timeout expires. Run on a single-threaded runtime: a write on the async thread would
+    /// freeze everything, as it did before the store moved to the blocking pool.
+    #[test]
+    fn a_stalled_store_gets_451_and_never_holds_other_sessions() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let (release, released) = mpsc::channel::<()>();
+        let released = Mutex::new(released);
+        let store = MaildirStore::new(root.path()).with_write_hook(move || {
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(20));
+        });
+        let mut config = Config::default_embedded();
+        config.limits.timeouts.storage = 1;
+        let receiver = receiver(&config, Store::Maildir(store), &[]);
+        runtime.block_on(async {
+            let stalled_info = info("192.0.2.1:1000");
+            let mut stalled = receiver.connect(&stalled_info).await.unwrap();
+            let from = ReversePath::Mailbox(Mailbox::parse("a@example.org").unwrap());
+            let to = ForwardPath::Mailbox(Mailbox::parse("b@example.com").unwrap());
+            stalled
+                .mail_from(&stalled_info, &from, &Parameters::EMPTY)
+                .await;
+            assert_eq!(
+                code(
+                    &stalled
+                        .rcpt_to(&stalled_info, &to, &Parameters::EMPTY)
+                        .await
+                )
+                .0,
+                0
+            );
+            assert_eq!(code(&stalled.data_start(&stalled_info).await).0, 0);
+            let started = Instant::now();
+            let body = vec![b'x'; STAGE_BYTES];
+            let chunk_and_end = async {
+                // The staged piece goes to the store and stalls there.
+                stalled.data_chunk(&stalled_info, &body).await.unwrap();
+                stalled.data_end(&stalled_info).await
+            };
+            let others = async {
+                // Meanwhile other clients connect and are served, many times over.
+                for i in 0..20 {
+                    let other = info(&format!("192.0.2.2:{}", 2000 + i));
+                    let mut s = receiver.connect(&other).await.unwrap();
+                    s.mail_from(&other, &from, &Parameters::EMPTY).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                started.elapsed()
+            };
+            let (end, others_done) = tokio::join!(chunk_and_end, others);
+            assert!(
+                others_done < Duration::from_secs(1),
+                "other sessions waited {others_done:?} on the stalled store"
+            );
+            let (n, text) = code(&end);
+            assert_eq!(n, 451, "{text}");
+            assert!(text.contains("4.3.0"), "{text}");
+            assert!(started.elapsed() >= Duration::from_secs(1));
+        });
+        // Thaw: every waiting write goes on (a closed channel ends each wait at once).
+        drop(release);
+        drop(runtime);
+        // Nothing was delivered: the client was told to retry.
+        let new = root.path().join("example.com/b/new");
+        assert!(std::fs::read_dir(&new).map_or(true, |d| d.count() == 0));
+    }
+
+    #[test]
+    fn small_messages_are_stored_in_one_piece_with_clean_trace_headers() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let config = Config::default_embedded();
+        let receiver = receiver(
+            &config,
+            Store::Maildir(MaildirStore::new(root.path()).with_hostname("mx.test")),
+            &[],
+        );
+        runtime.block_on(async {
+            let mut i = info("[2001:db8::7]:1000");
+            i.ehlo = Some("evil\u{85}\x1b[2J.example".to_owned());
+            let mut s = receiver.connect(&i).await.unwrap();
+            let from = ReversePath::Mailbox(Mailbox::parse("a@example.org").unwrap());
+            let to = ForwardPath::Mailbox(Mailbox::parse("b@example.com").unwrap());
+            s.mail_from(&i, &from, &Parameters::EMPTY).await;
+            s.rcpt_to(&i, &to, &Parameters::EMPTY).await;
+            s.data_start(&i).await;
+            s.data_chunk(&i, b"Subject: hi\r\n\r\nbody\r\n")
+                .await
+                .unwrap();
+            let (n, text) = code(&s.data_end(&i).await);
+            assert_eq!(n, 250, "{text}");
+        });
+        let new = root.path().join("example.com/b/new");
+        let file = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap();
+        let message = String::from_utf8(std::fs::read(file.path()).unwrap()).unwrap();
+        assert!(
+            message.contains("Received: from [IPv6:2001:db8::7] ([IPv6:2001:db8::7])\r\n\tby mx.test with ESMTP id "),
+            "{message}"
+        );
+        assert!(!message.contains("evil"), "{message}");
+        assert!(
+            message.ends_with("Subject: hi\r\n\r\nbody\r\n"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn helo_names_in_headers() {
+        assert!(is_plain_helo("mail.example.org"));
+        assert!(is_plain_helo("[192.0.2.1]"));
+        assert!(is_plain_helo("[IPv6:2001:db8::1]"));
+        for bad in [
+            "",
+            "a b",
+            "ex\u{85}ample",
+            "caf\u{e9}.fr",
+            "x\r\nX-Injected: 1",
+            "[]",
+            "[a]b]",
+            "x\x1b[2J",
+        ] {
+            assert!(!is_plain_helo(bad), "{bad:?}");
+        }
+        assert_eq!(address_literal("192.0.2.1".parse().unwrap()), "[192.0.2.1]");
+        assert_eq!(
+            address_literal("::ffff:192.0.2.1".parse().unwrap()),
+            "[192.0.2.1]"
+        );
+        assert_eq!(
+            address_literal("2001:db8::1".parse().unwrap()),
+            "[IPv6:2001:db8::1]"
+        );
+    }
+
+    fn creds(user: &str, password: &str, authzid: Option<&str>) -> Credentials {
+        Credentials {
+            authzid: authzid.map(str::to_owned),
+            authcid: user.to_owned(),
+            password: Secret::new(password.to_owned()),
+        }
+    }
+
+    #[test]
+    fn authentication_failures_are_limited_per_client_and_per_user() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let phc =
+            crate::password::hash_password_with("right", crate::password::test_params()).unwrap();
+        let users = [crate::config::User {
+            name: "alice".to_owned(),
+            password_hash: phc,
+        }];
+        let mut config = Config::default_embedded();
+        config.auth.failures_per_ip = 3;
+        config.auth.failures_per_user = 5;
+        let receiver = receiver(
+            &config,
+            Store::from_config(&config.storage, "mx.test"),
+            &users,
+        );
+        runtime.block_on(async {
+            let a = info("192.0.2.1:1000");
+            let mut s = receiver.connect(&a).await.unwrap();
+            assert_eq!(code(&s.auth(&a, &creds("alice", "right", None)).await).0, 0);
+            // Acting as somebody else is refused, with the right password too.
+            assert_eq!(
+                code(&s.auth(&a, &creds("alice", "right", Some("bob"))).await).0,
+                535
+            );
+            assert_eq!(
+                code(&s.auth(&a, &creds("alice", "right", Some("alice"))).await).0,
+                0
+            );
+            for _ in 0..3 {
+                assert_eq!(
+                    code(&s.auth(&a, &creds("alice", "wrong", None)).await).0,
+                    535
+                );
+            }
+            // The limit holds across sessions of the same address, even for the right password.
+            let mut s2 = receiver.connect(&a).await.unwrap();
+            let (n, text) = code(&s2.auth(&a, &creds("alice", "right", None)).await);
+            assert_eq!(n, 421, "{text}");
+            assert!(text.contains("4.7.0"), "{text}");
+            // Another address may still try, until the user's own limit (5) is reached.
+            let b = info("192.0.2.2:1000");
+            let mut s3 = receiver.connect(&b).await.unwrap();
+            assert_eq!(
+                code(&s3.auth(&b, &creds("alice", "wrong", None)).await).0,
+                535
+            );
+            assert_eq!(
+                code(&s3.auth(&b, &creds("alice", "wrong", None)).await).0,
+                535
+            );
+            let (n, text) = code(&s3.auth(&b, &creds("alice", "right", None)).await);
+            assert_eq!(n, 454, "{text}");
+            assert!(text.contains("4.7.0"), "{text}");
+            // Other users from that address are unaffected.
+            assert_eq!(code(&s3.auth(&b, &creds("carol", "x", None)).await).0, 535);
+        });
+    }
 
     #[test]
     fn dates() {

@@ -132,14 +132,86 @@ fn default_config_stores_byte_exact_and_logs_session_and_message() {
     let messages = text_events(&log, "message", &session);
     assert_eq!(messages.len(), 1, "{log}");
     for needle in [
-        "from=<alice@sender.test>".to_owned(),
-        "to=<bob@example.test>".to_owned(),
-        "subject=Quarterly report".to_owned(),
+        "from=\"<alice@sender.test>\"".to_owned(),
+        "to=\"<bob@example.test>\"".to_owned(),
+        "subject=\"Quarterly report\"".to_owned(),
         format!("size={size}"),
         "outcome=\"stored\"".to_owned(),
     ] {
         assert!(messages[0].contains(&needle), "{needle} in {}", messages[0]);
     }
+}
+
+/// Text from the network never reaches the log or a header raw: a Subject with terminal escapes
+/// and a forged `key=value`, and an EHLO name with a C1 control character.
+#[test]
+fn log_and_header_injection_is_neutralized() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), 1, |p| {
+        vec![
+            "--listen".into(),
+            addr(p[0]),
+            "--maildir".into(),
+            "md".into(),
+        ]
+    });
+    let mut c = Client::connect(server.port(0));
+    c.send("EHLO ex\u{85}ample.test\r\n".as_bytes()).unwrap();
+    let ehlo = c.reply().unwrap();
+    let ehlo_accepted = ehlo.code == 250;
+    if !ehlo_accepted {
+        c.send(b"EHLO client.test\r\n").unwrap();
+        assert_eq!(c.reply().unwrap().code, 250);
+    }
+    c.send(b"MAIL FROM:<a@sender.test>\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    c.send(b"RCPT TO:<b@example.test>\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    c.send(b"DATA\r\n").unwrap();
+    assert_eq!(c.reply().unwrap().code, 354);
+    c.send(b"Subject: \x1b[2J\x1b[31mFAKE\x07 INFO smtpd::receiver: message outcome=stored\r\n\r\nhi\r\n.\r\n")
+        .unwrap();
+    assert_eq!(c.reply().unwrap().code, 250);
+    c.send(b"QUIT\r\n").unwrap();
+    let _ = c.reply();
+
+    let stored = Stored::read(&only_message(&dir.path().join("md/example.test/b")));
+    let session = stored.session_id().to_owned();
+    assert!(
+        stored
+            .trace
+            .contains("Received: from [127.0.0.1] ([127.0.0.1])")
+            || (!ehlo_accepted
+                && stored
+                    .trace
+                    .contains("Received: from client.test ([127.0.0.1])")),
+        "{}",
+        stored.trace
+    );
+    assert!(!stored.trace.contains('\u{85}'), "{}", stored.trace);
+    let log = server.wait_log("the session line", |log| {
+        !text_events(log, "session", &session).is_empty()
+    });
+    assert!(
+        !log.contains('\x1b') && !log.contains('\x07') && !log.contains('\u{85}'),
+        "{log}"
+    );
+    let messages = text_events(&log, "message", &session);
+    assert_eq!(messages.len(), 1, "{log}");
+    assert!(
+        messages[0].contains(
+            r#"subject="\u{1b}[2J\u{1b}[31mFAKE\u{7} INFO smtpd::receiver: message outcome=stored""#
+        ),
+        "{}",
+        messages[0]
+    );
+    // The forged field is inside the quoted subject; the real one comes after it, once.
+    assert_eq!(
+        messages[0].matches("outcome=\"stored\"").count(),
+        1,
+        "{}",
+        messages[0]
+    );
 }
 
 fn write_domains_config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {

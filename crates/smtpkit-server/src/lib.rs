@@ -10,6 +10,7 @@
 //! - [`proxy`]: a sans-IO PROXY protocol v1/v2 parser and [`TrustedNetworks`].
 //! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
 //! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
+//! - [`FailureLimiter`]: failure counts across sessions (AUTH per client and per user).
 //! - [`ServerSettings`] and [`ListenerKind`]: builds each listener's core
 //!   [`ServerConfig`](smtpkit_proto::ServerConfig).
 //!
@@ -29,6 +30,7 @@ mod limit;
 mod listen;
 mod metrics;
 pub mod proxy;
+mod rate;
 mod settings;
 pub mod tls;
 
@@ -39,6 +41,7 @@ pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
 pub use listen::{LISTEN_BACKLOG, bind_listener};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use proxy::{ProxyError, ProxyHeader, ProxySettings, TrustedNetworks, parse_proxy_header};
+pub use rate::{FailureLimiter, Verdict};
 pub use settings::{ListenerKind, ServerSettings};
 
 // The types an application needs to implement a `Session`, so it can depend on this crate alone.
