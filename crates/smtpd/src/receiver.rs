@@ -11,6 +11,7 @@
 //! limits that hold across sessions.
 
 use std::fmt::Write as _;
+use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,27 +76,28 @@ impl Guards {
         }
     }
 
-    /// Runs `work` on the blocking pool within the storage bounds; `None` when it did not finish
-    /// within the storage timeout (it may still be running: it keeps its permit until it ends).
-    /// The sink does no IO and runs inline.
-    async fn store<T: Send + 'static>(
+    /// Runs `work` on the blocking pool, at most [`STORAGE_CONCURRENCY`] at once (a task keeps
+    /// its permit until it ends, even when nobody waits for it any more). `None` if it panicked.
+    async fn blocking<T: Send + 'static>(
         &self,
-        inline: bool,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
-        if inline {
-            return Some(work());
-        }
-        let bounded = async {
-            let permit = Arc::clone(&self.storage).acquire_owned().await.ok()?;
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                work()
-            })
-            .await
-            .ok()
-        };
-        tokio::time::timeout(self.storage_timeout, bounded)
+        let permit = Arc::clone(&self.storage).acquire_owned().await.ok()?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .ok()
+    }
+
+    /// [`blocking`](Self::blocking) within the storage timeout; `None` when it did not finish
+    /// in time (it may still be running).
+    async fn store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        tokio::time::timeout(self.storage_timeout, self.blocking(work))
             .await
             .ok()
             .flatten()
@@ -234,7 +236,7 @@ impl Conversation {
         let mut staged = std::mem::take(&mut txn.staged);
         let written = self
             .guards
-            .store(false, move || {
+            .store(move || {
                 let result = match writer {
                     Some(writer) => Ok(writer),
                     None => store.begin(b"", &mailboxes),
@@ -259,34 +261,40 @@ impl Conversation {
 
     /// Commits the message; the one place that decides the reply to the end of data.
     async fn finish(&mut self, info: &SessionInfo) -> Decision {
-        let sink = self.is_sink();
         let store = self.state.store.clone();
         let storage_timeout = self.guards.storage_timeout;
         let Some(mut txn) = self.txn.take() else {
             return try_again_later();
         };
         let subject = subject(&txn.head);
-        let outcome: Result<DeliveryReceipt, String> = match txn.failed.take() {
-            Some(e) => Err(e),
-            None => {
+        let outcome: Result<DeliveryReceipt, String> = match (txn.failed.take(), &store) {
+            (Some(e), _) => Err(e),
+            (None, Store::Sink(_)) => match txn.writer.take() {
+                Some(writer) => writer.commit().map_err(|e| e.to_string()),
+                None => Err("no message writer".to_owned()),
+            },
+            (None, Store::Maildir(maildir)) => {
                 let writer = txn.writer.take();
                 let staged = std::mem::take(&mut txn.staged);
                 let mailboxes = std::mem::take(&mut txn.mailboxes);
                 let abandoned = Arc::clone(&txn.abandoned);
-                let committed = self
-                    .guards
-                    .store(sink, move || {
-                        let mut writer = match writer {
-                            Some(writer) => writer,
-                            None => store.begin(b"", &mailboxes)?,
-                        };
-                        writer.write_chunk(&staged)?;
-                        writer.commit_unless(&abandoned)
-                    })
-                    .await;
-                match committed {
-                    Some(result) => result.map_err(|e| e.to_string()),
-                    None => {
+                let guards = Arc::clone(&self.guards);
+                let commit = async move {
+                    match writer {
+                        // Most mail: written and synced by the group committer in one go.
+                        None => maildir.deliver(staged, mailboxes, abandoned).await,
+                        Some(mut writer) => {
+                            let rest = guards
+                                .blocking(move || writer.write_chunk(&staged).map(|()| writer))
+                                .await
+                                .ok_or_else(|| io::Error::other("storage write failed"))??;
+                            rest.commit_grouped(abandoned).await
+                        }
+                    }
+                };
+                match tokio::time::timeout(storage_timeout, commit).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => {
                         txn.abandoned.store(true, Ordering::Release);
                         Err(stalled(storage_timeout))
                     }

@@ -40,6 +40,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config;
 use crate::routing::MailboxPath;
 
+mod group;
+
+use group::GroupCommitter;
+pub use group::PendingCommit;
+
 /// Size of the write buffer: large enough that a typical message takes a few `write` calls, small
 /// enough that thousands of concurrent deliveries stay cheap.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -81,11 +86,12 @@ impl Store {
         if storage.sink {
             Self::Sink(SinkStore::new())
         } else {
-            Self::Maildir(
-                MaildirStore::new(&storage.maildir)
-                    .with_hostname(hostname)
-                    .with_fsync(storage.fsync),
-            )
+            let store = MaildirStore::new(&storage.maildir)
+                .with_hostname(hostname)
+                .with_fsync(storage.fsync);
+            // Without a thread (the process is out of them) every message commits on its own:
+            // slower, equally safe.
+            Self::Maildir(store.clone().with_group_commit().unwrap_or(store))
         }
     }
 
@@ -105,6 +111,8 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct MaildirStore {
     inner: Arc<StoreSettings>,
+    /// Set by [`with_group_commit`](Self::with_group_commit).
+    committer: Option<Arc<GroupCommitter>>,
 }
 
 struct StoreSettings {
@@ -140,6 +148,49 @@ impl MaildirStore {
                 #[cfg(test)]
                 write_hook: None,
             }),
+            committer: None,
+        }
+    }
+
+    /// Starts a committer thread so that concurrent messages share their syncs (the `group`
+    /// module explains the cycle): [`deliver`](Self::deliver) and [`MessageWriter::commit_grouped`] then cost one
+    /// `syncfs` per cycle instead of an fsync per file and per directory. Call it last: the
+    /// other `with_*` settings stop the committer.
+    pub fn with_group_commit(mut self) -> io::Result<Self> {
+        let plain = Self {
+            inner: Arc::clone(&self.inner),
+            committer: None,
+        };
+        self.committer = Some(Arc::new(GroupCommitter::start(plain)?));
+        Ok(self)
+    }
+
+    /// Delivers a message held whole in memory, `content` including any prepended header lines.
+    /// With group commit the committer thread writes and syncs it; without, it is written and
+    /// committed on tokio's blocking pool. Either way no async worker blocks.
+    pub async fn deliver(
+        &self,
+        content: Vec<u8>,
+        recipients: Vec<MailboxPath>,
+        abandoned: Arc<AtomicBool>,
+    ) -> io::Result<DeliveryReceipt> {
+        match &self.committer {
+            Some(committer) => {
+                committer
+                    .deliver(content, recipients, abandoned)
+                    .wait()
+                    .await
+            }
+            None => {
+                let store = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    store
+                        .begin_writer(&content, &recipients)?
+                        .commit(&abandoned)
+                })
+                .await
+                .unwrap_or_else(|e| Err(io::Error::other(e)))
+            }
         }
     }
 
@@ -167,6 +218,7 @@ impl MaildirStore {
         change(&mut settings);
         Self {
             inner: Arc::new(settings),
+            committer: None,
         }
     }
 
@@ -218,6 +270,17 @@ impl MaildirStore {
     /// Starts a message for `recipients` (duplicates are delivered once), writing `prepend`
     /// first. Creates the first recipient's Maildir if it does not exist yet.
     pub fn begin(&self, prepend: &[u8], recipients: &[MailboxPath]) -> io::Result<MessageWriter> {
+        Ok(MessageWriter {
+            inner: WriterKind::Maildir(self.begin_writer(prepend, recipients)?),
+            committer: self.committer.clone(),
+        })
+    }
+
+    fn begin_writer(
+        &self,
+        prepend: &[u8],
+        recipients: &[MailboxPath],
+    ) -> io::Result<MaildirWriter> {
         let mut unique_recipients: Vec<MailboxPath> = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             if !unique_recipients.contains(recipient) {
@@ -242,9 +305,7 @@ impl MaildirStore {
             poisoned: false,
         };
         writer.write(prepend)?;
-        Ok(MessageWriter {
-            inner: WriterKind::Maildir(writer),
-        })
+        Ok(writer)
     }
 
     /// Creates a new file in `maildir/tmp/` under a fresh unique name, creating the Maildir
@@ -283,7 +344,7 @@ impl MaildirStore {
             "{}.M{}P{}Q{}.{}",
             now.as_secs(),
             now.subsec_micros(),
-            std::process::id(),
+            pid(),
             COUNTER.fetch_add(1, Ordering::Relaxed),
             self.inner.hostname
         )
@@ -302,6 +363,12 @@ fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
         .collect())
+}
+
+/// This process's id, asked of the kernel once (a `getpid` per message showed in `strace -c`).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
 }
 
 /// Escapes a host name for Maildir file names: `/` and `:` as the Maildir specification asks
@@ -367,6 +434,7 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 #[derive(Debug)]
 pub struct MessageWriter {
     inner: WriterKind,
+    committer: Option<Arc<GroupCommitter>>,
 }
 
 #[derive(Debug)]
@@ -415,6 +483,25 @@ impl MessageWriter {
         }
     }
 
+    /// [`commit_unless`](Self::commit_unless) through the store's group committer when it has
+    /// one, otherwise on tokio's blocking pool. Either way no async worker blocks.
+    pub async fn commit_grouped(self, abandoned: Arc<AtomicBool>) -> io::Result<DeliveryReceipt> {
+        match (self.inner, self.committer) {
+            (WriterKind::Maildir(writer), Some(committer)) => {
+                committer.commit(writer, abandoned).wait().await
+            }
+            (inner, _) => {
+                let writer = Self {
+                    inner,
+                    committer: None,
+                };
+                tokio::task::spawn_blocking(move || writer.commit_unless(&abandoned))
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+            }
+        }
+    }
+
     /// Discards the message, removing its temporary file.
     pub fn abort(self) {
         // Dropping does the work; this method names the intent at the call site.
@@ -456,85 +543,102 @@ impl MaildirWriter {
     }
 
     fn commit(mut self, abandoned: &AtomicBool) -> io::Result<DeliveryReceipt> {
+        let file = self.finish_file()?;
+        if self.store.fsync {
+            file.sync_all().map_err(|e| at(&self.tmp_path, e))?;
+        }
+        drop(file);
+        check_abandoned(abandoned)?;
+        let delivered = self.link_all()?;
+        if self.store.fsync {
+            let mut synced: Vec<&Path> = Vec::with_capacity(delivered.len());
+            for dir in delivered.iter().filter_map(|p| p.parent()) {
+                if synced.contains(&dir) {
+                    continue;
+                }
+                if let Err(e) = sync_dir(dir) {
+                    undo(&delivered);
+                    return Err(e);
+                }
+                synced.push(dir);
+            }
+        }
+        Ok(self.settle(delivered))
+    }
+
+    /// Flushes the buffer and hands back the file, complete but not yet synced.
+    fn finish_file(&mut self) -> io::Result<File> {
         if self.poisoned {
             return Err(poisoned());
         }
         let Some(buffered) = self.file.take() else {
             return Err(io::Error::other("message already committed"));
         };
-        let file = buffered
+        buffered
             .into_inner()
-            .map_err(|e| at(&self.tmp_path, e.into_error()))?;
-        if self.store.fsync {
-            file.sync_all().map_err(|e| at(&self.tmp_path, e))?;
-        }
-        drop(file);
-        // The last point of no return: once linked into `new/`, the message is delivered.
-        if abandoned.load(Ordering::Acquire) {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the session stopped waiting for the store",
-            ));
-        }
+            .map_err(|e| at(&self.tmp_path, e.into_error()))
+    }
 
-        let final_name = format!("{},S={}", self.id, self.size);
+    /// The message's name in `new/`: the unique name and the size (Maildir++ `,S=`).
+    fn final_name(&self) -> String {
+        format!("{},S={}", self.id, self.size)
+    }
+
+    /// Puts the complete, durable file into each recipient's `new/` and returns the paths.
+    /// Directory entries are not synced here, except for copies made across file systems (a
+    /// file-system-wide sync of the `tmp/` file's file system would not cover them). On error,
+    /// what was placed is removed again.
+    fn link_all(&self) -> io::Result<Vec<PathBuf>> {
+        let final_name = self.final_name();
         let mut delivered = Vec::with_capacity(self.recipients.len());
-        if let Err(e) = self.deliver_all(&final_name, &mut delivered) {
-            for path in &delivered {
-                // Best effort: the error being returned matters more than a failed cleanup,
-                // and the file is complete, so a survivor is a duplicate, not a corrupt message.
-                let _ = fs::remove_file(path);
+        for recipient in &self.recipients {
+            let maildir = self.store.root.join(recipient.relative_path());
+            let target = maildir.join("new").join(&final_name);
+            let placed = self.place(&maildir, &target).and_then(|copied| {
+                match (copied && self.store.fsync, target.parent()) {
+                    (true, Some(dir)) => sync_dir(dir),
+                    _ => Ok(()),
+                }
+            });
+            if let Err(e) = placed {
+                undo(&delivered);
+                return Err(at(&target, e));
             }
-            return Err(e);
+            delivered.push(target);
         }
-        // The message is durable in every `new/`; the `tmp/` name is garbage now. A failure to
-        // remove it leaves a stray file that Maildir readers clean up after 36 hours.
+        Ok(delivered)
+    }
+
+    /// The message is durable in every `new/`: the `tmp/` name is garbage now. A failure to
+    /// remove it leaves a stray file that the `tmp/` sweeper removes after 36 hours.
+    fn settle(mut self, delivered: Vec<PathBuf>) -> DeliveryReceipt {
         let _ = fs::remove_file(&self.tmp_path);
         self.tmp_path = PathBuf::new();
-        Ok(DeliveryReceipt {
+        DeliveryReceipt {
             id: std::mem::take(&mut self.id),
             size: self.size,
             paths: delivered,
-        })
-    }
-
-    /// Puts the message into each recipient's `new/`, recording each placed file in `delivered`
-    /// (so the caller can undo), then makes the directory entries durable.
-    fn deliver_all(&self, final_name: &str, delivered: &mut Vec<PathBuf>) -> io::Result<()> {
-        let mut new_dirs = Vec::with_capacity(self.recipients.len());
-        for recipient in &self.recipients {
-            let maildir = self.store.root.join(recipient.relative_path());
-            let new_dir = maildir.join("new");
-            let target = new_dir.join(final_name);
-            self.place(&maildir, &target).map_err(|e| at(&target, e))?;
-            delivered.push(target);
-            new_dirs.push(new_dir);
         }
-        if self.store.fsync {
-            for dir in &new_dirs {
-                sync_dir(dir)?;
-            }
-        }
-        Ok(())
     }
 
     /// Hard-links the `tmp/` file to `target`, creating the Maildir or falling back to a copy
     /// as needed.
-    fn place(&self, maildir: &Path, target: &Path) -> io::Result<()> {
+    /// Returns whether it had to copy.
+    fn place(&self, maildir: &Path, target: &Path) -> io::Result<bool> {
         match fs::hard_link(&self.tmp_path, target) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(false),
             // The name is unique, so this is a bug or tampering: never overwrite.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 create_maildir(maildir)?;
                 if fs::hard_link(&self.tmp_path, target).is_ok() {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
             // EXDEV (another file system), EPERM/ENOTSUP (no hard links): copy instead.
             Err(_) => {}
         }
-        self.copy_into(maildir, target)
+        self.copy_into(maildir, target).map(|()| true)
     }
 
     /// Copies the message into `maildir/tmp/`, fsyncs it, then renames it to `target`, so that
@@ -565,6 +669,27 @@ impl Drop for MaildirWriter {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }
+}
+
+/// Removes placed copies after a failure. Best effort: the error being returned matters more
+/// than a failed cleanup, and the file is complete, so a survivor is a duplicate, not a corrupt
+/// message.
+fn undo(delivered: &[PathBuf]) {
+    for path in delivered {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// Fails when the server stopped waiting for this message: the last point of no return before
+/// it becomes visible in `new/`.
+fn check_abandoned(abandoned: &AtomicBool) -> io::Result<()> {
+    if abandoned.load(Ordering::Acquire) {
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the session stopped waiting for the store",
+        ));
+    }
+    Ok(())
 }
 
 fn poisoned() -> io::Error {
@@ -601,6 +726,7 @@ impl SinkStore {
                 id: COUNTER.fetch_add(1, Ordering::Relaxed),
                 size: prepend.len() as u64,
             }),
+            committer: None,
         }
     }
 
@@ -829,6 +955,63 @@ mod tests {
                 .clean_tmp(std::time::Duration::ZERO)
                 .unwrap(),
             0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_delivers_each_message_once_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let store = store(root.path()).with_group_commit().unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let recipients = vec![
+                    mailbox("a.test", "x"),
+                    mailbox("b.test", &format!("y{}", i % 3)),
+                ];
+                let content = format!("X-N: {i}\r\n\r\nbody {i}\r\n").into_bytes();
+                let abandoned = Arc::new(AtomicBool::new(false));
+                let receipt = if i % 2 == 0 {
+                    store.deliver(content.clone(), recipients, abandoned).await
+                } else {
+                    // Streamed: written here, committed by the group.
+                    let mut w = store.begin(&content[..5], &recipients).unwrap();
+                    w.write_chunk(&content[5..]).unwrap();
+                    w.commit_grouped(abandoned).await
+                }
+                .unwrap();
+                (content, receipt)
+            }));
+        }
+        for t in tasks {
+            let (content, receipt) = t.await.unwrap();
+            assert_eq!(receipt.paths.len(), 2);
+            for path in &receipt.paths {
+                assert_eq!(fs::read(path).unwrap(), content);
+            }
+        }
+        assert_eq!(files_in(&root.path().join("a.test/x/new")).len(), 200);
+        assert!(files_in(&root.path().join("a.test/x/tmp")).is_empty());
+        // Abandoned before its content was synced: nothing delivered, nothing left.
+        let receipt = store
+            .deliver(
+                b"X: 1\r\n\r\n".to_vec(),
+                vec![mailbox("c.test", "z")],
+                Arc::new(AtomicBool::new(true)),
+            )
+            .await;
+        assert_eq!(receipt.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(files_in(&root.path().join("c.test/z/new")).is_empty());
+        assert!(files_in(&root.path().join("c.test/z/tmp")).is_empty());
+        // Errors reach the caller: a root that is a file.
+        let file_root = root.path().join("file");
+        fs::write(&file_root, b"").unwrap();
+        let bad = MaildirStore::new(&file_root).with_group_commit().unwrap();
+        assert!(
+            bad.deliver(b"x".to_vec(), vec![mailbox("a.test", "x")], Arc::default())
+                .await
+                .is_err()
         );
     }
 
