@@ -78,7 +78,8 @@ fn main() -> ExitCode {
         None => Config::default_embedded(),
     };
     apply_overrides(&mut config, &cli);
-    init_logging(config.log_format);
+    // Held to the end of `main`: dropping it flushes the lines still queued.
+    let _log_writer = init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,20 +119,27 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     // Colour codes only for a terminal: in a log file or journal they are noise that breaks
     // grep and log parsers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Lines go to a writer thread, so sessions never wait on a slow terminal, pipe or journal.
+    // Not lossy: when its queue is full, logging waits instead of dropping the audit trail.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("smtpd-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 fn check_config(file: &PathBuf) -> ExitCode {
