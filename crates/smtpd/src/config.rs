@@ -194,7 +194,7 @@ impl fmt::Debug for User {
 }
 
 /// `[routing]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
     /// Treat every domain as local and give every address its own mailbox at
@@ -203,6 +203,25 @@ pub struct Routing {
     /// configuration always holds the effective value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wildcard: Option<bool>,
+    /// Characters that start an address extension: with `"+"`, mail for `user+tag@domain`
+    /// reaches `user` (unless `user+tag` is an address of its own), and the full address stays
+    /// in `Delivered-To:`. Several characters are each a delimiter (Postfix's
+    /// `recipient_delimiter`). Default `"+"`; `""` turns extensions off.
+    #[serde(default = "default_recipient_delimiter")]
+    pub recipient_delimiter: String,
+}
+
+fn default_recipient_delimiter() -> String {
+    "+".to_owned()
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            wildcard: None,
+            recipient_delimiter: default_recipient_delimiter(),
+        }
+    }
 }
 
 impl Routing {
@@ -712,6 +731,17 @@ impl Config {
             }
         }
         self.validate_users(&mut problems);
+        if self
+            .routing
+            .recipient_delimiter
+            .chars()
+            .any(|c| c == '@' || c == '/' || c == '.' || c.is_whitespace() || c.is_control())
+        {
+            problems.push(format!(
+                "routing.recipient_delimiter `{}` may not contain `@`, `/`, `.`, spaces or control characters",
+                self.routing.recipient_delimiter.escape_default()
+            ));
+        }
         let wildcard = self.routing.is_wildcard(&self.domains);
         if !wildcard && self.domains.is_empty() {
             problems.push(

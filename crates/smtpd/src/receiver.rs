@@ -429,6 +429,12 @@ impl Session for Conversation {
                     .state
                     .router
                     .resolve(&m.local_part().unescaped(), d.as_str()),
+                // Mail to this server's own address (`user@[192.0.2.1]`) is local: it is for
+                // this host, whose name stands in for the literal (RFC 5321 4.1.3).
+                DomainPart::Literal(literal) if is_own_address(&literal, info) => self
+                    .state
+                    .router
+                    .resolve(&m.local_part().unescaped(), &self.state.hostname),
                 DomainPart::Literal(_) => Resolution::NotLocal,
             },
         };
@@ -584,9 +590,18 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         .filter(|h| is_plain_helo(h))
         .unwrap_or(&literal);
     let mut h = String::with_capacity(256);
+    let _ = write!(h, "Return-Path: {from}\r\n");
+    // `Delivered-To:` names the envelope recipient as given, extension included (`user+tag@`),
+    // for filters and loop detection, where Postfix's local delivery puts it. One file is linked
+    // into every mailbox, so it is written only when the message has one recipient: the others
+    // would see a stranger's address.
+    if let [one] = rcpts {
+        let address = one.trim_start_matches('<').trim_end_matches('>');
+        let _ = write!(h, "Delivered-To: {address}\r\n");
+    }
     let _ = write!(
         h,
-        "Return-Path: {from}\r\nReceived: from {helo} ({literal})\r\n\tby {hostname} with {protocol} id {}",
+        "Received: from {helo} ({literal})\r\n\tby {hostname} with {protocol} id {}",
         info.id
     );
     // A single recipient is named; naming several would disclose the Bcc list (RFC 5321 7.2).
@@ -595,6 +610,20 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
     }
     let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(SystemTime::now()));
     h
+}
+
+/// Whether an address literal names the address the client connected to.
+fn is_own_address(
+    literal: &smtpkit_proto::address::AddressLiteral<'_>,
+    info: &SessionInfo,
+) -> bool {
+    use smtpkit_proto::address::AddressLiteral;
+    let ip = match literal {
+        AddressLiteral::Ipv4(v4) => IpAddr::V4(*v4),
+        AddressLiteral::Ipv6(v6) => IpAddr::V6(*v6),
+        AddressLiteral::General { .. } => return false,
+    };
+    ip.to_canonical() == info.local.ip().to_canonical()
 }
 
 /// RFC 5321 4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
@@ -820,7 +849,55 @@ mod tests {
         );
         assert!(!message.contains("evil"), "{message}");
         assert!(
+            message.contains("\r\nDelivered-To: b@example.com\r\n"),
+            "{message}"
+        );
+        assert!(
             message.ends_with("Subject: hi\r\n\r\nbody\r\n"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn own_address_literals_are_local_and_others_relaying() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let config = Config::default_embedded();
+        let receiver = receiver(&config, Store::Maildir(MaildirStore::new(root.path())), &[]);
+        runtime.block_on(async {
+            // `info` connects to 127.0.0.1:25.
+            let i = info("192.0.2.9:1000");
+            let mut s = receiver.connect(&i).await.unwrap();
+            let from = ReversePath::Null;
+            s.mail_from(&i, &from, &Parameters::EMPTY).await;
+            let own = Mailbox::parse("user+tag@[127.0.0.1]").unwrap();
+            assert_eq!(
+                code(
+                    &s.rcpt_to(&i, &ForwardPath::Mailbox(own), &Parameters::EMPTY)
+                        .await
+                )
+                .0,
+                0
+            );
+            let other = Mailbox::parse("user@[192.0.2.50]").unwrap();
+            let (n, text) = code(
+                &s.rcpt_to(&i, &ForwardPath::Mailbox(other), &Parameters::EMPTY)
+                    .await,
+            );
+            assert_eq!(n, 550, "{text}");
+            s.data_start(&i).await;
+            s.data_chunk(&i, b"\r\nx\r\n").await.unwrap();
+            assert_eq!(code(&s.data_end(&i).await).0, 250);
+        });
+        // Delivered to this host's name, extension stripped, full address in Delivered-To.
+        let new = root.path().join("mx.test/user/new");
+        let file = std::fs::read_dir(&new).unwrap().next().unwrap().unwrap();
+        let message = String::from_utf8(std::fs::read(file.path()).unwrap()).unwrap();
+        assert!(
+            message.contains("Delivered-To: user+tag@[127.0.0.1]\r\n"),
             "{message}"
         );
     }

@@ -217,6 +217,8 @@ pub struct Router {
     /// The lowercased name of the first configured domain: where the bare `<Postmaster>` goes
     /// when the server's host name is not a local domain.
     primary: Option<String>,
+    /// Characters that separate a local part from its extension (`user+tag`); empty: none.
+    delimiters: Vec<char>,
 }
 
 /// The resolved rules of one configured domain.
@@ -290,12 +292,34 @@ impl Router {
             wildcard,
             domains: tables,
             primary: domains.first().map(|d| d.name.to_ascii_lowercase()),
+            delimiters: Vec::new(),
         })
+    }
+
+    /// Treats any of `delimiters` in a local part as the start of an extension: `user+tag@`
+    /// reaches `user` when `user+tag` itself is not an address (Postfix's
+    /// `recipient_delimiter`).
+    #[must_use]
+    pub fn with_delimiters(mut self, delimiters: &str) -> Self {
+        self.delimiters = delimiters.chars().collect();
+        self
     }
 
     /// Builds the router described by a configuration.
     pub fn from_config(config: &config::Config) -> Result<Self, RoutingError> {
-        Self::new(config.routing.is_wildcard(&config.domains), &config.domains)
+        Ok(
+            Self::new(config.routing.is_wildcard(&config.domains), &config.domains)?
+                .with_delimiters(&config.routing.recipient_delimiter),
+        )
+    }
+
+    /// The local part without its extension: `user` for `user+tag` (an empty base keeps the
+    /// whole local part: `+tag` is not an extension of nothing).
+    fn base<'l>(&self, local: &'l str) -> &'l str {
+        match local.find(|c| self.delimiters.contains(&c)) {
+            Some(at) if at > 0 => &local[..at],
+            _ => local,
+        }
     }
 
     /// Whether mail for `domain` is delivered here.
@@ -342,12 +366,17 @@ impl Router {
             if !self.wildcard {
                 return Resolution::NotLocal;
             }
-            return match MailboxPath::new(&domain_key, &local_key) {
+            return match MailboxPath::new(&domain_key, self.base(&local_key)) {
                 Some(path) => Resolution::Local(vec![path]),
                 None => Resolution::UnknownMailbox,
             };
         };
-        if let Some(paths) = table.addresses.get(&local_key) {
+        // An address configured with its delimiter (`a+b`) wins over the extension rule.
+        if let Some(paths) = table
+            .addresses
+            .get(&local_key)
+            .or_else(|| table.addresses.get(self.base(&local_key)))
+        {
             return Resolution::Local(paths.clone());
         }
         if let Some(paths) = &table.catch_all {
@@ -501,6 +530,51 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn extensions_reach_the_base_address() {
+        let domains = [config::Domain {
+            name: "example.org".to_owned(),
+            mailboxes: vec!["alice".to_owned(), "a+b".to_owned()],
+            aliases: BTreeMap::new(),
+            catch_all: None,
+        }];
+        let router = Router::new(false, &domains).unwrap().with_delimiters("+-");
+        let alice = vec![MailboxPath::new("example.org", "alice").unwrap()];
+        assert_eq!(
+            router.resolve("alice+news", "example.org"),
+            Resolution::Local(alice.clone())
+        );
+        assert_eq!(
+            router.resolve("Alice-x+y", "EXAMPLE.org"),
+            Resolution::Local(alice.clone())
+        );
+        // A configured address with the delimiter wins.
+        assert_eq!(
+            router.resolve("a+b", "example.org"),
+            Resolution::Local(vec![MailboxPath::new("example.org", "a+b").unwrap()])
+        );
+        assert_eq!(
+            router.resolve("bob+x", "example.org"),
+            Resolution::UnknownMailbox
+        );
+        assert_eq!(
+            router.resolve("+alice", "example.org"),
+            Resolution::UnknownMailbox
+        );
+        // Without delimiters, extensions are plain local parts.
+        let plain = Router::new(false, &domains).unwrap();
+        assert_eq!(
+            plain.resolve("alice+news", "example.org"),
+            Resolution::UnknownMailbox
+        );
+        // Wildcard domains file extensions under the base mailbox.
+        let wild = Router::new(true, &[]).unwrap().with_delimiters("+");
+        assert_eq!(
+            wild.resolve("carol+tag", "any.test"),
+            Resolution::Local(vec![MailboxPath::new("any.test", "carol").unwrap()])
+        );
+    }
 
     fn domain(
         name: &str,

@@ -104,9 +104,9 @@ fn default_config_stores_byte_exact_and_logs_session_and_message() {
     let stored = Stored::read(&file);
     assert_body(&stored, &expected);
     assert!(
-        stored
-            .trace
-            .starts_with("Return-Path: <alice@sender.test>\r\nReceived: from "),
+        stored.trace.starts_with(
+            "Return-Path: <alice@sender.test>\r\nDelivered-To: bob@example.test\r\nReceived: from "
+        ),
         "{}",
         stored.trace
     );

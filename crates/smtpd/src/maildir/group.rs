@@ -162,13 +162,23 @@ fn run(store: &MaildirStore, queue: &mpsc::Receiver<Job>) {
         }
         let written: Vec<Written> = jobs.into_iter().filter_map(|j| write(store, j)).collect();
 
+        // Each failure below drops the writer (removing its `tmp/` file) before it answers, so
+        // whoever waits sees the store as it will stay.
         if let Err(e) = sync(store, &written, &linked) {
-            for l in linked.drain(..) {
-                undo(&l.delivered);
-                let _ = l.done.send(Err(copy_error(&e)));
+            for Linked {
+                writer,
+                delivered,
+                done,
+                ..
+            } in linked.drain(..)
+            {
+                undo(&delivered);
+                drop(writer);
+                let _ = done.send(Err(copy_error(&e)));
             }
-            for w in written {
-                let _ = w.done.send(Err(copy_error(&e)));
+            for Written { writer, done, .. } in written {
+                drop(writer);
+                let _ = done.send(Err(copy_error(&e)));
             }
             continue;
         }
@@ -176,21 +186,25 @@ fn run(store: &MaildirStore, queue: &mpsc::Receiver<Job>) {
             drop(l.file);
             let _ = l.done.send(Ok(l.writer.settle(l.delivered)));
         }
-        for w in written {
-            if let Err(e) = check_abandoned(&w.abandoned) {
-                let _ = w.done.send(Err(e));
-                continue;
-            }
-            match w.writer.link_all() {
+        for Written {
+            writer,
+            file,
+            dev,
+            abandoned,
+            done,
+        } in written
+        {
+            match check_abandoned(&abandoned).and_then(|()| writer.link_all()) {
                 Ok(delivered) => linked.push(Linked {
-                    writer: w.writer,
-                    file: w.file,
-                    dev: w.dev,
+                    writer,
+                    file,
+                    dev,
                     delivered,
-                    done: w.done,
+                    done,
                 }),
                 Err(e) => {
-                    let _ = w.done.send(Err(e));
+                    drop((writer, file));
+                    let _ = done.send(Err(e));
                 }
             }
         }
@@ -241,6 +255,7 @@ fn write(store: &MaildirStore, job: Job) -> Option<Written> {
             done,
         }),
         Err(e) => {
+            drop(writer);
             let _ = done.send(Err(e));
             None
         }

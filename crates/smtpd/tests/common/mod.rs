@@ -412,7 +412,8 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    /// Reads and splits a Maildir file; panics if the trace headers are not there.
+    /// Reads and splits a Maildir file; panics if the trace headers (`Return-Path:`, an optional
+    /// `Delivered-To:`, `Received:`) are not there.
     pub(crate) fn read(path: &Path) -> Self {
         let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         Self::split(&bytes).unwrap_or_else(|| {
@@ -435,6 +436,9 @@ impl Stored {
         let mut trace = take_line(&mut rest)?;
         if !trace.starts_with(b"Return-Path: ") {
             return None;
+        }
+        if rest.starts_with(b"Delivered-To: ") {
+            trace.extend_from_slice(&take_line(&mut rest)?);
         }
         let received = take_line(&mut rest)?;
         if !received.starts_with(b"Received: ") {
