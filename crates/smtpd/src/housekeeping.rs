@@ -1,6 +1,6 @@
-//! Work the server does beside sessions: removing what crashed deliveries left in `tmp/`, and
+//! Work the server does beside sessions: removing what crashed deliveries left in `tmp/`,
 //! checking at startup that the process may open as many files as the configuration promises
-//! connections.
+//! connections, and telling systemd when the server is ready.
 
 use std::time::Duration;
 
@@ -117,9 +117,49 @@ pub fn raise_fd_limit(connections: u64) -> FdLimit {
     outcome
 }
 
+/// Tells the service manager that every listener is bound (`sd_notify(3)` `READY=1`), when it
+/// asked with `$NOTIFY_SOCKET` (systemd's `Type=notify`). The protocol is one datagram on a Unix
+/// socket: a dependency would not make it simpler.
+pub fn notify_ready() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = notify(&socket, b"READY=1") {
+        warn!(socket = %socket.to_string_lossy(), error = %e, "cannot notify the service manager");
+    }
+}
+
+/// Sends `message` to the `sd_notify` socket `path` (`@name` is in the abstract namespace).
+fn notify(path: &std::ffi::OsStr, message: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = path.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name)?
+        }
+        None => SocketAddr::from_pathname(path)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(message, &addr)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_sends_one_datagram() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let receiver = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify(path.as_os_str(), b"READY=1").unwrap();
+        let mut buf = [0; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        assert!(notify(dir.path().join("none").as_os_str(), b"READY=1").is_err());
+    }
 
     #[test]
     fn small_needs_are_met_and_impossible_ones_reported() {

@@ -320,6 +320,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         config.storage.maildir.display().to_string()
     };
     info!(storage = %storage, "smtpd ready");
+    smtpd::housekeeping::notify_ready();
     signals
         .wait(&receiver, certs.as_deref(), path.as_deref())
         .await;

@@ -1101,3 +1101,65 @@ mailboxes = ["alice", "bob"]
         assert!(stored.trace.contains("with LMTP"), "{}", stored.trace);
     }
 }
+
+/// The systemd unit in `contrib/` is valid for `systemd-analyze verify` (with this build's
+/// binary in its command lines), and the binary sends `READY=1` to `$NOTIFY_SOCKET` once it
+/// listens, as its `Type=notify` expects.
+#[test]
+fn systemd_unit_verifies_and_readiness_is_notified() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unit = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../contrib/systemd/smtpd.service"
+    ))
+    .expect("read the unit");
+    assert!(unit.contains("Type=notify") && unit.contains("ReadWritePaths=/var/mail/smtpd"));
+    let verify = run_bounded(Command::new("systemd-analyze").arg("--version"), None);
+    if verify.status.code() == Some(0) {
+        let path = dir.path().join("smtpd.service");
+        fs::write(
+            &path,
+            unit.replace("/usr/local/bin/smtpd", env!("CARGO_BIN_EXE_smtpd")),
+        )
+        .expect("write unit");
+        let out = run_bounded(
+            Command::new("systemd-analyze").arg("verify").arg(&path),
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+        // It exits 0 on unknown settings too, and says so on stderr.
+        assert!(out.stderr.trim().is_empty(), "{}", out.stderr);
+    } else {
+        eprintln!("systemd-analyze not found; skipping the unit check");
+    }
+
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = smtpd()
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--maildir", "md"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start smtpd");
+    let mut buf = [0; 64];
+    let received = socket.recv(&mut buf);
+    // Ready means listening: a connection gets the greeting.
+    let greeted = received.is_ok() && {
+        let mut c = Client::connect(port);
+        c.expect("QUIT", 221);
+        true
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let n = received.expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(greeted);
+}
