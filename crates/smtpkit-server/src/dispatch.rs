@@ -113,16 +113,6 @@ impl<S: Session> Dispatcher<S> {
         this
     }
 
-    /// What the application knows about the session.
-    pub fn info(&self) -> &SessionInfo {
-        &self.info
-    }
-
-    /// The application's session, unless it refused the connection.
-    pub fn session_mut(&mut self) -> Option<&mut S> {
-        self.session.as_mut()
-    }
-
     /// Handles one event from [`Server::handle_input`] and answers it if it is a decision.
     /// `now` is called after each handler call, so slow handlers do not skew the core's timers.
     pub async fn handle(
