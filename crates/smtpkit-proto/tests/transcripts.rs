@@ -115,6 +115,7 @@ fn options(o: &mut ServerOptions, split: &mut bool, key: &str, value: &str) {
         }
         "pipelining" => o.extensions.pipelining = value == "on",
         "recipients" => o.limits.recipients = value.parse().unwrap(),
+        "overshoot" => o.limits.recipient_overshoot = value.parse().unwrap(),
         "message_size" => o.limits.message_size = value.parse().unwrap(),
         "errors" => o.limits.errors = value.parse().unwrap(),
         "junk" => o.limits.junk_commands = value.parse().unwrap(),

@@ -222,12 +222,17 @@ impl Server {
         params: Parameters<'i>,
     ) -> Event<'i> {
         let o = &self.config.options;
-        let Some(txn) = self.txn else {
+        let Some(txn) = &mut self.txn else {
             return self.refuse(Refusal::BadSequence("Send MAIL first"));
         };
         if txn.accepted >= o.limits.recipients {
-            return self.refuse(Refusal::TooManyRecipients);
+            txn.overshoot = txn.overshoot.saturating_add(1);
+            if txn.overshoot > o.limits.recipient_overshoot {
+                return self.refuse(Refusal::TooManyRecipients);
+            }
+            return self.refuse_uncounted(Refusal::TooManyRecipients);
         }
+        let txn = *txn;
         for p in params.iter() {
             let supported = match p {
                 Parameter::Notify(_) | Parameter::Orcpt { .. } => o.extensions.dsn,

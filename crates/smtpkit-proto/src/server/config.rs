@@ -1,5 +1,6 @@
 //! [`ServerConfig`]: what a server offers and enforces, built once and shared by sessions.
 
+use core::num::NonZeroU32;
 use core::time::Duration;
 
 use crate::data::BareLineEnding;
@@ -71,6 +72,11 @@ pub struct Limits {
     pub message_size: u64,
     /// Recipients per message: 100, the minimum RFC 5321 4.5.3.1.8 requires servers to accept.
     pub recipients: u32,
+    /// Over-limit recipients per message that get `452 4.5.3` without counting as errors:
+    /// 1000, Postfix's `smtpd_recipient_overshoot_limit`. A client that sends every RCPT
+    /// before DATA (Python's smtplib) then still delivers to the accepted ones; past this,
+    /// each further one counts towards `errors`.
+    pub recipient_overshoot: u32,
     /// Errors before 421 and close: 20, Postfix's `smtpd_hard_error_limit`.
     pub errors: u32,
     /// NOOP/RSET/VRFY/EXPN/HELP commands before 421 and close: 100, Postfix's
@@ -86,6 +92,13 @@ pub struct Limits {
     /// Pending reply bytes above which input is no longer consumed: 16 KiB, so a client that
     /// pipelines without reading cannot grow the output without bound.
     pub output_buffer: usize,
+    /// Slowest DATA or BDAT transfer allowed, in octets per second: 500, Postfix's
+    /// `smtpd_min_data_rate`. Each transfer starts with a deadline of
+    /// [`Timeouts::data_block`]; every `n` octets received move it `n / rate` seconds later,
+    /// but never past `data_block` from now. A trickle therefore runs out of time after about
+    /// `data_block` however often it sends a byte, while a sender at or above the rate never
+    /// does. `None` keeps only the per-block timeout, which each byte resets.
+    pub min_data_rate: Option<NonZeroU32>,
 }
 
 impl Default for Limits {
@@ -94,12 +107,14 @@ impl Default for Limits {
             command_line: crate::line::MAX_COMMAND_LINE,
             message_size: 25 * 1024 * 1024,
             recipients: 100,
+            recipient_overshoot: 1000,
             errors: 20,
             junk_commands: 100,
             auth_failures: 3,
             messages_per_session: 1000,
             bytes_per_session: None,
             output_buffer: 16 * 1024,
+            min_data_rate: NonZeroU32::new(500),
         }
     }
 }

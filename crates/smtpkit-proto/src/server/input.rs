@@ -1,6 +1,6 @@
 //! Inputs: client bytes and the clock, framed into commands, DATA content and BDAT chunks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::timer::Timer;
 use super::{Event, Mode, Pending, Progress, Server, Transaction};
@@ -156,6 +156,7 @@ impl Server {
         else {
             return Step::Stop(0);
         };
+        self.start_transfer(now);
         let limits = &self.config.options.limits;
         let reject_bare = self.config.options.bare_line_ending == BareLineEnding::Reject;
         let mut consumed = 0;
@@ -180,6 +181,7 @@ impl Server {
                 Decoded::NeedMore { consumed: n } => break Step::Stop(consumed + n),
                 Decoded::End { consumed: n } => {
                     consumed += n;
+                    self.timers.stop(Timer::Transfer);
                     self.mode = Mode::Command;
                     self.arm_idle(now);
                     break match poison {
@@ -204,6 +206,7 @@ impl Server {
         }
         if consumed > 0 && self.closed.is_none() && matches!(self.mode, Mode::Data { .. }) {
             self.arm_idle(now);
+            self.credit_transfer(now, consumed);
         }
         step
     }
@@ -218,6 +221,7 @@ impl Server {
             return Step::Stop(0);
         };
         if reader.is_done() {
+            self.timers.stop(Timer::Transfer);
             self.mode = Mode::Command;
             self.arm_idle(now);
             if discard {
@@ -228,6 +232,7 @@ impl Server {
             self.set_pending(Pending::BdatEnd { size, last }, now);
             return Step::Event(0, Event::BdatEnd { last });
         }
+        self.start_transfer(now);
         let chunk = reader.take(rest);
         self.mode = Mode::Bdat {
             reader,
@@ -238,6 +243,7 @@ impl Server {
             return Step::Stop(0);
         }
         self.arm_idle(now);
+        self.credit_transfer(now, chunk.len());
         if discard {
             return Step::Continue(chunk.len());
         }
@@ -246,6 +252,33 @@ impl Server {
         }
         self.count.bytes += chunk.len() as u64;
         Step::Event(chunk.len(), Event::DataChunk(chunk))
+    }
+
+    /// Starts the deadline of a DATA or BDAT transfer when its first content can arrive, so
+    /// the application's decision time before it does not count.
+    fn start_transfer(&mut self, now: Instant) {
+        let o = &self.config.options;
+        if o.limits.min_data_rate.is_some() && self.timers.get(Timer::Transfer).is_none() {
+            self.timers
+                .set(Timer::Transfer, now + o.timeouts.data_block);
+        }
+    }
+
+    /// Moves the transfer deadline `octets / min_data_rate` later, never past `data_block` from
+    /// `now` (Postfix `smtpd_min_data_rate`): the time left shrinks for a sender below the rate
+    /// however often it sends, and never for one at or above it.
+    fn credit_transfer(&mut self, now: Instant, octets: usize) {
+        let o = &self.config.options;
+        let (Some(rate), Some(at)) = (o.limits.min_data_rate, self.timers.get(Timer::Transfer))
+        else {
+            return;
+        };
+        let rate = u64::from(rate.get());
+        let octets = octets as u64;
+        let credit = Duration::from_secs(octets / rate)
+            + Duration::from_nanos((octets % rate) * 1_000_000_000 / rate);
+        let cap = now + o.timeouts.data_block;
+        self.timers.set(Timer::Transfer, (at + credit).min(cap));
     }
 
     pub(super) fn arm_idle(&mut self, now: Instant) {

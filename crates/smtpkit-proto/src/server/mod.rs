@@ -111,6 +111,8 @@ struct Transaction {
     body: BodyType,
     smtputf8: bool,
     accepted: u32,
+    /// Recipients refused for being over the limit.
+    overshoot: u32,
     /// Content octets received so far.
     size: u64,
     bdat: bool,

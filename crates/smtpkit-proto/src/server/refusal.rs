@@ -8,9 +8,15 @@ use crate::reply::{EnhancedCode, ReplyCode};
 impl Server {
     /// Sends the core's reply for `reason` and reports it.
     pub(super) fn refuse<'i>(&mut self, reason: Refusal) -> Event<'i> {
+        let event = self.refuse_uncounted(reason);
+        self.count_error();
+        event
+    }
+
+    /// Sends the core's reply for `reason` and reports it, without counting an error.
+    pub(super) fn refuse_uncounted<'i>(&mut self, reason: Refusal) -> Event<'i> {
         let (code, enhanced, text) = refusal_reply(reason);
         self.send(code, enhanced, text);
-        self.count_error();
         Event::Rejected { code, reason }
     }
 

@@ -12,14 +12,17 @@ pub(crate) enum Timer {
     Session = 2,
     /// Holding the greeting back.
     GreetingDelay = 3,
+    /// The current DATA or BDAT transfer, kept at the minimum data rate.
+    Transfer = 4,
 }
 
-const COUNT: usize = 4;
+const COUNT: usize = 5;
 const ALL: [Timer; COUNT] = [
     Timer::Idle,
     Timer::Decision,
     Timer::Session,
     Timer::GreetingDelay,
+    Timer::Transfer,
 ];
 
 #[derive(Clone, Debug, Default)]
