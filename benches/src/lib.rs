@@ -554,7 +554,7 @@ pub fn run_session(
                 }
                 _ => stats.events += 1,
             }
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 server
                     .accept(now)
                     .expect("a pending decision can be accepted");

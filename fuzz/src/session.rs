@@ -210,11 +210,11 @@ fn run(setup: &Setup, client: &[u8], cuts: &[usize], now: Instant) -> Outcome {
         let had_event = progress.event.is_some();
         if let Some(event) = progress.event {
             record(&mut log, &event);
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 decide(&mut server, now, &event, &mut answers);
                 decisions += 1;
                 // LMTP: one answer per accepted recipient.
-                while server.awaiting_reply() {
+                while server.awaiting_decision() {
                     decide(&mut server, now, &event, &mut answers);
                 }
                 if decisions == setup.shutdown_after {
@@ -340,7 +340,10 @@ fn decide(
             Ok(()) => true,
             Err(UsageError::UnexpectedReply { code }) => {
                 assert_eq!(code, r.code());
-                assert!(server.awaiting_reply(), "a refused reply leaves it pending");
+                assert!(
+                    server.awaiting_decision(),
+                    "a refused reply leaves it pending"
+                );
                 assert_eq!(server.poll_transmit().len(), before, "and sends nothing");
                 false
             }

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
-use smtpkit_server::tls::{ReloadableCert, certified_key, provider, server_config};
+use smtpkit_server::tls::{ReloadableCert, certified_key, provider, rustls_config};
 
 /// The name on the server certificate, which the client verifies.
 pub const SERVER_NAME: &str = "localhost";
@@ -46,7 +46,7 @@ impl Pki {
             PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
         )
         .expect("certified key");
-        let server = server_config(Arc::new(ReloadableCert::new(key))).expect("server config");
+        let server = rustls_config(Arc::new(ReloadableCert::new(key))).expect("server config");
 
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.der().clone()).expect("CA root");

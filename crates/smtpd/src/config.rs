@@ -12,17 +12,26 @@
 //! defaults, and where each number comes from, are documented on the fields below and in
 //! `config/example.toml`, which shows every option.
 //!
+//! Every option of the SMTP core is here ([`Config::server_settings`] maps them one to one onto
+//! [`ServerSettings`]), and each takes its default from the library, so the two cannot drift.
+//! Where smtpd deliberately differs, the field says so and why: `limits.line_length` (2048,
+//! as Postfix, against the core's RFC 512) and `bare_lf` (reject, against the core's
+//! normalize).
+//!
 //! [`Config::to_toml`] (and `Display`) prints the effective configuration, defaults included,
 //! for `smtpd check-config`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+pub use smtpkit_server::ListenerKind;
+use smtpkit_server::ServerSettings;
 
 use crate::{password, routing};
 
@@ -32,7 +41,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
 /// A problem loading a configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
@@ -59,9 +68,9 @@ pub struct Config {
     /// configuration always holds the detected name.
     #[serde(default)]
     pub hostname: String,
-    /// Text after the host name in the `220` greeting. Default `"ESMTP"`: RFC 5321 §4.2 only
-    /// requires the greeting to start with the host name, and naming the software helps no one
-    /// but attackers.
+    /// Text after the host name in the `220` greeting. Default `"ESMTP"` (the library's):
+    /// RFC 5321 §4.2 only requires the greeting to start with the host name, and naming the
+    /// software helps no one but attackers.
     #[serde(default = "default_banner")]
     pub banner: String,
     /// Sockets to listen on (`[[listener]]`). Default: one plain SMTP listener on
@@ -89,6 +98,32 @@ pub struct Config {
     /// What to do with a bare LF (an LF not preceded by CR) in message data. Default `reject`.
     #[serde(default)]
     pub bare_lf: BareLf,
+    /// MAIL and AUTH need TLS first (RFC 3207 4). Default `false`.
+    #[serde(default = "library_require_tls")]
+    pub require_tls: bool,
+    /// Offer and accept AUTH without TLS. Default `false` (RFC 8314 3): passwords would
+    /// travel in clear.
+    #[serde(default = "library_allow_insecure_auth")]
+    pub allow_insecure_auth: bool,
+    /// Postfix's `reject_unauth_pipelining`: a client that sends before the greeting, or
+    /// after a command that must end a pipelined group (EHLO, DATA, ...), gets `554 5.5.0`
+    /// and is disconnected. Default `false`.
+    #[serde(default = "library_pipelining_sync_check")]
+    pub pipelining_sync_check: bool,
+    /// AUTH mechanisms offered on submission and smtps listeners, in order: `PLAIN` and
+    /// `LOGIN` are the ones implemented. Default `["PLAIN", "LOGIN"]`.
+    #[serde(default = "library_auth_mechanisms")]
+    pub auth_mechanisms: Vec<String>,
+    /// MAIL parameter keywords accepted without being advertised (none is acted on by smtpd;
+    /// this only stops the `555` for clients that send them). Default: none.
+    #[serde(default)]
+    pub extra_mail_params: Vec<String>,
+    /// RCPT parameter keywords accepted likewise. Default: none.
+    #[serde(default)]
+    pub extra_rcpt_params: Vec<String>,
+    /// Which ESMTP extensions are offered.
+    #[serde(default)]
+    pub extensions: Extensions,
     /// PROXY protocol settings.
     #[serde(default)]
     pub proxy: Proxy,
@@ -98,20 +133,6 @@ pub struct Config {
     /// Log line format. Default `text`.
     #[serde(default)]
     pub log_format: LogFormat,
-}
-
-/// What a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerKind {
-    /// SMTP for receiving mail (RFC 5321), normally port 25. AUTH is not offered.
-    Smtp,
-    /// Message submission (RFC 6409), normally port 587: AUTH is required before MAIL.
-    Submission,
-    /// Submission over implicit TLS (RFC 8314), normally port 465: TLS starts on connect.
-    Smtps,
-    /// LMTP (RFC 2033), for delivery from another MTA: one reply per recipient after DATA.
-    Lmtp,
 }
 
 /// One `[[listener]]`.
@@ -260,65 +281,117 @@ impl Default for Storage {
     }
 }
 
-/// `[limits]`.
+/// `[extensions]`: the ESMTP extensions offered. Each default is the library's
+/// (`smtpkit_proto::server::Extensions`). STARTTLS and AUTH are not here: they follow the
+/// listeners' `tls` and `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
+pub struct Extensions {
+    /// RFC 2920 PIPELINING. Default `true`.
+    pub pipelining: bool,
+    /// RFC 6152 8BITMIME. Default `true`.
+    pub eight_bit_mime: bool,
+    /// RFC 6531 SMTPUTF8. Default `true`.
+    pub smtputf8: bool,
+    /// RFC 3030 CHUNKING (BDAT). Default `true`.
+    pub chunking: bool,
+    /// RFC 3030 BINARYMIME; needs `chunking`. Default `true`.
+    pub binary_mime: bool,
+    /// RFC 2034 ENHANCEDSTATUSCODES. Default `true`.
+    pub enhanced_status_codes: bool,
+    /// RFC 3461 DSN parameters (NOTIFY, ORCPT, RET, ENVID) accepted. smtpd sends no DSNs
+    /// itself, so it is off by default.
+    pub dsn: bool,
+    /// RFC 8689 REQUIRETLS, offered over TLS. Default `false`.
+    pub requiretls: bool,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        let e = ServerSettings::default().extensions;
+        Self {
+            pipelining: e.pipelining,
+            eight_bit_mime: e.eight_bit_mime,
+            smtputf8: e.smtputf8,
+            chunking: e.chunking,
+            binary_mime: e.binary_mime,
+            enhanced_status_codes: e.enhanced_status_codes,
+            dsn: e.dsn,
+            requiretls: e.requiretls,
+        }
+    }
+}
+
+/// `[limits]`. Defaults are the library's (`smtpkit_proto::server::Limits` and
+/// `smtpkit_server::ServerSettings`), except `line_length`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest message accepted, in octets, advertised with SIZE (RFC 1870). Default 26214400
     /// (25 MiB): the largest message the big mailbox providers accept, so larger mail would
     /// bounce downstream anyway.
-    #[serde(default = "default_message_size")]
     pub message_size: u64,
     /// Recipients per message. Default 100: the minimum RFC 5321 §4.5.3.1.8 requires a server
     /// to accept.
-    #[serde(default = "default_recipients")]
     pub recipients: u32,
+    /// Recipients over `recipients` answered `452 4.5.3` without counting as errors, so a
+    /// client that sends every RCPT before DATA still delivers to the accepted ones. Default
+    /// 1000, Postfix's `smtpd_recipient_overshoot_limit`.
+    pub recipient_overshoot: u32,
     /// Longest command line, in octets including CRLF. Default 2048, Postfix's
-    /// `line_length_limit`: RFC 5321 §4.5.3.1.4 allows 512, but each extension (SIZE, BODY,
-    /// SMTPUTF8, DSN parameters) may add to it. Must be at least 512.
-    #[serde(default = "default_line_length")]
+    /// `line_length_limit`. The library keeps RFC 5321 §4.5.3.1.4's 512; smtpd follows
+    /// Postfix because each extension (SIZE, BODY, SMTPUTF8, DSN parameters) may add to a
+    /// line and real clients send long ones. Must be at least 512.
     pub line_length: u32,
     /// Protocol errors (bad syntax, bad sequence) before the session is closed with `421`.
     /// Default 20, Postfix's `smtpd_hard_error_limit`.
-    #[serde(default = "default_errors")]
     pub errors: u32,
     /// NOOP, RSET, VRFY and HELP commands per session before it is closed. Default 100,
     /// Postfix's `smtpd_junk_command_limit`.
-    #[serde(default = "default_junk_commands")]
     pub junk_commands: u32,
-    /// Failed AUTH attempts before the session is closed. Default 3, Stalwart's
-    /// `session.auth.errors.total`: enough for typos, too few for guessing.
-    #[serde(default = "default_auth_failures")]
+    /// Failed AUTH attempts before the session is closed. Default 3, as most submission
+    /// servers: enough for typos, too few for guessing.
     pub auth_failures: u32,
     /// Messages accepted per session. Default 1000, Exim's `smtp_accept_max_per_connection`.
-    #[serde(default = "default_messages_per_session")]
     pub messages_per_session: u32,
-    /// Concurrent connections across all listeners; more are refused with `421`. Default 1000:
-    /// Postfix runs at most 100 smtpd processes (`default_process_limit`); a task is far
+    /// Message octets per session before `421`; 0 for no limit. Default 0.
+    pub bytes_per_session: u64,
+    /// Slowest DATA/BDAT transfer, in octets per second: a sender below it runs out of time
+    /// about `timeouts.data_block` after the transfer started however often it sends a byte;
+    /// 0 turns the check off. Default 500, Postfix's `smtpd_min_data_rate`.
+    pub min_data_rate: u32,
+    /// Reply octets waiting for a client that does not read before its input is no longer
+    /// consumed. Default 16384; at least 512.
+    pub output_buffer: u64,
+    /// Concurrent connections across all listeners; more are refused with `421`. Default
+    /// 1000: Postfix runs at most 100 smtpd processes (`default_process_limit`); a task is far
     /// cheaper than a process.
-    #[serde(default = "default_connections")]
     pub connections: u32,
     /// Concurrent connections from one IP address. Default 50, Postfix's
     /// `smtpd_client_connection_count_limit`.
-    #[serde(default = "default_connections_per_ip")]
     pub connections_per_ip: u32,
     /// Timeouts.
-    #[serde(default)]
     pub timeouts: Timeouts,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let s = ServerSettings::default();
+        let l = s.limits;
         Self {
-            message_size: default_message_size(),
-            recipients: default_recipients(),
-            line_length: default_line_length(),
-            errors: default_errors(),
-            junk_commands: default_junk_commands(),
-            auth_failures: default_auth_failures(),
-            messages_per_session: default_messages_per_session(),
-            connections: default_connections(),
-            connections_per_ip: default_connections_per_ip(),
+            message_size: l.message_size,
+            recipients: l.recipients,
+            recipient_overshoot: l.recipient_overshoot,
+            line_length: DEFAULT_LINE_LENGTH,
+            errors: l.errors,
+            junk_commands: l.junk_commands,
+            auth_failures: l.auth_failures,
+            messages_per_session: l.messages_per_session,
+            bytes_per_session: l.bytes_per_session.unwrap_or(0),
+            min_data_rate: l.min_data_rate.map_or(0, NonZeroU32::get),
+            output_buffer: l.output_buffer as u64,
+            connections: u32::try_from(s.max_connections).unwrap_or(u32::MAX),
+            connections_per_ip: u32::try_from(s.max_per_ip).unwrap_or(u32::MAX),
             timeouts: Timeouts::default(),
         }
     }
@@ -378,26 +451,33 @@ fn default_auth_window() -> u64 {
     60
 }
 
-/// `[limits.timeouts]`, in seconds.
+/// `[limits.timeouts]`, in seconds. Defaults are the library's, except `storage` (smtpd's own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Waiting for the next command. Default 300: RFC 5321 §4.5.3.2.7 asks a server to wait at
-    /// least 5 minutes.
-    #[serde(default = "default_command_timeout")]
+    /// least 5 minutes. A command line dripped in pieces must be complete within it.
     pub command: u64,
-    /// Waiting for the next block of message data. Default 180: the client's "Data Block"
-    /// timeout of RFC 5321 §4.5.3.2.5 (3 minutes), mirrored.
-    #[serde(default = "default_data_block_timeout")]
+    /// Waiting for the next block of message data, and the budget of each DATA/BDAT transfer
+    /// (see `limits.min_data_rate`). Default 180: the client's "Data Block" timeout of RFC
+    /// 5321 §4.5.3.2.5 (3 minutes), mirrored.
     pub data_block: u64,
-    /// Completing the TLS handshake. Default 60: a handshake takes a few round trips, and
-    /// waiting longer only holds a connection slot for a stalled or hostile peer.
-    #[serde(default = "default_tls_handshake_timeout")]
+    /// Waiting for the server's own decision on a command or message (a stalled disk, say)
+    /// before `421`. Default 600: the client's wait after the end of data (RFC 5321
+    /// §4.5.3.2.6).
+    pub decision: u64,
+    /// Waiting for the decision on a new connection. Default 300: the client's greeting wait
+    /// (RFC 5321 §4.5.3.2.1).
+    pub greeting: u64,
+    /// Hold the greeting this long; a client that talks first is disconnected when
+    /// `pipelining_sync_check` is on (Postfix `postscreen_greet_wait`). 0 for none. Default 0.
+    pub greeting_delay: u64,
+    /// Completing the TLS handshake. Default 60: Postfix's `smtpd_starttls_timeout` is 300
+    /// (10 under stress); a handshake takes a few round trips, and waiting longer only holds
+    /// a connection slot for a stalled or hostile peer.
     pub tls_handshake: u64,
-    /// Whole session, whatever is happening. Default 1800 (30 minutes): ample for many
-    /// messages at full size over a slow link, and a bound on connections that trickle a byte
-    /// just before each timeout.
-    #[serde(default = "default_session_timeout")]
+    /// Whole session, whatever is happening. Default 3600 (one hour): a bound on connections
+    /// that stay just under every other deadline.
     pub session: u64,
     /// Waiting for the store (a write, an fsync, the commit) of one message. Default 120. When
     /// it expires the message is answered `451 4.3.0` and the session goes on; other sessions
@@ -409,11 +489,16 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
+        let s = ServerSettings::default();
+        let t = s.timeouts;
         Self {
-            command: default_command_timeout(),
-            data_block: default_data_block_timeout(),
-            tls_handshake: default_tls_handshake_timeout(),
-            session: default_session_timeout(),
+            command: t.command.as_secs(),
+            data_block: t.data_block.as_secs(),
+            decision: t.decision.as_secs(),
+            greeting: t.greeting.as_secs(),
+            greeting_delay: t.greeting_delay.map_or(0, |d| d.as_secs()),
+            tls_handshake: s.tls_handshake_timeout.as_secs(),
+            session: t.session.map_or(0, |d| d.as_secs()),
             storage: default_storage_timeout(),
         }
     }
@@ -496,7 +581,7 @@ pub enum LogFormat {
 }
 
 fn default_banner() -> String {
-    "ESMTP".to_owned()
+    ServerSettings::default().banner
 }
 
 fn default_listeners() -> Vec<Listener> {
@@ -520,64 +605,31 @@ fn yes() -> bool {
     true
 }
 
-fn default_message_size() -> u64 {
-    25 * 1024 * 1024
-}
-
-fn default_recipients() -> u32 {
-    100
-}
-
-fn default_line_length() -> u32 {
-    2048
-}
-
-fn default_errors() -> u32 {
-    20
-}
-
-fn default_junk_commands() -> u32 {
-    100
-}
-
-fn default_auth_failures() -> u32 {
-    3
-}
-
-fn default_messages_per_session() -> u32 {
-    1000
-}
-
-fn default_connections() -> u32 {
-    1000
-}
-
-fn default_connections_per_ip() -> u32 {
-    50
-}
-
-fn default_command_timeout() -> u64 {
-    300
-}
-
-fn default_data_block_timeout() -> u64 {
-    180
-}
-
-fn default_tls_handshake_timeout() -> u64 {
-    60
-}
-
-fn default_session_timeout() -> u64 {
-    1800
-}
-
 fn default_storage_timeout() -> u64 {
     120
 }
 
 /// The shortest command line RFC 5321 §4.5.3.1.4 lets a server accept.
 const MIN_LINE_LENGTH: u32 = 512;
+
+/// smtpd's command line limit: Postfix's `line_length_limit` (see [`Limits::line_length`]).
+const DEFAULT_LINE_LENGTH: u32 = 2048;
+
+fn library_require_tls() -> bool {
+    ServerSettings::default().require_tls
+}
+
+fn library_allow_insecure_auth() -> bool {
+    ServerSettings::default().allow_insecure_auth
+}
+
+fn library_pipelining_sync_check() -> bool {
+    ServerSettings::default().pipelining_sync_check
+}
+
+fn library_auth_mechanisms() -> Vec<String> {
+    ServerSettings::default().auth_mechanisms
+}
 
 /// (De)serializes CIDR lists as strings, with errors that show the accepted forms.
 mod cidr_list {
@@ -654,9 +706,9 @@ pub fn is_valid_hostname(name: &str) -> bool {
 
 impl Config {
     /// Reads and checks the configuration file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
             path: path.to_owned(),
             source,
         })?;
@@ -668,7 +720,7 @@ impl Config {
         clippy::should_implement_trait,
         reason = "also offered as FromStr; this reads better"
     )]
-    pub fn from_str(text: &str) -> Result<Self, ConfigError> {
+    pub fn from_str(text: &str) -> Result<Self, LoadError> {
         let mut config: Self = toml::from_str(text)?;
         config.fill_in();
         config.validate()?;
@@ -710,7 +762,7 @@ impl Config {
     }
 
     /// Checks consistency, collecting every problem.
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), LoadError> {
         let mut problems = Vec::new();
         if !is_valid_hostname(&self.hostname) {
             problems.push(format!(
@@ -757,10 +809,88 @@ impl Config {
         }
         self.validate_limits(&mut problems);
         if problems.is_empty() {
+            // The library's own checks (AUTH mechanisms, BINARYMIME without CHUNKING, output
+            // cap...), once the ones above, which name the TOML fields, found nothing.
+            let settings = self.server_settings();
+            for listener in &self.listeners {
+                if let Err(e) = settings.server_config(listener.kind, listener.uses_tls()) {
+                    problems.push(format!(
+                        "listener {} ({}): {e}",
+                        listener.address, listener.kind
+                    ));
+                }
+            }
+            problems.dedup();
+        }
+        if problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid(problems))
+            Err(LoadError::Invalid(problems))
         }
+    }
+
+    /// The library settings for this configuration: every core option, mapped one to one.
+    /// PROXY trust is left to the caller, which knows which listeners expect a header.
+    #[must_use]
+    pub fn server_settings(&self) -> ServerSettings {
+        let l = &self.limits;
+        let t = &l.timeouts;
+        let e = &self.extensions;
+        let secs = Duration::from_secs;
+        let mut s = ServerSettings {
+            hostname: self.hostname.clone(),
+            banner: self.banner.clone(),
+            bare_line_ending: match self.bare_lf {
+                BareLf::Reject => smtpkit_proto::data::BareLineEnding::Reject,
+                BareLf::Normalize => smtpkit_proto::data::BareLineEnding::Normalize,
+            },
+            pipelining_sync_check: self.pipelining_sync_check,
+            require_tls: self.require_tls,
+            allow_insecure_auth: self.allow_insecure_auth,
+            extra_mail_params: self.extra_mail_params.clone(),
+            extra_rcpt_params: self.extra_rcpt_params.clone(),
+            auth_mechanisms: self.auth_mechanisms.clone(),
+            max_connections: l.connections as usize,
+            max_per_ip: l.connections_per_ip as usize,
+            tls_handshake_timeout: t.tls_handshake(),
+            ..ServerSettings::default()
+        };
+        // Whole struct literals: a new core option fails to compile here until it is mapped.
+        s.limits = smtpkit_proto::server::Limits {
+            command_line: l.line_length as usize,
+            message_size: l.message_size,
+            recipients: l.recipients,
+            recipient_overshoot: l.recipient_overshoot,
+            errors: l.errors,
+            junk_commands: l.junk_commands,
+            auth_failures: l.auth_failures,
+            messages_per_session: l.messages_per_session,
+            bytes_per_session: (l.bytes_per_session > 0).then_some(l.bytes_per_session),
+            output_buffer: usize::try_from(l.output_buffer).unwrap_or(usize::MAX),
+            min_data_rate: NonZeroU32::new(l.min_data_rate),
+        };
+        s.timeouts = smtpkit_proto::server::Timeouts {
+            greeting: secs(t.greeting),
+            greeting_delay: (t.greeting_delay > 0).then(|| secs(t.greeting_delay)),
+            command: t.command(),
+            data_block: t.data_block(),
+            decision: secs(t.decision),
+            session: Some(t.session()),
+        };
+        s.extensions = smtpkit_proto::server::Extensions {
+            pipelining: e.pipelining,
+            eight_bit_mime: e.eight_bit_mime,
+            smtputf8: e.smtputf8,
+            chunking: e.chunking,
+            binary_mime: e.binary_mime,
+            enhanced_status_codes: e.enhanced_status_codes,
+            dsn: e.dsn,
+            // Set per listener by ServerSettings.
+            starttls: false,
+            requiretls: e.requiretls,
+            auth_mechanisms: Vec::new(),
+        };
+        s
     }
 
     fn validate_listeners(&self, problems: &mut Vec<String>) {
@@ -833,6 +963,8 @@ impl Config {
             ("connections_per_ip", u64::from(limits.connections_per_ip)),
             ("timeouts.command", limits.timeouts.command),
             ("timeouts.data_block", limits.timeouts.data_block),
+            ("timeouts.decision", limits.timeouts.decision),
+            ("timeouts.greeting", limits.timeouts.greeting),
             ("timeouts.tls_handshake", limits.timeouts.tls_handshake),
             ("timeouts.session", limits.timeouts.session),
             ("timeouts.storage", limits.timeouts.storage),
@@ -872,6 +1004,9 @@ impl Config {
         for (name, value) in [
             ("command", limits.timeouts.command),
             ("data_block", limits.timeouts.data_block),
+            ("decision", limits.timeouts.decision),
+            ("greeting", limits.timeouts.greeting),
+            ("greeting_delay", limits.timeouts.greeting_delay),
             ("tls_handshake", limits.timeouts.tls_handshake),
             ("session", limits.timeouts.session),
             ("storage", limits.timeouts.storage),
@@ -886,7 +1021,7 @@ impl Config {
 }
 
 impl std::str::FromStr for Config {
-    type Err = ConfigError;
+    type Err = LoadError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         Self::from_str(text)
@@ -907,14 +1042,14 @@ mod tests {
 
     fn invalid(text: &str) -> Vec<String> {
         match Config::from_str(text) {
-            Err(ConfigError::Invalid(problems)) => problems,
+            Err(LoadError::Invalid(problems)) => problems,
             other => panic!("expected a validation error, got {other:?}"),
         }
     }
 
     fn parse_error(text: &str) -> String {
         match Config::from_str(text) {
-            Err(e @ ConfigError::Parse(_)) => e.to_string(),
+            Err(e @ LoadError::Parse(_)) => e.to_string(),
             other => panic!("expected a parse error, got {other:?}"),
         }
     }
@@ -993,6 +1128,131 @@ mod tests {
             assert_eq!(reparsed, config, "{printed}");
             assert_eq!(config.to_string(), printed);
         }
+    }
+
+    /// Every key `check-config` prints, at any depth, with the tables it sits in.
+    fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = format!("{prefix}{key}");
+            match value {
+                toml::Value::Table(t) => keys(t, &format!("{path}."), out),
+                toml::Value::Array(items)
+                    if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
+                {
+                    for item in items {
+                        keys(item.as_table().unwrap(), &format!("{path}."), out);
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn check_config_prints_every_option_and_the_example_documents_it() {
+        let printed = Config::from_str(EXAMPLE).unwrap().to_toml();
+        let mut all = Vec::new();
+        keys(&toml::from_str(&printed).unwrap(), "", &mut all);
+        for core_option in [
+            "require_tls",
+            "allow_insecure_auth",
+            "pipelining_sync_check",
+            "auth_mechanisms",
+            "extra_mail_params",
+            "extra_rcpt_params",
+            "extensions.pipelining",
+            "extensions.eight_bit_mime",
+            "extensions.smtputf8",
+            "extensions.chunking",
+            "extensions.binary_mime",
+            "extensions.enhanced_status_codes",
+            "extensions.dsn",
+            "extensions.requiretls",
+            "limits.recipient_overshoot",
+            "limits.min_data_rate",
+            "limits.bytes_per_session",
+            "limits.output_buffer",
+            "limits.timeouts.decision",
+            "limits.timeouts.greeting",
+            "limits.timeouts.greeting_delay",
+        ] {
+            assert!(
+                all.iter().any(|k| k == core_option),
+                "{core_option} not printed:\n{printed}"
+            );
+        }
+        // Alias names are data, not options.
+        for key in all.iter().filter(|k| !k.starts_with("domain.aliases.")) {
+            let last = key.rsplit('.').next().unwrap();
+            assert!(
+                EXAMPLE.lines().any(|l| l.starts_with(&format!("{last} ="))),
+                "{key} is not shown in config/example.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_librarys() {
+        let config = Config::default_embedded();
+        let ours = config.server_settings();
+        let library = ServerSettings::default();
+        // The documented differences, then everything else equal.
+        assert_eq!(ours.limits.command_line, 2048);
+        assert_eq!(library.limits.command_line, 512);
+        assert_eq!(
+            ours.bare_line_ending,
+            smtpkit_proto::data::BareLineEnding::Reject
+        );
+        let ours = ServerSettings {
+            hostname: library.hostname.clone(),
+            limits: smtpkit_proto::server::Limits {
+                command_line: library.limits.command_line,
+                ..ours.limits
+            },
+            bare_line_ending: library.bare_line_ending,
+            ..ours
+        };
+        assert_eq!(ours, library);
+    }
+
+    #[test]
+    fn core_options_reach_the_settings() {
+        let config = Config::from_str(
+            "require_tls = true\nallow_insecure_auth = true\npipelining_sync_check = true\n\
+             auth_mechanisms = [\"LOGIN\"]\nextra_mail_params = [\"XFOO\"]\nextra_rcpt_params = [\"XBAR\"]\n\
+             [extensions]\ndsn = true\nrequiretls = true\npipelining = false\nchunking = false\nbinary_mime = false\n\
+             [limits]\nrecipient_overshoot = 7\nmin_data_rate = 0\nbytes_per_session = 99\noutput_buffer = 4096\n\
+             [limits.timeouts]\ndecision = 5\ngreeting = 6\ngreeting_delay = 2\n",
+        )
+        .unwrap();
+        let s = config.server_settings();
+        assert!(s.require_tls && s.allow_insecure_auth && s.pipelining_sync_check);
+        assert_eq!(s.auth_mechanisms, ["LOGIN"]);
+        assert_eq!(
+            (
+                s.extra_mail_params[0].as_str(),
+                s.extra_rcpt_params[0].as_str()
+            ),
+            ("XFOO", "XBAR")
+        );
+        assert!(s.extensions.dsn && s.extensions.requiretls);
+        assert!(!s.extensions.pipelining && !s.extensions.chunking);
+        assert_eq!(s.limits.recipient_overshoot, 7);
+        assert_eq!(s.limits.min_data_rate, None);
+        assert_eq!(s.limits.bytes_per_session, Some(99));
+        assert_eq!(s.limits.output_buffer, 4096);
+        assert_eq!(s.timeouts.decision, Duration::from_secs(5));
+        assert_eq!(s.timeouts.greeting, Duration::from_secs(6));
+        assert_eq!(s.timeouts.greeting_delay, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn library_checks_are_configuration_errors() {
+        let mechanism = invalid("auth_mechanisms = [\"PLAIN\", \"CRAM-MD5\"]\n");
+        assert_eq!(mechanism.len(), 1, "{mechanism:?}");
+        assert!(mechanism[0].contains("CRAM-MD5"), "{mechanism:?}");
+        let binary = invalid("[extensions]\nchunking = false\n");
+        assert!(binary[0].contains("BINARYMIME"), "{binary:?}");
     }
 
     #[test]
@@ -1086,7 +1346,7 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), expect.len(), "{problems:?}");
-        let message = ConfigError::Invalid(problems).to_string();
+        let message = LoadError::Invalid(problems).to_string();
         assert!(
             message.starts_with("invalid configuration:\n  - "),
             "{message}"
@@ -1124,7 +1384,7 @@ mod tests {
         assert_eq!(Config::load(&path).unwrap().banner, "hello");
         let missing = Config::load(dir.path().join("nope.toml")).unwrap_err();
         assert!(
-            matches!(missing, ConfigError::Io { .. }) && missing.to_string().contains("nope.toml"),
+            matches!(missing, LoadError::Io { .. }) && missing.to_string().contains("nope.toml"),
             "{missing}"
         );
     }

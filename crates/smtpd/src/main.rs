@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use smtpd::config::{self, Config, ListenerKind, LogFormat};
 use smtpd::receiver::{Receiver, State};
-use smtpkit_tokio::{ListenerKind as Kind, Metrics, ServerHandle, ServerSettings, SmtpServer};
+use smtpkit_tokio::{Metrics, ServerHandle, ServerSettings, SmtpServer};
 use tracing::{error, info, warn};
 
 /// A mail server that receives mail over SMTP/LMTP and stores it in Maildir mailboxes.
@@ -194,34 +194,12 @@ fn build_state(config: &Config) -> Result<State, String> {
         hostname: config.hostname.clone(),
         router,
         store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
-        accounts: smtpd::password::Credentials::new(&config.users),
+        accounts: smtpd::password::Accounts::new(&config.users),
     })
 }
 
 fn settings(config: &Config, proxy: bool) -> ServerSettings {
-    let l = &config.limits;
-    let mut s = ServerSettings {
-        hostname: config.hostname.clone(),
-        banner: config.banner.clone(),
-        ..Default::default()
-    };
-    s.limits.message_size = l.message_size;
-    s.limits.recipients = l.recipients;
-    s.limits.command_line = l.line_length as usize;
-    s.limits.errors = l.errors;
-    s.limits.junk_commands = l.junk_commands;
-    s.limits.auth_failures = l.auth_failures;
-    s.limits.messages_per_session = l.messages_per_session;
-    s.timeouts.command = l.timeouts.command();
-    s.timeouts.data_block = l.timeouts.data_block();
-    s.timeouts.session = Some(l.timeouts.session());
-    s.tls_handshake_timeout = l.timeouts.tls_handshake();
-    s.max_connections = l.connections as usize;
-    s.max_per_ip = l.connections_per_ip as usize;
-    s.bare_line_ending = match config.bare_lf {
-        config::BareLf::Reject => smtpkit_proto::data::BareLineEnding::Reject,
-        config::BareLf::Normalize => smtpkit_proto::data::BareLineEnding::Normalize,
-    };
+    let mut s = config.server_settings();
     if proxy {
         s.proxy = Some(smtpkit_tokio::proxy::ProxySettings::new(
             smtpkit_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
@@ -249,7 +227,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         Some(t) => match smtpkit_tokio::tls::ReloadableCert::from_files(&t.cert, &t.key) {
             Ok(cert) => {
                 let cert = Arc::new(cert);
-                match smtpkit_tokio::tls::server_config(cert.clone()) {
+                match smtpkit_tokio::tls::rustls_config(cert.clone()) {
                     Ok(cfg) => (Some(cfg), Some(cert)),
                     Err(e) => {
                         error!("TLS: {e}");
@@ -289,13 +267,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
             builder = builder.tls(tls.clone());
         }
         for l in listeners {
-            let kind = match l.kind {
-                ListenerKind::Smtp => Kind::Smtp,
-                ListenerKind::Submission => Kind::Submission,
-                ListenerKind::Smtps => Kind::Smtps,
-                ListenerKind::Lmtp => Kind::Lmtp,
-            };
-            builder = builder.listener(l.address, kind);
+            builder = builder.listener(l.address, l.kind);
         }
         match builder.build().await {
             Ok(server) => {

@@ -156,7 +156,7 @@ impl CheckPool {
         self.slots
     }
 
-    /// Runs `check` (for example [`Credentials::verify_in`]) on a blocking thread with a slot's
+    /// Runs `check` (for example [`Accounts::verify_in`]) on a blocking thread with a slot's
     /// memory, once a slot is free. `false` when the check itself failed to run.
     pub async fn check(
         &self,
@@ -198,11 +198,11 @@ const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$nQOYw4ko0tMbWj+3xYgSAg$i
 
 /// The AUTH accounts from the configuration.
 #[derive(Clone, Default)]
-pub struct Credentials {
+pub struct Accounts {
     users: HashMap<String, String>,
 }
 
-impl Credentials {
+impl Accounts {
     /// Builds the table from `[[user]]` sections. Later duplicates win; configuration
     /// validation refuses duplicates anyway.
     #[must_use]
@@ -240,13 +240,11 @@ impl Credentials {
     }
 }
 
-impl fmt::Debug for Credentials {
+impl fmt::Debug for Accounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<&str> = self.users.keys().map(String::as_str).collect();
         names.sort_unstable();
-        f.debug_struct("Credentials")
-            .field("users", &names)
-            .finish()
+        f.debug_struct("Accounts").field("users", &names).finish()
     }
 }
 
@@ -338,7 +336,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pool_runs_at_most_its_slots_and_reuses_memory() {
         let phc = hash_password_with("pw", test_params()).unwrap();
-        let accounts = std::sync::Arc::new(Credentials::new(&[config::User {
+        let accounts = std::sync::Arc::new(Accounts::new(&[config::User {
             name: "u".to_owned(),
             password_hash: phc,
         }]));
@@ -375,7 +373,7 @@ mod tests {
             name: "alice@example.org".to_owned(),
             password_hash: phc,
         }];
-        let credentials = Credentials::new(&users);
+        let credentials = Accounts::new(&users);
         assert!(!credentials.is_empty());
         assert!(credentials.verify("alice@example.org", b"s3cret\xff"));
         assert!(!credentials.verify("alice@example.org", "s3cret"));

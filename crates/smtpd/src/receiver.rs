@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
-use crate::password::{CheckPool, Credentials as Accounts};
+use crate::password::{Accounts, CheckPool};
 use crate::routing::{MailboxPath, Resolution, Router};
 
 /// What a running server consults; swapped as a whole on reload (SIGHUP).

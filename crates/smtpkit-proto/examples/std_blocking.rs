@@ -45,7 +45,7 @@ fn serve(mut stream: TcpStream, id: u64, config: Arc<ServerConfig>) -> std::io::
                 }
                 _ => {}
             }
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 server
                     .accept(Instant::now())
                     .expect("a decision is pending");

@@ -60,7 +60,7 @@
 //!         };
 //!         match event {
 //!             Event::DataChunk(chunk) => body.extend_from_slice(chunk),
-//!             _ if server.awaiting_reply() => server.accept(now).unwrap(),
+//!             _ if server.awaiting_decision() => server.accept(now).unwrap(),
 //!             _ => {}
 //!         }
 //!         inbuf.consume(progress.consumed);

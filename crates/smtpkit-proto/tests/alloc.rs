@@ -45,7 +45,7 @@ fn run_transaction(server: &mut Server, inbuf: &mut InBuf, now: Instant) -> (usi
             if let Event::DataChunk(chunk) = event {
                 body += chunk.len();
             }
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 server.accept(now).expect("accept");
             }
             inbuf.consume(progress.consumed);

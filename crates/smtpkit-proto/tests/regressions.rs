@@ -45,7 +45,7 @@ fn run(options: ServerOptions, input: &[u8], later: &[&[u8]]) -> Run {
                 }
                 Some(_) => {}
             }
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 server.accept(now).unwrap();
             }
             buf.drain(..consumed);

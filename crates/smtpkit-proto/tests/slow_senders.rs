@@ -30,7 +30,7 @@ fn drip(prefix: &[u8], drip: &[u8], step: Duration, per_step: usize) -> Drip {
             let p = server.handle_input(now, buf);
             let consumed = p.consumed;
             let more = p.event.is_some();
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 server.accept(now).unwrap();
             }
             buf.drain(..consumed);

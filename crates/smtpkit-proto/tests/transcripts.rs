@@ -298,14 +298,14 @@ fn drive(
         if let Event::DataChunk(c) = event {
             body.extend_from_slice(c);
         }
-        if server.awaiting_reply() {
+        if server.awaiting_decision() {
             let end = *base + consumed;
             let queue = match lines.iter_mut().find(|l| l.start < end && end <= l.end) {
                 Some(line) if !matches!(event, Event::Connect) => &mut line.answers,
                 _ => &mut *connect,
             };
             // LMTP leaves the end of data pending until every recipient is answered.
-            while server.awaiting_reply() {
+            while server.awaiting_decision() {
                 let decision = if queue.is_empty() {
                     None
                 } else {

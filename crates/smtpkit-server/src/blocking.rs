@@ -70,6 +70,12 @@ pub trait BlockingSession: Send + 'static {
         ))
     }
 
+    /// May `authcid` act as `authzid`; see [`Session::authorize`]. Default: no.
+    fn authorize(&mut self, info: &SessionInfo, authcid: &str, authzid: &str) -> bool {
+        let _ = (info, authcid, authzid);
+        false
+    }
+
     /// MAIL FROM; see [`Session::mail_from`]. Default: accept.
     fn mail_from(
         &mut self,
@@ -159,6 +165,15 @@ impl<S: BlockingSession> Session for Blocking<S> {
         creds: &Credentials,
     ) -> impl Future<Output = Decision> + Send {
         ready(self.0.auth(info, creds))
+    }
+
+    fn authorize(
+        &mut self,
+        info: &SessionInfo,
+        authcid: &str,
+        authzid: &str,
+    ) -> impl Future<Output = bool> + Send {
+        ready(self.0.authorize(info, authcid, authzid))
     }
 
     fn mail_from(

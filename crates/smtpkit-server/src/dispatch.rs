@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use smtpkit_proto::auth::{self, Credentials};
 use smtpkit_proto::server::Protocol;
-use smtpkit_proto::{CloseReason, EnhancedCode, Event, Reply, ReplyCode, Secret, Server};
+use smtpkit_proto::{CloseReason, EnhancedCode, Event, Refusal, Reply, ReplyCode, Secret, Server};
 use tracing::{debug, warn};
 
 use crate::handler::{Decision, Handler, Session, SessionInfo, local_error, static_reply};
@@ -31,13 +31,19 @@ enum AuthStep {
 /// - AUTH PLAIN (with or without an initial response; `=` gets a 334 challenge) and LOGIN
 ///   (334 `Username:` / `Password:` challenges), decoded with [`smtpkit_proto::auth`]; malformed
 ///   responses get `501 5.5.2`;
+/// - AUTH PLAIN with an authorization identity: refused with `535 5.7.8` unless
+///   [`Session::authorize`] allows it;
 /// - DATA and BDAT: `data_start` before the first chunk, `data_chunk` for the content,
-///   `data_end` (or `data_end_lmtp`) for the reply;
+///   `data_end` (or `data_end_lmtp`, with the number of replies the core says it owes) for
+///   the reply;
 /// - the body error latch: the first `data_chunk` error is kept, later chunks are read but not
 ///   passed on, and the error answers the end of the message;
-/// - `reset` after RSET, after a new EHLO that drops a transaction, and after each message;
-///   `data_aborted` when the core refuses a message or the connection ends mid-message;
+/// - `reset` and `data_aborted` when the core reports [`Event::TransactionEnded`], and
+///   `data_aborted` when the connection ends mid-message;
 /// - handler replies that do not fit the step are logged and replaced by `451 4.3.0`.
+///
+/// It keeps no copy of the transaction: what it needs (recipients, replies owed, whether a
+/// message is in progress, when a transaction ends) comes from the [`Server`].
 ///
 /// An adapter calls [`connect`](Self::connect) once, [`handle`](Self::handle) for every
 /// event, and [`close`](Self::close) at the end.
@@ -48,12 +54,6 @@ pub struct Dispatcher<S> {
     info: SessionInfo,
     metrics: Option<Arc<Metrics>>,
     auth: AuthStep,
-    /// MAIL was accepted and the transaction has not ended.
-    txn: bool,
-    /// `data_start` was accepted and the message has not been answered or aborted.
-    in_message: bool,
-    /// Recipients accepted in this transaction (LMTP owes each a reply).
-    recipients: usize,
     /// The first `data_chunk` error of this message.
     data_error: Option<Reply<'static>>,
 }
@@ -77,9 +77,6 @@ impl<S: Session> Dispatcher<S> {
             info,
             metrics,
             auth: AuthStep::None,
-            txn: false,
-            in_message: false,
-            recipients: 0,
             data_error: None,
         };
         this.sync(server);
@@ -125,7 +122,7 @@ impl<S: Session> Dispatcher<S> {
         let Some(session) = self.session.as_mut() else {
             // A refused connection: the core answers everything but QUIT itself. Any decision
             // here would be a core change; refuse it rather than leave the session hanging.
-            if server.awaiting_reply() {
+            if server.awaiting_decision() {
                 answer(server, &now, "refused", Decision::Reply(local_error()));
             }
             return;
@@ -155,28 +152,21 @@ impl<S: Session> Dispatcher<S> {
                 params,
             } => {
                 let decision = session.mail_from(info, &reverse_path, &params).await;
-                if answer(server, &now, "mail", decision) {
-                    self.txn = true;
-                    self.recipients = 0;
-                }
+                answer(server, &now, "mail", decision);
             }
             Event::RcptTo {
                 forward_path,
                 params,
             } => {
                 let decision = session.rcpt_to(info, &forward_path, &params).await;
-                if answer(server, &now, "rcpt", decision) {
-                    self.recipients += 1;
-                }
+                answer(server, &now, "rcpt", decision);
             }
             Event::DataStart => {
                 let decision = session.data_start(info).await;
-                if answer(server, &now, "data", decision) {
-                    self.start_message();
-                }
+                answer(server, &now, "data", decision);
             }
             Event::Bdat { .. } => {
-                if self.in_message {
+                if server.in_message() {
                     answer(server, &now, "bdat", Decision::Accept);
                 } else {
                     let decision = match session.data_start(info).await {
@@ -185,17 +175,14 @@ impl<S: Session> Dispatcher<S> {
                         Decision::Reply(r) if !r.code().is_negative() => Decision::Accept,
                         d => d,
                     };
-                    if answer(server, &now, "bdat", decision) {
-                        self.start_message();
-                    }
+                    answer(server, &now, "bdat", decision);
                 }
             }
             Event::DataChunk(chunk) => {
                 if let Some(m) = &self.metrics {
                     m.add_bytes(chunk.len() as u64);
                 }
-                if self.in_message
-                    && self.data_error.is_none()
+                if self.data_error.is_none()
                     && let Err(reply) = session.data_chunk(info, chunk).await
                 {
                     debug!(code = %reply.code(), "message content refused by the application");
@@ -215,11 +202,14 @@ impl<S: Session> Dispatcher<S> {
             Event::Expn(_) => {
                 answer(server, &now, "expn", Decision::Accept);
             }
-            Event::Rset => {
-                self.txn = false;
-                self.end_transaction().await;
+            Event::TransactionEnded { aborted } => {
+                if aborted {
+                    session.data_aborted(info).await;
+                }
+                session.reset(info).await;
+                self.data_error = None;
             }
-            Event::Noop | Event::Help | Event::Quit => {}
+            Event::Rset | Event::Noop | Event::Help | Event::Quit => {}
             Event::Rejected { code, reason } => {
                 debug!(%code, %reason, "command refused");
                 // A refusal during an AUTH exchange (`*`, bad base64) ends the exchange.
@@ -234,13 +224,12 @@ impl<S: Session> Dispatcher<S> {
             // Events added to the core later are reports or decisions this version does not
             // know; refusing a decision keeps the session moving.
             _ => {
-                if server.awaiting_reply() {
+                if server.awaiting_decision() {
                     warn!(?event, "unknown event, refusing");
                     answer(server, &now, "unknown", Decision::Reply(local_error()));
                 }
             }
         }
-        self.reconcile(server).await;
     }
 
     /// Ends the session: a message in progress is aborted, then the session is closed with
@@ -248,7 +237,7 @@ impl<S: Session> Dispatcher<S> {
     pub async fn close(mut self, server: &Server) {
         let reason = server.close_reason().unwrap_or(CloseReason::PeerEof);
         if let Some(session) = self.session.as_mut() {
-            if self.in_message {
+            if server.in_message() {
                 session.data_aborted(&self.info).await;
             }
             session.close(&self.info, reason).await;
@@ -267,44 +256,14 @@ impl<S: Session> Dispatcher<S> {
         }
     }
 
-    /// Ends the transaction the dispatcher believes open when the core has dropped it on its
-    /// own: a new EHLO, a refused message or BDAT chunk.
-    async fn reconcile(&mut self, server: &Server) {
-        if (self.txn || self.in_message) && !server.in_transaction() && !server.awaiting_reply() {
-            self.end_transaction().await;
-        }
-    }
-
-    fn start_message(&mut self) {
-        self.in_message = true;
-        self.data_error = None;
-    }
-
-    /// Aborts a message in progress and resets the session.
-    async fn end_transaction(&mut self) {
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        if self.in_message {
-            session.data_aborted(&self.info).await;
-        }
-        session.reset(&self.info).await;
-        self.txn = false;
-        self.in_message = false;
-        self.recipients = 0;
-        self.data_error = None;
-    }
-
     async fn end_message(&mut self, server: &mut Server, now: &impl Fn() -> Instant) {
         let Some(session) = self.session.as_mut() else {
             return;
         };
         let lmtp = server.config().options().protocol == Protocol::Lmtp;
-        // The core owes LMTP one reply per accepted recipient (RFC 2033 4.2).
-        let n = if lmtp { self.recipients.max(1) } else { 1 };
+        let n = server.replies_owed() as usize;
         let decisions = match self.data_error.take() {
             Some(err) => vec![Decision::Reply(err); n],
-            None if !self.in_message => vec![Decision::Reply(local_error()); n],
             None if lmtp => {
                 let mut d = session.data_end_lmtp(&self.info, n).await;
                 if d.len() != n {
@@ -322,7 +281,7 @@ impl<S: Session> Dispatcher<S> {
         let mut any_accepted = false;
         // Each answer covers the next recipient still waiting (one for SMTP).
         for decision in decisions {
-            if !server.awaiting_reply() {
+            if !server.awaiting_decision() {
                 break;
             }
             any_accepted |= answer(server, now, "message", decision);
@@ -334,10 +293,6 @@ impl<S: Session> Dispatcher<S> {
                 m.message_rejected();
             }
         }
-        self.in_message = false;
-        self.txn = false;
-        self.recipients = 0;
-        session.reset(&self.info).await;
     }
 
     async fn auth_start(
@@ -365,12 +320,9 @@ impl<S: Session> Dispatcher<S> {
                 ),
             }
         } else {
-            // Offered in the config but not implemented here.
-            let reply = static_reply(
-                ReplyCode::PARAM_NOT_IMPLEMENTED,
-                EnhancedCode::INVALID_ARGS,
-                "Unrecognized authentication type",
-            );
+            // Settings offer only the mechanisms implemented here; a raw ServerConfig may
+            // offer others, which are answered as the core answers an unknown one.
+            let reply = Refusal::UnknownMechanism.reply();
             answer(server, now, "auth", Decision::Reply(reply));
         }
     }
@@ -447,6 +399,23 @@ impl<S: Session> Dispatcher<S> {
         let Some(session) = self.session.as_mut() else {
             return;
         };
+        // RFC 4616 2: an authzid equal to the authcid is the same as none.
+        let acting_as = creds.authzid.as_deref().filter(|z| *z != creds.authcid);
+        if let Some(authzid) = acting_as
+            && !session.authorize(&self.info, &creds.authcid, authzid).await
+        {
+            debug!(user = %creds.authcid, "may not act as the authorization identity");
+            let reply = static_reply(
+                ReplyCode::AUTH_FAILED,
+                EnhancedCode::AUTH_FAILED,
+                "Authentication credentials invalid",
+            );
+            answer(server, now, "auth", Decision::Reply(reply));
+            if let Some(m) = &self.metrics {
+                m.auth_failed();
+            }
+            return;
+        }
         let decision = match session.auth(&self.info, &creds).await {
             // A 334 would start an exchange this dispatcher does not know.
             Decision::Reply(r) if r.code() == ReplyCode::AUTH_CONTINUE => {
@@ -456,8 +425,9 @@ impl<S: Session> Dispatcher<S> {
             d => d,
         };
         if answer(server, now, "auth", decision) && server.is_authenticated() {
-            debug!(user = %creds.authcid, "authenticated");
-            self.info.authenticated = Some(creds.authcid);
+            let identity = acting_as.unwrap_or(&creds.authcid).to_owned();
+            debug!(user = %creds.authcid, as_user = %identity, "authenticated");
+            self.info.authenticated = Some(identity);
         } else if let Some(m) = &self.metrics {
             m.auth_failed();
         }

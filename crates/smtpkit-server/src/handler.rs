@@ -151,7 +151,8 @@ pub trait Session: Send + 'static {
     }
 
     /// AUTH credentials (PLAIN or LOGIN, already decoded). Accept authenticates as
-    /// `creds.authcid`.
+    /// `creds.authcid`, or as `creds.authzid` when [`authorize`](Self::authorize) allowed it
+    /// (it is asked first, and `auth` is not called when it refuses).
     ///
     /// Default: refuse with `535 5.7.8`. Accepting by default would let anyone authenticate,
     /// and an authenticated session is usually allowed to relay: an open relay.
@@ -168,6 +169,20 @@ pub trait Session: Send + 'static {
                 "Authentication credentials invalid",
             ))
         }
+    }
+
+    /// AUTH PLAIN with an authorization identity `authzid` other than the authentication
+    /// identity `authcid`: may `authcid` act as `authzid` (RFC 4616 2)? `false` refuses the
+    /// attempt with `535 5.7.8` before the password is checked. Default: `false`, so no one
+    /// is logged in as someone else by an application that never looked at `authzid`.
+    fn authorize(
+        &mut self,
+        info: &SessionInfo,
+        authcid: &str,
+        authzid: &str,
+    ) -> impl Future<Output = bool> + Send {
+        let _ = (info, authcid, authzid);
+        async { false }
     }
 
     /// MAIL FROM. Default: accept.
@@ -242,8 +257,9 @@ pub trait Session: Send + 'static {
         async {}
     }
 
-    /// The transaction is over or gone: RSET, a new EHLO during a transaction, or after each
-    /// message (accepted or not). Default: nothing.
+    /// The transaction MAIL opened is over or gone: after its message (accepted or not), or
+    /// dropped by RSET, a new EHLO or a refused BDAT chunk (after `data_aborted` if content
+    /// had started). Called once per transaction. Default: nothing.
     fn reset(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
         let _ = info;
         async {}

@@ -42,7 +42,7 @@ pub use listen::{LISTEN_BACKLOG, bind_listener};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use proxy::{ProxyError, ProxyHeader, ProxySettings, TrustedNetworks, parse_proxy_header};
 pub use rate::{FailureLimiter, Verdict};
-pub use settings::{ListenerKind, ServerSettings};
+pub use settings::{AUTH_MECHANISMS, ListenerKind, ServerSettings};
 
 // The types an application needs to implement a `Session`, so it can depend on this crate alone.
 pub use smtpkit_proto::address::{ForwardPath, ReversePath};

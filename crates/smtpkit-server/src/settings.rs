@@ -6,13 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smtpkit_proto::data::BareLineEnding;
-use smtpkit_proto::server::{ConfigError, Limits, Protocol, Timeouts};
+use smtpkit_proto::server::{ConfigError, Extensions, Limits, Protocol, Timeouts};
 use smtpkit_proto::{ServerConfig, ServerOptions};
 
 use crate::proxy::ProxySettings;
 
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum ListenerKind {
     /// Relay/MX SMTP (port 25): no AUTH, STARTTLS when a certificate is configured.
     Smtp,
@@ -49,7 +54,13 @@ impl fmt::Display for ListenerKind {
     }
 }
 
-/// Settings shared by all listeners of a server.
+/// Settings shared by all listeners of a server: every option of the core
+/// ([`ServerOptions`]) plus what the adapters add (connection limits, PROXY, TLS handshake,
+/// shutdown).
+///
+/// Each default exists once. The core's options take the core's defaults (see
+/// [`ServerOptions`], [`Extensions`], [`Limits`], [`Timeouts`], each with its source); the
+/// fields only this layer has document theirs here.
 ///
 /// ```
 /// use smtpkit_server::{ListenerKind, ServerSettings};
@@ -59,74 +70,110 @@ impl fmt::Display for ListenerKind {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// The server's name in the greeting and the EHLO reply.
+    /// The server's name in the greeting and the EHLO reply. Default: the core's.
     pub hostname: String,
-    /// Text after the hostname in the greeting.
+    /// Text after the hostname in the greeting. Default: the core's.
     pub banner: String,
-    /// Protocol limits (message size, recipients, errors, output cap...).
+    /// Protocol limits (message size, recipients, overshoot, errors, minimum data rate, output
+    /// cap...). Default: the core's.
     pub limits: Limits,
-    /// Bare CR / bare LF in message content: normalize (the default, as Postfix 3.9) or reject.
+    /// Bare CR / bare LF in message content. Default: the core's (normalize, as Postfix 3.9).
     pub bare_line_ending: BareLineEnding,
     /// Protocol deadlines. `timeouts.command` also bounds each write to the client, so a
-    /// client that never reads is dropped after it.
+    /// client that never reads is dropped after it. Default: the core's.
     pub timeouts: Timeouts,
+    /// Offered ESMTP extensions (PIPELINING, 8BITMIME, SMTPUTF8, CHUNKING, BINARYMIME,
+    /// ENHANCEDSTATUSCODES, DSN, REQUIRETLS). Default: the core's. Two of its fields are set
+    /// per listener instead: `starttls` (offered when the listener has a certificate and is
+    /// not implicit TLS) and `auth_mechanisms` (see [`auth_mechanisms`](Self::auth_mechanisms)).
+    pub extensions: Extensions,
+    /// Postfix-style `reject_unauth_pipelining`; see [`ServerOptions::pipelining_sync_check`].
+    pub pipelining_sync_check: bool,
+    /// MAIL and AUTH need TLS first; see [`ServerOptions::require_tls`].
+    pub require_tls: bool,
+    /// Offer and accept AUTH without TLS; see [`ServerOptions::allow_insecure_auth`].
+    pub allow_insecure_auth: bool,
+    /// MAIL parameter keywords the application handles itself; see
+    /// [`ServerOptions::extra_mail_params`].
+    pub extra_mail_params: Vec<String>,
+    /// RCPT parameter keywords the application handles itself; see
+    /// [`ServerOptions::extra_rcpt_params`].
+    pub extra_rcpt_params: Vec<String>,
     /// Submission and SMTPS: allow MAIL without AUTH. Default off (RFC 6409 4.3).
     pub auth_optional: bool,
-    /// Offer and accept AUTH without TLS. Default off (RFC 8314 3): passwords would travel
-    /// in clear.
-    pub allow_insecure_auth: bool,
-    /// AUTH mechanisms offered on submission listeners. Default PLAIN and LOGIN, the two the
-    /// dispatcher implements.
+    /// AUTH mechanisms offered on submission listeners, in order. Only the mechanisms the
+    /// [`Dispatcher`](crate::Dispatcher) runs are allowed ([`AUTH_MECHANISMS`]); another
+    /// name is a [`ConfigError::UnsupportedMechanism`]. Default: both, PLAIN first.
     pub auth_mechanisms: Vec<String>,
-    /// Open connections across all listeners; more get `421 4.7.0`. Default 1000.
+    /// Open connections across all listeners; more get `421 4.7.0`. Default 1000: Postfix
+    /// runs at most 100 smtpd processes (`default_process_limit`), and a session here is far
+    /// cheaper than a process.
     pub max_connections: usize,
-    /// Open connections from one IP address. Default 20, Postfix's
-    /// `smtpd_client_connection_count_limit` is 50 and most MTAs open a handful.
+    /// Open connections from one IP address. Default 50, Postfix's
+    /// `smtpd_client_connection_count_limit`.
     pub max_per_ip: usize,
     /// PROXY protocol: `None` (the default) reads no header.
     pub proxy: Option<ProxySettings>,
-    /// Longest TLS handshake (implicit TLS and STARTTLS). Default 10 s, generous for any real
-    /// client while bounding half-open handshakes.
+    /// Longest TLS handshake (implicit TLS and STARTTLS). Default 60 s: Postfix's
+    /// `smtpd_starttls_timeout` is 300 s (10 s under stress); a handshake is a few round
+    /// trips, and a minute holds a slot for a stalled peer only so long.
     pub tls_handshake_timeout: Duration,
     /// On graceful shutdown, how long sessions in a transaction may take to finish before
     /// they are closed. Default 30 s.
     pub shutdown_grace: Duration,
 }
 
+/// The AUTH mechanisms the [`Dispatcher`](crate::Dispatcher) runs, in the order offered by
+/// default.
+pub const AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
+
 impl Default for ServerSettings {
     fn default() -> Self {
+        let core = ServerOptions::default();
         Self {
-            hostname: "localhost".into(),
-            banner: "ESMTP ready".into(),
-            limits: Limits::default(),
-            bare_line_ending: BareLineEnding::default(),
-            timeouts: Timeouts::default(),
+            hostname: core.hostname,
+            banner: core.banner,
+            limits: core.limits,
+            bare_line_ending: core.bare_line_ending,
+            timeouts: core.timeouts,
+            extensions: core.extensions,
+            pipelining_sync_check: core.pipelining_sync_check,
+            require_tls: core.require_tls,
+            allow_insecure_auth: core.allow_insecure_auth,
+            extra_mail_params: core.extra_mail_params,
+            extra_rcpt_params: core.extra_rcpt_params,
             auth_optional: false,
-            allow_insecure_auth: false,
-            auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
+            auth_mechanisms: AUTH_MECHANISMS.map(str::to_owned).to_vec(),
             max_connections: 1000,
-            max_per_ip: 20,
+            max_per_ip: 50,
             proxy: None,
-            tls_handshake_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
         }
     }
 }
 
 impl ServerSettings {
-    /// The core options for a listener of `kind`; `tls_available` says whether the server
+    /// The core options for a listener of `kind`; `tls_available` says whether the listener
     /// has a certificate (STARTTLS is offered then, except on implicit TLS listeners).
     pub fn server_options(&self, kind: ListenerKind, tls_available: bool) -> ServerOptions {
         let mut o = ServerOptions {
             hostname: self.hostname.clone(),
             banner: self.banner.clone(),
+            protocol: Protocol::Smtp,
+            extensions: self.extensions.clone(),
             limits: self.limits.clone(),
             timeouts: self.timeouts.clone(),
-            allow_insecure_auth: self.allow_insecure_auth,
             bare_line_ending: self.bare_line_ending,
-            ..ServerOptions::default()
+            pipelining_sync_check: self.pipelining_sync_check,
+            allow_insecure_auth: self.allow_insecure_auth,
+            require_auth: false,
+            require_tls: self.require_tls,
+            extra_mail_params: self.extra_mail_params.clone(),
+            extra_rcpt_params: self.extra_rcpt_params.clone(),
         };
         o.extensions.starttls = tls_available && !kind.implicit_tls();
+        o.extensions.auth_mechanisms = Vec::new();
         match kind {
             ListenerKind::Smtp => {}
             ListenerKind::Submission | ListenerKind::Smtps => {
@@ -145,6 +192,13 @@ impl ServerSettings {
         kind: ListenerKind,
         tls_available: bool,
     ) -> Result<Arc<ServerConfig>, ConfigError> {
+        if let Some(m) = self
+            .auth_mechanisms
+            .iter()
+            .find(|m| !AUTH_MECHANISMS.contains(&m.as_str()))
+        {
+            return Err(ConfigError::UnsupportedMechanism(m.clone()));
+        }
         ServerConfig::new(self.server_options(kind, tls_available)).map(Arc::new)
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use smtpkit_server::tls::{ReloadableCert, server_config};
+//! use smtpkit_server::tls::{ReloadableCert, rustls_config};
 //!
 //! let cert = Arc::new(ReloadableCert::from_files("cert.pem", "key.pem")?);
-//! let config = server_config(cert.clone())?;
+//! let config = rustls_config(cert.clone())?;
 //! // ... later, after the files were renewed:
 //! cert.reload()?;
 //! # Ok::<(), smtpkit_server::tls::TlsError>(())
@@ -58,12 +58,12 @@ pub fn load_tls(
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let key = load_certified_key(cert_pem.as_ref(), key_pem.as_ref())?;
     let resolver = Arc::new(ReloadableCert::new(key));
-    server_config(resolver)
+    rustls_config(resolver)
 }
 
 /// A server config whose certificates come from `resolver`: a [`ReloadableCert`], or the
 /// application's own resolver (for SNI with many names, or certificates from a store).
-pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn rustls_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

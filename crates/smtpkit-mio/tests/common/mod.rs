@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use smtpkit_mio::tls::{ReloadableCert, certified_key, server_config};
+use smtpkit_mio::tls::{ReloadableCert, certified_key, rustls_config};
 use smtpkit_mio::{
     Blocking, BlockingHandler, BlockingSession, CloseReason, Credentials, Decision, EnhancedCode,
     ForwardPath, ListenerKind, Parameters, Reply, ReversePath, ServerSettings, SessionInfo,
@@ -124,7 +124,7 @@ pub fn pki() -> Pki {
         rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
     )
     .unwrap();
-    let config = server_config(Arc::new(ReloadableCert::new(key))).unwrap();
+    let config = rustls_config(Arc::new(ReloadableCert::new(key))).unwrap();
     Pki {
         ca_der: ca.der().clone(),
         config,

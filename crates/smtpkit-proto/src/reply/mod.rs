@@ -276,6 +276,20 @@ impl<'a> Reply<'a> {
         Self::with_line_limit(code, text.into(), MAX_REPLY_LINE - LINE_OVERHEAD)
     }
 
+    /// A reply from the crate's own constant parts, whose text is known to follow the rules
+    /// [`Reply::new`] checks.
+    pub(crate) const fn from_static(
+        code: ReplyCode,
+        enhanced: EnhancedCode,
+        text: &'static str,
+    ) -> Reply<'static> {
+        Reply {
+            code,
+            enhanced: Some(enhanced),
+            text: Cow::Borrowed(text),
+        }
+    }
+
     /// Checks `text` line by line against `max_text` octets and for control characters.
     /// [`Reply::parse`] allows what the wire line really had room for.
     pub(crate) fn with_line_limit(

@@ -59,7 +59,7 @@ impl Server {
             Command::Data => self.cmd_data(now),
             Command::Bdat { size, last } => self.cmd_bdat(now, size, last),
             Command::Rset => {
-                self.txn = None;
+                self.drop_transaction();
                 self.send(ReplyCode::OK, EnhancedCode::OK, "OK");
                 self.junk(Event::Rset)
             }
@@ -299,7 +299,7 @@ impl Server {
         };
         if let Some(reason) = refusal {
             // RFC 3030 2: a failed chunk fails the transaction.
-            self.txn = None;
+            self.drop_transaction();
             return self.refuse(reason);
         }
         if let Some(t) = &mut self.txn {

@@ -196,7 +196,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         Self {
             hostname: "localhost".into(),
-            banner: "ESMTP ready".into(),
+            banner: "ESMTP".into(),
             protocol: Protocol::Smtp,
             extensions: Extensions::default(),
             limits: Limits::default(),
@@ -222,6 +222,10 @@ pub enum ConfigError {
     InvalidBanner,
     /// An AUTH mechanism name is not 1 to 20 of `A-Z 0-9 - _` (RFC 4954 3).
     InvalidMechanism(String),
+    /// An AUTH mechanism the layer running the exchange does not implement (the core accepts
+    /// any valid name; `smtpkit-server` runs PLAIN and LOGIN). Offering it would only
+    /// advertise a mechanism every attempt of which fails.
+    UnsupportedMechanism(String),
     /// The command line limit is below 512 (RFC 5321 4.5.3.1.4 makes that the minimum).
     CommandLineTooShort,
     /// `binary_mime` without `chunking` (RFC 3030 3).
@@ -238,6 +242,9 @@ impl core::fmt::Display for ConfigError {
                 f.write_str("banner must be printable and fit in one reply line")
             }
             Self::InvalidMechanism(m) => write!(f, "invalid AUTH mechanism name {m:?}"),
+            Self::UnsupportedMechanism(m) => {
+                write!(f, "AUTH mechanism {m:?} is not implemented by this server")
+            }
             Self::CommandLineTooShort => f.write_str("command line limit must be at least 512"),
             Self::BinaryMimeWithoutChunking => f.write_str("BINARYMIME needs CHUNKING"),
             Self::OutputBufferTooSmall => f.write_str("output buffer limit must be at least 512"),

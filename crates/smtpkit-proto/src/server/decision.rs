@@ -110,6 +110,13 @@ impl Server {
         }
         reply.encode(self.config.enhanced(), &mut self.out);
         if n == 421 {
+            if matches!(
+                pending,
+                Pending::DataEnd { .. } | Pending::BdatEnd { last: true, .. }
+            ) {
+                // The message is answered, not lost.
+                self.txn = None;
+            }
             self.close(CloseReason::Shutdown);
             return Ok(());
         }
@@ -141,7 +148,7 @@ impl Server {
             Pending::Hello(verb) => {
                 if positive {
                     self.hello = Some(verb);
-                    self.txn = None;
+                    self.drop_transaction();
                 }
             }
             Pending::Auth => {
@@ -179,6 +186,9 @@ impl Server {
             }
             Pending::Data => {
                 if code == ReplyCode::START_DATA {
+                    if let Some(t) = &mut self.txn {
+                        t.content = true;
+                    }
                     self.mode = Mode::Data {
                         decoder: DotDecoder::new(self.config.options.bare_line_ending),
                         poison: None,
@@ -204,7 +214,9 @@ impl Server {
                         last,
                         discard: true,
                     };
-                    self.txn = None;
+                    self.drop_transaction();
+                } else if let Some(t) = &mut self.txn {
+                    t.content = true;
                 }
             }
             Pending::BdatEnd { last: true, .. } => {
@@ -215,7 +227,7 @@ impl Server {
             }
             Pending::BdatEnd { last: false, .. } => {
                 if code.is_negative() {
-                    self.txn = None;
+                    self.drop_transaction();
                 }
             }
             Pending::StartTls => {
@@ -265,9 +277,19 @@ impl Server {
         self.arm_idle(now);
     }
 
+    /// The application answered the end of the message.
     pub(super) fn end_transaction(&mut self) {
-        self.txn = None;
+        if self.txn.take().is_some() {
+            self.ended = Some(false);
+        }
         self.count.messages += 1;
+    }
+
+    /// The transaction is gone before the application answered its message, if it had one.
+    pub(super) fn drop_transaction(&mut self) {
+        if let Some(t) = self.txn.take() {
+            self.ended = Some(t.content);
+        }
     }
 
     /// Replies owed at the end of a message: LMTP answers per accepted recipient (RFC 2033 4.2).

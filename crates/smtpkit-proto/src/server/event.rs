@@ -99,8 +99,16 @@ pub enum Event<'i> {
     Vrfy(&'i str),
     /// EXPN. **Decision**: accept sends 502 (mailing lists are not expanded by default).
     Expn(&'i str),
-    /// RSET: the transaction is gone; 250 was sent.
+    /// RSET: 250 was sent; an open transaction is gone (reported next as `TransactionEnded`).
     Rset,
+    /// The mail transaction is over, for whatever reason: its message was answered, or it was
+    /// dropped (RSET, a new EHLO, a refused BDAT chunk, a message the core refused). Reported
+    /// once per transaction that MAIL opened, before any further input is consumed.
+    TransactionEnded {
+        /// Content had been handed out and the application did not answer the end of the
+        /// message: drop what was received.
+        aborted: bool,
+    },
     /// NOOP: 250 was sent.
     Noop,
     /// HELP: 214 was sent.

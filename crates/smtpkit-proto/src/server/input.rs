@@ -29,6 +29,12 @@ impl Server {
         // Every iteration consumes input or changes mode towards one that does, so the loop
         // runs at most a few times per input byte.
         loop {
+            if let Some(aborted) = self.ended.take() {
+                return Progress {
+                    consumed,
+                    event: Some(Event::TransactionEnded { aborted }),
+                };
+            }
             if self.pending.is_some() || self.closed.is_some() {
                 return Progress {
                     consumed,

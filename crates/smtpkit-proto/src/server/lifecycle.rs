@@ -22,7 +22,7 @@ impl Server {
         self.tls = true;
         if self.mode == Mode::TlsHandshake {
             self.hello = None;
-            self.txn = None;
+            self.drop_transaction();
             self.authenticated = false;
             self.mode = Mode::Command;
             self.arm_idle(now);

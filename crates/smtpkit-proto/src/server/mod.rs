@@ -57,6 +57,9 @@ pub struct Server {
     /// Close with 421 4.3.2 once no transaction is open.
     draining: bool,
     connect_reported: bool,
+    /// A transaction ended and [`Event::TransactionEnded`] is still to be reported, with
+    /// whether its message was aborted.
+    ended: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +116,8 @@ struct Transaction {
     accepted: u32,
     /// Recipients refused for being over the limit.
     overshoot: u32,
+    /// Content has started: 354 was sent, or a BDAT chunk was accepted.
+    content: bool,
     /// Content octets received so far.
     size: u64,
     bdat: bool,
@@ -153,6 +158,7 @@ impl Server {
             refused: false,
             draining: false,
             connect_reported: false,
+            ended: None,
         }
     }
 
@@ -172,7 +178,7 @@ impl Server {
     }
 
     /// Whether a decision is pending.
-    pub fn awaiting_reply(&self) -> bool {
+    pub fn awaiting_decision(&self) -> bool {
         self.pending.is_some()
     }
 
@@ -196,6 +202,31 @@ impl Server {
     /// Whether a mail transaction is open (MAIL accepted, message not yet answered).
     pub fn in_transaction(&self) -> bool {
         self.txn.is_some()
+    }
+
+    /// Recipients accepted in the open transaction; 0 without one.
+    pub fn recipients(&self) -> u32 {
+        self.txn.map_or(0, |t| t.accepted)
+    }
+
+    /// Replies the application owes for the end of the message now pending: 1 for SMTP, one
+    /// per recipient not yet answered for LMTP (RFC 2033 4.2); 0 when no end of message is
+    /// pending.
+    pub fn replies_owed(&self) -> u32 {
+        match self.pending {
+            Some(Pending::DataEnd { replies }) => replies,
+            Some(Pending::BdatEnd { last: true, .. }) => {
+                self.end_replies(&self.txn.unwrap_or_default())
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether message content has been handed out that the application has neither answered
+    /// (the end of the message) nor seen aborted ([`Event::TransactionEnded`] with
+    /// `aborted`). When the session ends with this true, the message is lost.
+    pub fn in_message(&self) -> bool {
+        self.txn.is_some_and(|t| t.content) || self.ended == Some(true)
     }
 
     /// Whether the session is encrypted.

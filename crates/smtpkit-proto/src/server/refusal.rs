@@ -3,7 +3,7 @@
 use super::Event;
 use super::Server;
 use crate::error::{CloseReason, ParseError, Refusal};
-use crate::reply::{EnhancedCode, ReplyCode};
+use crate::reply::{EnhancedCode, Reply, ReplyCode};
 
 impl Server {
     /// Sends the core's reply for `reason` and reports it.
@@ -26,7 +26,7 @@ impl Server {
         for _ in 0..replies {
             self.send(code, enhanced, text);
         }
-        self.txn = None;
+        self.drop_transaction();
         self.maybe_drain();
         Event::MessageRejected { code, reason }
     }
@@ -64,6 +64,15 @@ impl Server {
             "Improper use of SMTP command pipelining",
         );
         self.close(CloseReason::PipeliningViolation);
+    }
+}
+
+impl Refusal {
+    /// The reply the core sends for this refusal, for an application layer that must refuse
+    /// the same way (an offered AUTH mechanism it cannot run, say).
+    pub fn reply(self) -> Reply<'static> {
+        let (code, enhanced, text) = refusal_reply(self);
+        Reply::from_static(code, enhanced, text)
     }
 }
 

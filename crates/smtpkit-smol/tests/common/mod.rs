@@ -12,7 +12,7 @@ use futures_lite::io::BufReader;
 use futures_lite::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
 use futures_rustls::TlsConnector;
 use smol::Timer;
-use smtpkit_smol::tls::{ReloadableCert, certified_key, server_config};
+use smtpkit_smol::tls::{ReloadableCert, certified_key, rustls_config};
 use smtpkit_smol::{
     CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
     Parameters, Reply, ReversePath, ServerHandle, ServerSettings, Session, SessionInfo, SmtpServer,
@@ -154,7 +154,7 @@ pub fn pki() -> Pki {
         rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
     )
     .unwrap();
-    let config = server_config(Arc::new(ReloadableCert::new(key))).unwrap();
+    let config = rustls_config(Arc::new(ReloadableCert::new(key))).unwrap();
     Pki {
         ca_pem: ca.pem(),
         config,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use smtpkit_tokio::tls::{ReloadableCert, certified_key, server_config};
+use smtpkit_tokio::tls::{ReloadableCert, certified_key, rustls_config};
 use smtpkit_tokio::{
     CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
     Parameters, Reply, ReversePath, ServerHandle, ServerSettings, Session, SessionInfo, SmtpServer,
@@ -129,7 +129,7 @@ pub fn pki() -> Pki {
         rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
     )
     .unwrap();
-    let config = server_config(Arc::new(ReloadableCert::new(key))).unwrap();
+    let config = rustls_config(Arc::new(ReloadableCert::new(key))).unwrap();
     Pki {
         ca_pem: ca.pem(),
         config,
