@@ -216,3 +216,91 @@ fn output_cap_stops_consuming_a_client_that_never_reads() {
     assert!(server.poll_transmit().len() < 1024 + 512);
     assert!(consumed < flood.len());
 }
+
+/// The events of `input`, fed whole, every decision accepted; `DataChunk`s are left out.
+fn events(options: ServerOptions, input: &[u8]) -> Vec<String> {
+    let now = Instant::now();
+    let mut server = Server::new(Arc::new(ServerConfig::new(options).unwrap()), now);
+    let mut buf = input.to_vec();
+    let mut seen = Vec::new();
+    for _ in 0..10_000 {
+        let p = server.handle_input(now, &buf);
+        let Some(event) = p.event else { break };
+        match event {
+            Event::DataChunk(_) => {}
+            Event::TransactionEnded { aborted } => seen.push(format!("ended aborted={aborted}")),
+            other => seen.push(
+                format!("{other:?}")
+                    .split([' ', '('])
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            ),
+        }
+        if server.awaiting_decision() {
+            // The core says what the end of a message is owed, and how many recipients it has.
+            if matches!(event, Event::DataEnd) {
+                seen.push(format!(
+                    "owed={} recipients={}",
+                    server.replies_owed(),
+                    server.recipients()
+                ));
+            }
+            server.accept(now).unwrap();
+        }
+        buf.drain(..p.consumed);
+    }
+    seen
+}
+
+#[test]
+fn transaction_ended_is_reported_once_per_transaction() {
+    let input = b"EHLO a\r\nRSET\r\n\
+        MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\nhi\r\n.\r\n\
+        MAIL FROM:<a@x>\r\nRSET\r\n\
+        MAIL FROM:<a@x>\r\nEHLO b\r\n\
+        MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\ntoolong\r\n.\r\nQUIT\r\n";
+    let mut options = ServerOptions::default();
+    options.limits.message_size = 5;
+    let seen = events(options, input);
+    assert_eq!(
+        seen,
+        [
+            "Connect",
+            "Hello",
+            "Rset",
+            "MailFrom",
+            "RcptTo",
+            "RcptTo",
+            "DataStart",
+            "DataEnd",
+            "owed=1 recipients=2",
+            "ended aborted=false",
+            "MailFrom",
+            "Rset",
+            "ended aborted=false",
+            "MailFrom",
+            "Hello",
+            "ended aborted=false",
+            "MailFrom",
+            "RcptTo",
+            "DataStart",
+            "MessageRejected",
+            "ended aborted=true",
+            "Quit",
+        ]
+    );
+}
+
+#[test]
+fn lmtp_owes_one_reply_per_recipient() {
+    let options = ServerOptions {
+        protocol: smtpkit_proto::server::Protocol::Lmtp,
+        ..Default::default()
+    };
+    let seen = events(
+        options,
+        b"LHLO a\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nRCPT TO:<d@y>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    assert!(seen.contains(&"owed=3 recipients=3".to_owned()), "{seen:?}");
+}

@@ -6,6 +6,7 @@ use std::time::Instant;
 use smtpkit_proto::address::{ForwardPath, ReversePath};
 use smtpkit_proto::auth::{Credentials, encode_base64};
 use smtpkit_proto::extension::Parameters;
+use smtpkit_proto::server::ConfigError;
 use smtpkit_proto::{CloseReason, EnhancedCode, InBuf, Reply, ReplyCode, Server, ServerConfig};
 
 use super::harness::block_on;
@@ -600,4 +601,302 @@ fn decision_reply_helper_validates() {
         panic!()
     };
     assert_eq!((r.code().get(), r.text()), (550, "Denied"));
+}
+
+/// A session that accepts any password and lets `user` act as `admin` only.
+struct Proxying {
+    log: Log,
+}
+
+impl Session for Proxying {
+    async fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("auth {} as {:?}", creds.authcid, creds.authzid));
+        Decision::Accept
+    }
+
+    async fn authorize(&mut self, _: &SessionInfo, authcid: &str, authzid: &str) -> bool {
+        authcid == "user" && authzid == "admin"
+    }
+
+    async fn mail_from(
+        &mut self,
+        info: &SessionInfo,
+        _: &ReversePath<'_>,
+        _: &Parameters<'_>,
+    ) -> Decision {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("mail as {:?}", info.authenticated));
+        Decision::Accept
+    }
+}
+
+struct ProxyingHandler(Log);
+
+impl Handler for ProxyingHandler {
+    type Session = Proxying;
+    async fn connect(&self, _: &SessionInfo) -> Result<Proxying, Reply<'static>> {
+        Ok(Proxying {
+            log: self.0.clone(),
+        })
+    }
+}
+
+#[test]
+fn plain_authzid_needs_the_sessions_consent() {
+    let cases = [
+        // (authzid, authcid, wire, log)
+        ("", "user", "235 2.7.0", "mail as Some(\"user\")"),
+        ("user", "user", "235 2.7.0", "mail as Some(\"user\")"),
+        ("admin", "user", "235 2.7.0", "mail as Some(\"admin\")"),
+        ("root", "user", "535 5.7.8", ""),
+        ("admin", "other", "535 5.7.8", ""),
+    ];
+    for (authzid, authcid, wire_has, log_has) in cases {
+        let log = Log::default();
+        let input = format!(
+            "EHLO c\r\nAUTH PLAIN {}\r\nMAIL FROM:<a@x.test>\r\nQUIT\r\n",
+            b64(&format!("{authzid}\0{authcid}\0pw"))
+        );
+        let (wire, metrics) = run(
+            config(ListenerKind::Submission, |_| {}),
+            &ProxyingHandler(log.clone()),
+            input.as_bytes(),
+            64,
+            true,
+        );
+        assert!(wire.contains(wire_has), "{authzid}/{authcid}: {wire}");
+        let log = log.lock().unwrap();
+        if wire_has.starts_with("535") {
+            // Refused before the password is looked at.
+            assert!(log.is_empty(), "{log:?}");
+            assert_eq!(metrics.auth_failures, 1);
+        } else {
+            assert!(log.iter().any(|l| l == log_has), "{log:?}");
+        }
+    }
+    // A session that keeps the default never lets anyone act as someone else.
+    let input = format!("EHLO c\r\nAUTH PLAIN {}\r\n", b64("admin\0user\0pass"));
+    let h = handler();
+    let (wire, _) = run(
+        config(ListenerKind::Submission, |_| {}),
+        &h,
+        input.as_bytes(),
+        64,
+        true,
+    );
+    assert!(wire.contains("535 5.7.8"), "{wire}");
+    assert!(!h.log.lock().unwrap().iter().any(|l| l.starts_with("auth")));
+}
+
+#[test]
+fn unimplemented_mechanism_is_refused_by_settings_and_answered_like_the_core() {
+    let s = ServerSettings {
+        auth_mechanisms: vec!["PLAIN".into(), "CRAM-MD5".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        s.server_config(ListenerKind::Submission, true).unwrap_err(),
+        ConfigError::UnsupportedMechanism("CRAM-MD5".into())
+    );
+    // A raw core config may still offer it: the dispatcher answers as the core answers an
+    // unknown mechanism.
+    let mut options = ServerSettings::default().server_options(ListenerKind::Submission, true);
+    options.extensions.auth_mechanisms = vec!["CRAM-MD5".into()];
+    let config = Arc::new(ServerConfig::new(options).unwrap());
+    let (wire, _) = run(
+        config,
+        &handler(),
+        b"EHLO c\r\nAUTH CRAM-MD5\r\nAUTH BOGUS\r\n",
+        64,
+        true,
+    );
+    let refusal = "504 5.5.4 Unrecognized authentication type\r\n";
+    assert_eq!(wire.matches(refusal).count(), 2, "{wire}");
+}
+
+#[test]
+fn transactions_end_once_whatever_ends_them() {
+    let h = handler();
+    let o = run_rec(
+        config(ListenerKind::Smtp, |s| s.limits.message_size = 10),
+        &h,
+        // RSET without a transaction resets nothing; a BDAT refused by the core (over the size
+        // limit) after an accepted chunk aborts the message and ends the transaction once.
+        "EHLO c\r\nRSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 2\r\nhi\
+         BDAT 20 LAST\r\n01234567890123456789QUIT\r\n",
+    );
+    assert_eq!(
+        o.log[1..],
+        [
+            "ehlo c",
+            "mail <a@x.test>",
+            "rcpt <b@y.test>",
+            "data_start",
+            "aborted",
+            "reset",
+            "close quit tls=false ehlo=Some(\"c\")",
+        ]
+    );
+    assert!(o.wire.contains("552 5.3.4"), "{}", o.wire);
+}
+
+/// Every core option set through [`ServerSettings`], seen on the wire.
+mod settings_on_the_wire {
+    use super::*;
+
+    fn wire(edit: impl FnOnce(&mut ServerSettings), tls: bool, input: &str) -> String {
+        let mut s = ServerSettings {
+            hostname: "mx.test".into(),
+            ..Default::default()
+        };
+        edit(&mut s);
+        let config = s.server_config(ListenerKind::Smtp, tls).unwrap();
+        run(config, &DefaultHandler, input.as_bytes(), 64, tls).0
+    }
+
+    fn keywords(wire: &str) -> Vec<&str> {
+        wire.lines()
+            .filter_map(|l| l.strip_prefix("250-").or_else(|| l.strip_prefix("250 ")))
+            .collect()
+    }
+
+    #[test]
+    fn extension_switches() {
+        let on = wire(|_| {}, false, "EHLO c\r\n");
+        for k in [
+            "PIPELINING",
+            "8BITMIME",
+            "SMTPUTF8",
+            "CHUNKING",
+            "BINARYMIME",
+            "ENHANCEDSTATUSCODES",
+        ] {
+            assert!(keywords(&on).contains(&k), "{k}: {on}");
+        }
+        assert!(!keywords(&on).contains(&"DSN"), "{on}");
+        let off = wire(
+            |s| {
+                let e = &mut s.extensions;
+                e.pipelining = false;
+                e.eight_bit_mime = false;
+                e.smtputf8 = false;
+                e.chunking = false;
+                e.binary_mime = false;
+                e.enhanced_status_codes = false;
+                e.dsn = true;
+            },
+            false,
+            "EHLO c\r\nBDAT 1 LAST\r\nx",
+        );
+        assert_eq!(keywords(&off), ["mx.test", "SIZE 26214400", "DSN"], "{off}");
+        // CHUNKING off: BDAT is not implemented, without an enhanced code.
+        assert!(off.contains("502 Command not implemented\r\n"), "{off}");
+    }
+
+    #[test]
+    fn dsn_parameters() {
+        let input = "EHLO c\r\nMAIL FROM:<a@x.test> RET=HDRS ENVID=abc\r\n\
+                     RCPT TO:<b@y.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@y.test\r\n";
+        let on = wire(|s| s.extensions.dsn = true, false, input);
+        assert!(on.contains("250 2.1.0") && on.contains("250 2.1.5"), "{on}");
+        let off = wire(
+            |_| {},
+            false,
+            "EHLO c\r\nMAIL FROM:<a@x.test> RET=HDRS\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test> NOTIFY=NEVER\r\n",
+        );
+        assert_eq!(off.matches("555 5.5.4").count(), 2, "{off}");
+    }
+
+    #[test]
+    fn pipelining_sync_check() {
+        let input = "EHLO c\r\nNOOP\r\n";
+        let on = wire(|s| s.pipelining_sync_check = true, false, input);
+        assert!(
+            on.ends_with("554 5.5.0 Improper use of SMTP command pipelining\r\n"),
+            "{on}"
+        );
+        let off = wire(|_| {}, false, input);
+        assert!(off.ends_with("250 2.0.0 OK\r\n"), "{off}");
+    }
+
+    #[test]
+    fn requiretls() {
+        let input = "EHLO c\r\nMAIL FROM:<a@x.test> REQUIRETLS\r\n";
+        let on = wire(|s| s.extensions.requiretls = true, true, input);
+        assert!(keywords(&on).contains(&"REQUIRETLS"), "{on}");
+        assert!(on.contains("250 2.1.0"), "{on}");
+        // Offered only over TLS.
+        let plain = wire(|s| s.extensions.requiretls = true, false, input);
+        assert!(!keywords(&plain).contains(&"REQUIRETLS"), "{plain}");
+        assert!(plain.contains("555 5.5.4"), "{plain}");
+    }
+
+    #[test]
+    fn require_tls_and_insecure_auth_and_extra_params() {
+        let mail = "EHLO c\r\nMAIL FROM:<a@x.test> XFOO=1\r\nRCPT TO:<b@y.test> XBAR\r\n";
+        let needs_tls = wire(|s| s.require_tls = true, false, mail);
+        assert!(
+            needs_tls.contains("530 5.7.0 Must issue a STARTTLS command first"),
+            "{needs_tls}"
+        );
+        let extra = wire(
+            |s| {
+                s.extra_mail_params = vec!["XFOO".into()];
+                s.extra_rcpt_params = vec!["XBAR".into()];
+            },
+            false,
+            mail,
+        );
+        assert!(
+            extra.contains("250 2.1.0") && extra.contains("250 2.1.5"),
+            "{extra}"
+        );
+        let config = |insecure: bool| {
+            ServerSettings {
+                allow_insecure_auth: insecure,
+                ..Default::default()
+            }
+            .server_config(ListenerKind::Submission, false)
+            .unwrap()
+        };
+        let auth = |insecure| run(config(insecure), &DefaultHandler, b"EHLO c\r\n", 64, false).0;
+        assert!(
+            auth(true).contains("250 AUTH PLAIN LOGIN\r\n"),
+            "{}",
+            auth(true)
+        );
+        assert!(!auth(false).contains("AUTH"), "{}", auth(false));
+    }
+
+    #[test]
+    fn recipient_overshoot() {
+        let mut input = "EHLO c\r\nMAIL FROM:<a@x.test>\r\n".to_owned();
+        for i in 0..30 {
+            input.push_str(&format!("RCPT TO:<r{i}@y.test>\r\n"));
+        }
+        input.push_str("DATA\r\nhi\r\n.\r\n");
+        let counted = |overshoot| {
+            wire(
+                |s| {
+                    s.limits.recipients = 2;
+                    s.limits.recipient_overshoot = overshoot;
+                },
+                false,
+                &input,
+            )
+        };
+        let tolerant = counted(1000);
+        assert_eq!(tolerant.matches("452 4.5.3").count(), 28, "{tolerant}");
+        assert!(
+            tolerant.contains("250 2.0.0 Message accepted"),
+            "{tolerant}"
+        );
+        let strict = counted(0);
+        assert!(strict.contains("421 4.7.0 Too many errors"), "{strict}");
+    }
 }
