@@ -548,6 +548,8 @@ pub fn run_session(
             };
             match event {
                 Event::DataChunk(chunk) => stats.content += black_box(chunk).len(),
+                // Follows the command or reply that ended the transaction; not counted apart.
+                Event::TransactionEnded { .. } => {}
                 Event::Rejected { .. } | Event::MessageRejected { .. } => {
                     stats.events += 1;
                     stats.rejected += 1;

@@ -254,7 +254,7 @@ fn events(options: ServerOptions, input: &[u8]) -> Vec<String> {
 }
 
 #[test]
-fn transaction_ended_is_reported_once_per_transaction() {
+fn transaction_ended_is_reported_once_per_transaction_and_after_rset() {
     let input = b"EHLO a\r\nRSET\r\n\
         MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\nhi\r\n.\r\n\
         MAIL FROM:<a@x>\r\nRSET\r\n\
@@ -269,6 +269,7 @@ fn transaction_ended_is_reported_once_per_transaction() {
             "Connect",
             "Hello",
             "Rset",
+            "ended aborted=false",
             "MailFrom",
             "RcptTo",
             "RcptTo",

@@ -257,9 +257,9 @@ pub trait Session: Send + 'static {
         async {}
     }
 
-    /// The transaction MAIL opened is over or gone: after its message (accepted or not), or
-    /// dropped by RSET, a new EHLO or a refused BDAT chunk (after `data_aborted` if content
-    /// had started). Called once per transaction. Default: nothing.
+    /// The transaction is over or gone: after its message (accepted or not), or dropped by a
+    /// new EHLO or a refused BDAT chunk (after `data_aborted` if content had started); and
+    /// after every RSET, transaction or not. Called once per transaction. Default: nothing.
     fn reset(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
         let _ = info;
         async {}

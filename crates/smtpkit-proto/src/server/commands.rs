@@ -60,6 +60,9 @@ impl Server {
             Command::Bdat { size, last } => self.cmd_bdat(now, size, last),
             Command::Rset => {
                 self.drop_transaction();
+                // RFC 5321 4.1.1.5: RSET clears the transaction state, open or not, so the
+                // application hears of it either way.
+                self.ended.get_or_insert(false);
                 self.send(ReplyCode::OK, EnhancedCode::OK, "OK");
                 self.junk(Event::Rset)
             }

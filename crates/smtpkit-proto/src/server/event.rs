@@ -99,11 +99,12 @@ pub enum Event<'i> {
     Vrfy(&'i str),
     /// EXPN. **Decision**: accept sends 502 (mailing lists are not expanded by default).
     Expn(&'i str),
-    /// RSET: 250 was sent; an open transaction is gone (reported next as `TransactionEnded`).
+    /// RSET: 250 was sent; `TransactionEnded` follows.
     Rset,
     /// The mail transaction is over, for whatever reason: its message was answered, or it was
     /// dropped (RSET, a new EHLO, a refused BDAT chunk, a message the core refused). Reported
-    /// once per transaction that MAIL opened, before any further input is consumed.
+    /// once per transaction that MAIL opened, and after every RSET (which clears the
+    /// transaction state even when none was open), before any further input is consumed.
     TransactionEnded {
         /// Content had been handed out and the application did not answer the end of the
         /// message: drop what was received.

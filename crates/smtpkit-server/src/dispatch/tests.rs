@@ -725,7 +725,7 @@ fn transactions_end_once_whatever_ends_them() {
     let o = run_rec(
         config(ListenerKind::Smtp, |s| s.limits.message_size = 10),
         &h,
-        // RSET without a transaction resets nothing; a BDAT refused by the core (over the size
+        // RSET resets even without a transaction; a BDAT refused by the core (over the size
         // limit) after an accepted chunk aborts the message and ends the transaction once.
         "EHLO c\r\nRSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nBDAT 2\r\nhi\
          BDAT 20 LAST\r\n01234567890123456789QUIT\r\n",
@@ -734,6 +734,7 @@ fn transactions_end_once_whatever_ends_them() {
         o.log[1..],
         [
             "ehlo c",
+            "reset",
             "mail <a@x.test>",
             "rcpt <b@y.test>",
             "data_start",
