@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use smtpkit_proto::data::{BareLineEnding, Decoded, DotDecoder};
+use smtpkit_proto::data::{BareLineEnding, Decoded, DotDecoder, DotEncoder};
 use smtpkit_proto::{Command, Event, InBuf, Server, ServerConfig, ServerOptions};
 
 /// The decoder holds back at most this many bytes (`.` or `.CR` at a line start, or a trailing
@@ -244,17 +244,48 @@ fn text_line(rng: &mut Rng, len: usize, out: &mut Vec<u8>) {
     }
 }
 
+/// How long the lines of a generated body are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineLengths {
+    /// Uniform from 72 to 998 characters (RFC 5322's limit); about 535 on average. Few real
+    /// messages look like this; it is kept as the long-line case.
+    Long,
+    /// What real mail looks like: 80 % of lines 72 to 78 characters (base64 and
+    /// quoted-printable wrap at 76, text at 78), 15 % 79 to 300, 5 % 301 to 998.
+    Realistic,
+}
+
+impl LineLengths {
+    fn draw(self, rng: &mut Rng) -> usize {
+        match self {
+            Self::Long => rng.between(72, 998),
+            Self::Realistic => match rng.below(100) {
+                0..80 => rng.between(72, 78),
+                80..95 => rng.between(79, 300),
+                _ => rng.between(301, 998),
+            },
+        }
+    }
+}
+
 /// Message content of about `target` octets: lines of 72 to 998 characters (RFC 5322's limit),
 /// `stuffed_per_mille` of them starting with a dot, dot-stuffed on the wire. The last line is
 /// shortened so the content is exactly `target` octets when `target` allows it.
 pub fn body(seed: u64, target: usize, stuffed_per_mille: usize) -> Body {
+    text_body(seed, target, stuffed_per_mille, LineLengths::Long)
+}
+
+/// Message content of about `target` octets of word-like text with lines as `lengths` says,
+/// `stuffed_per_mille` of them starting with a dot, dot-stuffed on the wire. The last line is
+/// shortened so the content is exactly `target` octets when `target` allows it.
+pub fn text_body(seed: u64, target: usize, stuffed_per_mille: usize, lengths: LineLengths) -> Body {
     let mut rng = Rng::new(seed);
     let mut wire = Vec::with_capacity(target + target / 64 + 16);
     let (mut content_len, mut lines, mut stuffed) = (0, 0, 0);
     while content_len < target {
         let room = target - content_len;
         // A line needs at least one character and its CRLF.
-        let len = rng.between(72, 998).min(room.saturating_sub(2)).max(1);
+        let len = lengths.draw(&mut rng).min(room.saturating_sub(2)).max(1);
         if rng.chance(stuffed_per_mille) {
             // The content line starts with a dot; on the wire it gets a second one.
             wire.extend_from_slice(b"..");
@@ -274,6 +305,124 @@ pub fn body(seed: u64, target: usize, stuffed_per_mille: usize) -> Body {
         lines,
         stuffed,
     }
+}
+
+/// `content` (CRLF line endings, ending in CRLF) as it goes on the wire: dot-stuffed by the
+/// core's own [`DotEncoder`], then the end marker.
+pub fn on_the_wire(content: &[u8]) -> Body {
+    let mut wire = Vec::with_capacity(content.len() + content.len() / 64 + 16);
+    let mut encoder = DotEncoder::new();
+    encoder.encode(content, &mut wire);
+    encoder.finish(&mut wire);
+    let lines = memchr::memchr_iter(b'\n', content).count();
+    let stuffed =
+        content.windows(2).filter(|w| w == b"\n.").count() + usize::from(content.starts_with(b"."));
+    Body {
+        wire,
+        content_len: content.len(),
+        lines,
+        stuffed,
+    }
+}
+
+/// The headers and the text part every generated MIME message starts with.
+fn mime_head(rng: &mut Rng, content_type: &str, encoding: &str, out: &mut Vec<u8>) {
+    let head = format!(
+        "Received: from {client} (mail.example.net [192.0.2.17])\r\n\tby mx.example.com with ESMTPS id 4Xk2Lq6Zz9z1;\r\n\tTue, 1 Dec 2026 12:00:00 +0000\r\n\
+         From: {from}\r\nTo: {to}\r\nSubject: quarterly numbers\r\nDate: Tue, 1 Dec 2026 11:59:58 +0000\r\n\
+         Message-ID: <{id}@example.com>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Please find the report attached.\r\n\r\nKind regards\r\n\r\n\
+         --b1\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n",
+        client = client_name(rng),
+        from = address(rng),
+        to = address(rng),
+        id = rng.next_u64(),
+    );
+    out.extend_from_slice(head.as_bytes());
+}
+
+/// A message with a base64 attachment of about `target` octets of content: headers, a short
+/// text part, then random bytes in base64 lines of 76 characters (RFC 2045 6.8).
+pub fn base64_message(seed: u64, target: usize) -> Body {
+    use base64::Engine as _;
+    let mut rng = Rng::new(seed);
+    let mut content = Vec::with_capacity(target + 1024);
+    mime_head(
+        &mut rng,
+        "application/pdf; name=\"report.pdf\"",
+        "base64",
+        &mut content,
+    );
+    // 57 octets make one 76-character line.
+    let mut raw = [0u8; 57];
+    let mut line = String::with_capacity(80);
+    while content.len() < target {
+        for chunk in raw.chunks_mut(8) {
+            let bits = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bits[..chunk.len()]);
+        }
+        line.clear();
+        base64::engine::general_purpose::STANDARD.encode_string(raw, &mut line);
+        content.extend_from_slice(line.as_bytes());
+        content.extend_from_slice(b"\r\n");
+    }
+    content.extend_from_slice(b"\r\n--b1--\r\n");
+    on_the_wire(&content)
+}
+
+/// A message with a quoted-printable part of about `target` octets of content: text with
+/// accented letters (`=C3=A9`), soft line breaks at 76 characters (RFC 2045 6.7), paragraphs,
+/// and the occasional line that starts with a dot.
+pub fn quoted_printable_message(seed: u64, target: usize) -> Body {
+    let mut rng = Rng::new(seed);
+    let mut content = Vec::with_capacity(target + 1024);
+    mime_head(
+        &mut rng,
+        "text/plain; charset=utf-8",
+        "quoted-printable",
+        &mut content,
+    );
+    const QP_WORDS: &[&str] = &[
+        "caf=C3=A9",
+        "r=C3=A9sum=C3=A9",
+        "na=C3=AFve",
+        "Gr=C3=BC=C3=9Fe",
+        "=E2=82=AC100",
+    ];
+    // Quoted-printable reserves `=` for escapes.
+    let plain: Vec<&str> = WORDS.iter().copied().filter(|w| !w.contains('=')).collect();
+    let mut column = 0;
+    while content.len() < target {
+        let word = if rng.chance(100) {
+            *rng.pick(QP_WORDS)
+        } else {
+            *rng.pick(&plain)
+        };
+        // Quoted-printable leaves a dot at the start of a line alone; SMTP stuffs it.
+        if column + word.len() + 1 > 75 {
+            // A soft line break, or the end of a paragraph now and then.
+            content.extend_from_slice(if rng.chance(80) {
+                b"\r\n\r\n"
+            } else {
+                b"=\r\n"
+            });
+            column = 0;
+            if rng.chance(10) {
+                content.push(b'.');
+                column += 1;
+            }
+        }
+        if column > 0 {
+            content.push(b' ');
+            column += 1;
+        }
+        content.extend_from_slice(word.as_bytes());
+        column += word.len();
+    }
+    content.extend_from_slice(b"\r\n\r\n--b1--\r\n");
+    on_the_wire(&content)
 }
 
 /// Complete sessions, commands and content, back to back; each one is its own connection.
@@ -496,6 +645,32 @@ pub fn decode_in_place(wire: &[u8], read: usize) -> DecodeStats {
     stats
 }
 
+/// Baseline: the obvious line-at-a-time un-stuffer, fed like [`decode_in_place`]. It finds
+/// each LF with one `memchr`, ends at a line that is exactly `.CRLF`, drops the first dot of
+/// any other line that starts with one, and hands out each line (CRLF included) through
+/// `black_box`. It enforces no bare CR/LF policy: a bare LF just ends a line.
+pub fn unstuff_lines_in_place(wire: &[u8], read: usize) -> DecodeStats {
+    let mut stats = DecodeStats::default();
+    let mut pos = 0;
+    let mut available = 0;
+    while available < wire.len() {
+        available = (available + read).min(wire.len());
+        while let Some(lf) = memchr::memchr(b'\n', &wire[pos..available]) {
+            let line = &wire[pos..pos + lf + 1];
+            pos += lf + 1;
+            if line == b".\r\n" {
+                stats.end = Some(pos);
+                return stats;
+            }
+            let content = line.strip_prefix(b".").unwrap_or(line);
+            black_box(content);
+            stats.content += content.len();
+            stats.chunks += 1;
+        }
+    }
+    stats
+}
+
 /// What a [`Server`] did with some sessions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionStats {
@@ -645,6 +820,73 @@ mod tests {
                 assert_eq!(in_place.content, b.content_len);
                 assert_eq!(in_place.end, Some(b.wire.len()));
                 assert_eq!(memcpy_in_reads(&b.wire, read, &mut buf), b.wire.len());
+            }
+        }
+    }
+
+    #[test]
+    fn realistic_body_has_the_promised_mix() {
+        let b = text_body(6, 1 << 20, 10, LineLengths::Realistic);
+        assert_eq!(b.content_len, 1 << 20);
+        let lens: Vec<usize> = b
+            .wire
+            .split(|&c| c == b'\n')
+            .map(|l| l.len().saturating_sub(1))
+            .collect();
+        let share = |r: std::ops::RangeInclusive<usize>| {
+            lens.iter().filter(|l| r.contains(l)).count() * 100 / lens.len()
+        };
+        // The stuffing dot makes a few stuffed lines one longer than drawn.
+        assert!((78..=82).contains(&share(72..=78)), "{}", share(72..=78));
+        assert!((13..=17).contains(&share(79..=300)), "{}", share(79..=300));
+        assert!((3..=7).contains(&share(301..=999)), "{}", share(301..=999));
+        assert!(
+            (b.lines / 200..=b.lines * 3 / 200).contains(&b.stuffed),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn mime_messages_decode_to_their_content() {
+        for b in [
+            base64_message(1, 200_000),
+            quoted_printable_message(2, 200_000),
+        ] {
+            let (content, bare, end) = reference_decode(&b.wire, BareLineEnding::Reject).unwrap();
+            assert_eq!(
+                (content.len(), bare, end),
+                (b.content_len, false, b.wire.len())
+            );
+            assert!(b.lines > 2_000, "{}", b.lines);
+            let longest = content.split(|&c| c == b'\n').map(<[u8]>::len).max();
+            assert!(longest.unwrap() <= 78, "{longest:?}");
+        }
+        let b64 = base64_message(1, 200_000);
+        assert!(
+            b64.wire
+                .windows(78)
+                .any(|w| w[0] == b'\n' && w[77] == b'\r')
+        );
+        let qp = quoted_printable_message(2, 200_000);
+        assert!(qp.stuffed > 0 && qp.wire.windows(6).any(|w| w == b"=C3=A9"));
+    }
+
+    #[test]
+    fn line_unstuffer_hands_out_the_whole_content() {
+        for b in [
+            body(9, 65_536, 100),
+            text_body(9, 65_536, 10, LineLengths::Realistic),
+            base64_message(3, 65_536),
+            quoted_printable_message(3, 65_536),
+        ] {
+            for read in [7, 8192] {
+                let stats = unstuff_lines_in_place(&b.wire, read);
+                assert_eq!(stats.content, b.content_len);
+                assert_eq!(stats.end, Some(b.wire.len()));
+                assert_eq!(stats.chunks, b.lines);
+                let decoded = decode_in_place(&b.wire, read);
+                assert_eq!(decoded.content, b.content_len);
+                assert_eq!(decoded.end, Some(b.wire.len()));
             }
         }
     }
