@@ -176,8 +176,9 @@ pub struct CommandCorpus {
 }
 
 /// Appends the commands of one transaction (MAIL with SIZE and BODY, 1 to 5 RCPT) and
-/// returns how many it wrote.
-fn transaction(rng: &mut Rng, out: &mut Vec<u8>, size: usize) -> usize {
+/// returns how many it wrote. With `dsn`, each RCPT asks for delivery status notifications
+/// (RFC 3461) as big senders do: `NOTIFY=`, and `ORCPT=` half the time.
+fn transaction(rng: &mut Rng, out: &mut Vec<u8>, size: usize, dsn: bool) -> usize {
     // About 5% null reverse paths, as bounces and DSNs are.
     let from = if rng.chance(50) {
         String::new()
@@ -187,24 +188,49 @@ fn transaction(rng: &mut Rng, out: &mut Vec<u8>, size: usize) -> usize {
     out.extend_from_slice(format!("MAIL FROM:<{from}> SIZE={size} BODY=8BITMIME\r\n").as_bytes());
     let rcpts = rng.between(1, 5);
     for _ in 0..rcpts {
-        out.extend_from_slice(format!("RCPT TO:<{}>\r\n", address(rng)).as_bytes());
+        let to = address(rng);
+        out.extend_from_slice(format!("RCPT TO:<{to}>").as_bytes());
+        if dsn {
+            let notify = rng.pick(&[
+                " NOTIFY=FAILURE",
+                " NOTIFY=SUCCESS,FAILURE",
+                " NOTIFY=FAILURE,DELAY",
+                " NOTIFY=NEVER",
+            ]);
+            out.extend_from_slice(notify.as_bytes());
+            if rng.chance(500) {
+                // xtext (RFC 3461 4): `+` and `=` are written as hex escapes.
+                let orcpt = to.replace('+', "+2B").replace('=', "+3D");
+                out.extend_from_slice(format!(" ORCPT=rfc822;{orcpt}").as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\r\n");
     }
     1 + rcpts
 }
 
-/// `sessions` sessions of command lines: EHLO, 1 to 3 transactions (MAIL FROM with SIZE and
-/// BODY=8BITMIME, 1 to 5 RCPT TO, then DATA, or RSET one time in ten), QUIT.
+/// `sessions` sessions of command lines as a busy inbound server sees them: EHLO, STARTTLS
+/// and EHLO again in most sessions (the TLS handshake itself is not part of the corpus), 1 to 3
+/// transactions (MAIL FROM with SIZE and BODY=8BITMIME, 1 to 5 RCPT TO, with DSN parameters in
+/// a third of the transactions, then DATA, or RSET one time in a hundred), QUIT.
 pub fn command_corpus(seed: u64, sessions: usize) -> CommandCorpus {
     let mut rng = Rng::new(seed);
     let mut bytes = Vec::new();
     let mut commands = 0;
     for _ in 0..sessions {
-        bytes.extend_from_slice(format!("EHLO {}\r\n", client_name(&mut rng)).as_bytes());
+        let ehlo = format!("EHLO {}\r\n", client_name(&mut rng));
+        bytes.extend_from_slice(ehlo.as_bytes());
         commands += 1;
+        if rng.chance(800) {
+            bytes.extend_from_slice(b"STARTTLS\r\n");
+            bytes.extend_from_slice(ehlo.as_bytes());
+            commands += 2;
+        }
         for _ in 0..rng.between(1, 3) {
             let size = rng.between(500, 10_000_000);
-            commands += transaction(&mut rng, &mut bytes, size);
-            bytes.extend_from_slice(if rng.chance(100) {
+            let dsn = rng.chance(333);
+            commands += transaction(&mut rng, &mut bytes, size, dsn);
+            bytes.extend_from_slice(if rng.chance(10) {
                 b"RSET\r\n"
             } else {
                 b"DATA\r\n"
@@ -459,7 +485,7 @@ pub fn session_corpus(seed: u64, sessions: usize) -> SessionCorpus {
         for _ in 0..rng.between(1, 6) {
             let lines = rng.between(1, 8);
             let msg = body(rng.next_u64(), lines * 535, 10);
-            corpus.commands += transaction(&mut rng, out, msg.content_len);
+            corpus.commands += transaction(&mut rng, out, msg.content_len, false);
             corpus.commands += 1;
             if rng.chance(100) {
                 out.extend_from_slice(b"RSET\r\n");

@@ -20,38 +20,46 @@ impl<'a> Command<'a> {
     pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
         let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
         let (verb, rest) = line.split_at(verb_len);
-        let known = |v: &[u8]| verb.eq_ignore_ascii_case(v);
         let args = || core::str::from_utf8(rest).map_err(|_| ParseError::Syntax("invalid UTF-8"));
+        // Four-letter verbs compare as one lower-cased word: OR-ing 0x20 into each octet maps
+        // exactly the ASCII letters onto the lower-case ones, so nothing else can match.
+        let Ok(four) = <[u8; 4]>::try_from(verb) else {
+            return if verb.eq_ignore_ascii_case(b"STARTTLS") {
+                no_args(args()?, Self::StartTls)
+            } else {
+                Err(ParseError::UnknownCommand)
+            };
+        };
+        let word = u32::from_le_bytes(four) | 0x2020_2020;
+        let is = |v: &[u8; 4]| word == u32::from_le_bytes(*v);
         // Ordered by how often each verb arrives in a mail transaction.
-        if known(b"RCPT") {
+        if is(b"rcpt") {
             rcpt(args()?)
-        } else if known(b"MAIL") {
+        } else if is(b"mail") {
             mail(args()?)
-        } else if known(b"DATA") {
+        } else if is(b"data") {
             no_args(args()?, Self::Data)
-        } else if known(b"EHLO") {
+        } else if is(b"ehlo") {
             hello(HelloVerb::Ehlo, args()?)
-        } else if known(b"BDAT") {
+        } else if is(b"bdat") {
             bdat(args()?)
-        } else if known(b"RSET") {
+        } else if is(b"rset") {
             no_args(args()?, Self::Rset)
-        } else if known(b"QUIT") {
+        } else if is(b"quit") {
             no_args(args()?, Self::Quit)
-        } else if known(b"HELO") {
+        } else if is(b"helo") {
             hello(HelloVerb::Helo, args()?)
-        } else if known(b"LHLO") {
+        } else if is(b"lhlo") {
             hello(HelloVerb::Lhlo, args()?)
-        } else if known(b"NOOP") {
+        } else if is(b"noop") {
             optional_string(args()?).map(Self::Noop)
-        } else if known(b"STARTTLS") {
-            no_args(args()?, Self::StartTls)
-        } else if known(b"AUTH") {
+        } else if is(b"auth") {
             auth(args()?)
-        } else if known(b"VRFY") {
+        } else if is(b"vrfy") {
             required_string(args()?).map(Self::Vrfy)
-        } else if known(b"EXPN") {
+        } else if is(b"expn") {
             required_string(args()?).map(Self::Expn)
-        } else if known(b"HELP") {
+        } else if is(b"help") {
             optional_string(args()?).map(Self::Help)
         } else {
             Err(ParseError::UnknownCommand)
@@ -82,14 +90,23 @@ fn no_args<'a>(args: &str, cmd: Command<'a>) -> Result<Command<'a>, ParseError> 
 /// `ehlo = "EHLO" SP ( Domain / address-literal ) CRLF`, `helo = "HELO" SP Domain CRLF`,
 /// and `"LHLO" SP Domain` (RFC 2033 4.1). See [`Command::Hello`] for why any visible word passes.
 fn hello(verb: HelloVerb, args: &str) -> Result<Command<'_>, ParseError> {
-    let visible = |c: char| c.is_ascii_graphic() || !c.is_ascii();
-    let domain = run(
-        args,
-        preceded(space1, (take_while1(visible), space0)),
-        "expected one domain",
-    )?
-    .0;
-    Ok(Command::Hello { verb, domain })
+    // One or more spaces or tabs, the name, then only spaces or tabs.
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let visible = |b: u8| b.is_ascii_graphic() || b >= 0x80;
+    let bytes = args.as_bytes();
+    let start = bytes.iter().position(|&b| !blank(b)).unwrap_or(bytes.len());
+    let len = bytes[start..]
+        .iter()
+        .position(|&b| !visible(b))
+        .unwrap_or(bytes.len() - start);
+    let end = start + len;
+    if start == 0 || len == 0 || !bytes[end..].iter().all(|&b| blank(b)) {
+        return Err(ParseError::Syntax("expected one domain"));
+    }
+    Ok(Command::Hello {
+        verb,
+        domain: &args[start..end],
+    })
 }
 
 /// `mail = "MAIL FROM:" Reverse-path [SP Mail-parameters] CRLF` (RFC 5321 4.1.1.2).
