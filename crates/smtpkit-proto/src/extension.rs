@@ -421,6 +421,18 @@ fn split_at_byte(s: &str, sep: u8) -> (&str, Option<&str>) {
     }
 }
 
+/// `esmtp-keyword` octets (ALPHA / DIGIT / "-") as a table: one load per octet.
+const KEYWORD: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = (c.is_ascii_alphanumeric() || c == b'-') as u8;
+        b += 1;
+    }
+    t
+};
+
 /// `esmtp-param = esmtp-keyword ["=" esmtp-value]` (RFC 5321 4.1.2) at the start of `s`:
 /// the keyword, the value, and what follows the spaces after them.
 ///
@@ -431,7 +443,7 @@ fn split_parameter(s: &str) -> Result<(&str, Option<&str>, &str), ParseError> {
     // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
     let kw_len = bytes
         .iter()
-        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-'))
+        .position(|&b| KEYWORD[usize::from(b)] == 0)
         .unwrap_or(bytes.len());
     if !bytes.first().is_some_and(u8::is_ascii_alphanumeric) {
         return Err(ParseError::Syntax("invalid parameter keyword"));
@@ -454,7 +466,7 @@ fn split_parameter(s: &str) -> Result<(&str, Option<&str>, &str), ParseError> {
         }
         Some(_) => return Err(ParseError::Syntax("invalid parameter keyword")),
     };
-    Ok((keyword, value, s[end..].trim_start_matches(' ')))
+    Ok((keyword, value, trim_spaces(&s[end..])))
 }
 
 /// A parameter's keyword and value, checked by [`split_parameter`], decoded.

@@ -145,7 +145,8 @@ fn keyword<'a>(
     let rest = args.strip_prefix(' ').ok_or(ParseError::Syntax(what))?;
     match rest.as_bytes().get(..word.len()) {
         Some(head) if head.eq_ignore_ascii_case(word.as_bytes()) => {
-            Ok(rest[word.len()..].trim_start_matches(' '))
+            let rest = &rest[word.len()..];
+            Ok(&rest[rest.bytes().position(|b| b != b' ').unwrap_or(rest.len())..])
         }
         _ => Err(ParseError::Syntax(what)),
     }
