@@ -531,9 +531,8 @@ fn parameter<'a>(keyword: &'a str, value: Option<&'a str>) -> Result<Parameter<'
         Parameter::Notify(notify(need("NOTIFY needs a value")?)?)
     } else if is("ORCPT") {
         let v = need("ORCPT needs a value")?;
-        let (addr_type, addr) = match split_at_byte(v, b';') {
-            (addr_type, Some(addr)) => (addr_type, addr),
-            (_, None) => return Err(ParseError::InvalidParameter("ORCPT needs addr-type;addr")),
+        let (addr_type, Some(addr)) = split_at_byte(v, b';') else {
+            return Err(ParseError::InvalidParameter("ORCPT needs addr-type;addr"));
         };
         if addr_type.is_empty()
             || !all_bytes(addr_type.as_bytes(), |b| {
