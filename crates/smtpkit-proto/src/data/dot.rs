@@ -95,7 +95,7 @@ enum Scan {
 const LONG_LINE: usize = 256;
 /// Short lines in a row that send a per-line scan back to blocks; one short line among long
 /// ones is not worth the switch.
-const SHORT_LINES_TO_BLOCKS: u8 = 3;
+const SHORT_LINES_TO_BLOCKS: u8 = 4;
 /// Blocks between two looks at the line length. Smaller in unit tests, so the proptests cross
 /// from one scan to the other on inputs of a few hundred octets.
 const PROBE_BLOCKS: usize = if cfg!(test) { 2 } else { 64 };
