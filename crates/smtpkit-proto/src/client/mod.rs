@@ -276,8 +276,11 @@ impl Client {
                     event: None,
                 };
             }
+            // Checked on complete replies too, so the outcome does not depend on how the
+            // input was split.
             let parsed = match Reply::parse(rest) {
                 Ok(None) if rest.len() > MAX_REPLY => Err(ReplyParseError::LineTooLong),
+                Ok(Some((_, n))) if n > MAX_REPLY => Err(ReplyParseError::LineTooLong),
                 other => other,
             };
             match parsed {
