@@ -66,6 +66,7 @@
 
 mod capabilities;
 mod config;
+mod content;
 mod envelope;
 mod error;
 mod event;
@@ -84,10 +85,10 @@ pub use error::ClientError;
 pub use event::{Event, Progress};
 pub use sasl::Sasl;
 
+use self::content::ContentEncoder;
 use self::sasl::AuthStep;
 use self::timer::Timers;
 use crate::command::HelloVerb;
-use crate::data::DotEncoder;
 use crate::error::CloseReason;
 use crate::extension::{BodyType, Parameter};
 use crate::reply::encode::write_u64;
@@ -124,6 +125,8 @@ pub struct Client {
     authenticated: bool,
     /// A command outside transactions (STARTTLS, AUTH, NOOP, QUIT) is waiting for its reply.
     busy: bool,
+    /// QUIT is sent or staged: nothing may follow it.
+    quitting: bool,
     auth: Option<AuthStep>,
     txn: Option<Txn>,
     /// Indices of the recipients accepted in the current transaction, in RCPT order.
@@ -205,7 +208,7 @@ struct Txn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Envelope,
-    Content(DotEncoder),
+    Content(ContentEncoder),
     Ending,
 }
 
@@ -226,6 +229,7 @@ impl Client {
             tls: false,
             authenticated: false,
             busy: false,
+            quitting: false,
             auth: None,
             txn: None,
             accepted: Vec::new(),
@@ -466,9 +470,10 @@ impl Client {
         Ok(())
     }
 
-    /// Sends a piece of content, after [`Event::ReadyForData`]. With DATA it is dot-stuffed
-    /// on the way (RFC 5321 4.5.2) and should use CRLF line endings; with BDAT it goes as
-    /// one chunk, byte for byte. Check [`wants_data`](Self::wants_data) to keep the output
+    /// Sends a piece of content, after [`Event::ReadyForData`]. With DATA, every bare CR and
+    /// bare LF leaves as CRLF (RFC 5321 2.3.8; a bare one could smuggle an end of data past a
+    /// lenient server) and lines are dot-stuffed (4.5.2); with BDAT it goes as one chunk, byte
+    /// for byte. Check [`wants_data`](Self::wants_data) to keep the output
     /// bounded.
     ///
     /// After a refused BDAT chunk ([`Event::MessageResult`] before `finish_data`), further
@@ -600,7 +605,7 @@ impl Client {
         let content = self
             .txn
             .is_some_and(|t| matches!(t.stage, Stage::Content(_)) && !t.bdat);
-        if self.busy || content || matches!(self.phase, Phase::TlsHandshake) {
+        if self.busy || content || self.phase == Phase::TlsHandshake {
             return Err(ClientError::NotReady);
         }
         self.send_quit(now);
@@ -798,7 +803,7 @@ impl Client {
                     Some(Event::MessageAborted { reply: None })
                 } else if code == ReplyCode::START_DATA {
                     if let Some(t) = &mut self.txn {
-                        t.stage = Stage::Content(DotEncoder::new());
+                        t.stage = Stage::Content(ContentEncoder::new());
                     }
                     Some(Event::ReadyForData)
                 } else {
@@ -872,7 +877,7 @@ impl Client {
         let (bdat, mail_ok) = (t.bdat, t.mail_ok);
         if !self.accepted.is_empty() {
             if bdat {
-                t.stage = Stage::Content(DotEncoder::new());
+                t.stage = Stage::Content(ContentEncoder::new());
                 self.deferred = Some(Deferred::ReadyForData);
             }
             return;
@@ -913,6 +918,9 @@ impl Client {
         if self.closed.is_some() {
             return Err(ClientError::Closed);
         }
+        if self.quitting {
+            return Err(ClientError::NotReady);
+        }
         match self.txn {
             Some(Txn {
                 stage: Stage::Content(_),
@@ -943,6 +951,7 @@ impl Client {
 
     fn send_quit(&mut self, now: Instant) {
         self.busy = true;
+        self.quitting = true;
         self.stage_command(now, b"QUIT", Cmd::Quit);
     }
 
