@@ -280,10 +280,11 @@ impl Client {
                     event: None,
                 };
             }
-            // Checked on complete replies too, so the outcome does not depend on how the
-            // input was split.
-            let parsed = match Reply::parse(rest) {
-                Ok(None) if rest.len() > MAX_REPLY => Err(ReplyParseError::LineTooLong),
+            // Only the first MAX_REPLY + 1 bytes are looked at, and complete replies are
+            // checked too, so the outcome does not depend on how the input was split.
+            let window = &rest[..rest.len().min(MAX_REPLY + 1)];
+            let parsed = match Reply::parse(window) {
+                Ok(None) if window.len() > MAX_REPLY => Err(ReplyParseError::LineTooLong),
                 Ok(Some((_, n))) if n > MAX_REPLY => Err(ReplyParseError::LineTooLong),
                 other => other,
             };
