@@ -993,10 +993,22 @@ impl Client {
         }
     }
 
+    /// Drops the staged commands of the failed transaction (RCPT, DATA, BDAT), keeping any
+    /// other (a QUIT given meanwhile) in order.
     fn drop_staged(&mut self) {
-        self.staged_cmds.clear();
-        self.staged.clear();
-        self.staged_pos = 0;
+        let (mut read, mut write) = (self.staged_pos, self.staged_pos);
+        for _ in 0..self.staged_cmds.len() {
+            let Some((cmd, len)) = self.staged_cmds.pop_front() else {
+                break;
+            };
+            if !matches!(cmd, Cmd::Rcpt(_) | Cmd::Data | Cmd::Bdat | Cmd::DataEnd(_)) {
+                self.staged.copy_within(read..read + len, write);
+                write += len;
+                self.staged_cmds.push_back((cmd, len));
+            }
+            read += len;
+        }
+        self.staged.truncate(write);
     }
 
     /// A command went out: its reply is now awaited.
