@@ -309,7 +309,7 @@ impl ServerSide {
                 Event::DataChunk(c) => seen.body.extend_from_slice(c),
                 Event::BdatEnd { last: false } => self.server.accept(now).unwrap(),
                 Event::DataEnd | Event::BdatEnd { last: true } => {
-                    while self.server.awaiting_reply() {
+                    while self.server.awaiting_decision() {
                         let d = m.end[self.ends % m.end.len()];
                         self.ends += 1;
                         seen.end.push(d.code());
@@ -317,7 +317,7 @@ impl ServerSide {
                     }
                 }
                 Event::Hello { .. } => self.server.accept(now).unwrap(),
-                _ if self.server.awaiting_reply() => self.server.accept(now).unwrap(),
+                _ if self.server.awaiting_decision() => self.server.accept(now).unwrap(),
                 _ => {}
             }
             input.drain(..p.consumed);

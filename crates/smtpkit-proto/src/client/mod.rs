@@ -28,7 +28,7 @@
 //!         if let Some(smtpkit_proto::Event::DataChunk(c)) = p.event { body.extend_from_slice(c) }
 //!         let more = p.event.is_some();
 //!         to_server.drain(..p.consumed);
-//!         if server.awaiting_reply() { server.accept(now).unwrap() }
+//!         if server.awaiting_decision() { server.accept(now).unwrap() }
 //!         if !more { break }
 //!     }
 //!     to_client.extend_from_slice(server.poll_transmit());
