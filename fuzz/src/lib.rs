@@ -11,8 +11,10 @@ use smtpkit_proto::data::{BareLineEnding, BdatReader};
 use smtpkit_proto::testing::{chunked_decode, reference_decode};
 use smtpkit_proto::{Command, Reply};
 
+mod client;
 mod session;
 
+pub use client::client;
 pub use session::session;
 
 /// A fuzz body: panics when a property fails.
@@ -24,6 +26,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("reply", reply),
     ("data", data),
     ("session", session),
+    ("client", client),
 ];
 
 /// `command`: any bytes as one command line.
@@ -282,5 +285,6 @@ mod tests {
         command(b"MAIL FROM:<a@b.example> SIZE=10");
         reply(b"250-mx.example\r\n250 2.0.0 OK\r\n");
         data(b"\x03\x02\x00.\r\n..x\r\n");
+        client(b"\x00\x00220 mx\r\n250-mx\r\n250 PIPELINING\r\n250 OK\r\n");
     }
 }

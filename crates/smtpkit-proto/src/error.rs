@@ -168,6 +168,8 @@ pub enum CloseReason {
     PipeliningViolation,
     /// A session limit (messages or bytes per session) was reached.
     LimitReached,
+    /// Client side: the server sent a malformed reply, or one to nothing the client sent.
+    BadReply,
 }
 
 impl fmt::Display for CloseReason {
@@ -181,6 +183,7 @@ impl fmt::Display for CloseReason {
             Self::TlsFailed => "tls handshake failed",
             Self::PipeliningViolation => "improper pipelining",
             Self::LimitReached => "session limit reached",
+            Self::BadReply => "malformed or unexpected reply",
         })
     }
 }

@@ -97,6 +97,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod error;
