@@ -8,12 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use smtpd::config::{self, Config, ListenerKind, LogFormat};
 use smtpd::receiver::{Receiver, State};
-use smtpkit_tokio::{Metrics, ServerHandle, ServerSettings, SmtpServer};
+use smtpkit_tokio::{ListenerSettings, Metrics, SmtpServer};
 use tracing::{error, info, warn};
 
 /// A mail server that receives mail over SMTP/LMTP and stores it in Maildir mailboxes.
@@ -198,14 +197,15 @@ fn build_state(config: &Config) -> Result<State, String> {
     })
 }
 
-fn settings(config: &Config, proxy: bool) -> ServerSettings {
-    let mut s = config.server_settings();
-    if proxy {
-        s.proxy = Some(smtpkit_tokio::proxy::ProxySettings::new(
-            smtpkit_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
-        ));
+/// One listener's settings: its kind, TLS on or off, PROXY from `[proxy] trusted`.
+fn listener_settings(config: &Config, l: &config::Listener) -> ListenerSettings {
+    let listener = ListenerSettings::new(l.kind).tls(l.uses_tls());
+    if !l.proxy_protocol {
+        return listener;
     }
-    s
+    listener.proxy(smtpkit_tokio::proxy::ProxySettings::new(
+        smtpkit_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
+    ))
 }
 
 async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
@@ -247,45 +247,35 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         None => (None, None),
     };
     let metrics = Arc::new(Metrics::new());
-    // PROXY protocol and the TLS config are properties of a server in smtpkit-tokio, so listeners
-    // are grouped by both (at most four servers), sharing the receiver and the metrics.
-    // Connection limits therefore apply per group.
-    let mut handles: Vec<ServerHandle> = Vec::new();
-    for (proxy, with_tls) in [(false, false), (false, true), (true, false), (true, true)] {
-        let listeners: Vec<_> = config
-            .listeners
-            .iter()
-            .filter(|l| l.proxy_protocol == proxy && l.uses_tls() == with_tls)
-            .collect();
-        if listeners.is_empty() {
-            continue;
-        }
-        let mut builder = SmtpServer::builder(receiver.clone())
-            .settings(settings(&config, proxy))
-            .metrics(metrics.clone());
-        if let Some(tls) = tls.as_ref().filter(|_| with_tls) {
-            builder = builder.tls(tls.clone());
-        }
-        for l in listeners {
-            builder = builder.listener(l.address, l.kind);
-        }
-        match builder.build().await {
-            Ok(server) => {
-                for addr in server.local_addrs() {
-                    info!(%addr, hostname = %config.hostname, "listening");
-                }
-                handles.push(server.spawn());
-            }
-            Err(smtpkit_tokio::Error::Io(e)) => {
-                error!("cannot listen: {e}");
-                return ExitCode::from(3);
-            }
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::from(2);
-            }
-        }
+    // One server for every listener: TLS and PROXY are set per listener, so the connection
+    // limits span all of them and one shutdown stops them all at once.
+    let server_settings = config.server_settings();
+    let grace = server_settings.shutdown_grace;
+    let mut builder = SmtpServer::builder(receiver.clone())
+        .settings(server_settings)
+        .metrics(metrics.clone());
+    if let Some(tls) = &tls {
+        builder = builder.tls(tls.clone());
     }
+    for l in &config.listeners {
+        builder = builder.listener(l.address, listener_settings(&config, l));
+    }
+    let handle = match builder.build().await {
+        Ok(server) => {
+            for addr in server.local_addrs() {
+                info!(%addr, hostname = %config.hostname, "listening");
+            }
+            server.spawn()
+        }
+        Err(smtpkit_tokio::Error::Io(e)) => {
+            error!("cannot listen: {e}");
+            return ExitCode::from(3);
+        }
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let storage = if config.storage.sink {
         "sink (messages are discarded)".to_owned()
     } else {
@@ -297,10 +287,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         .wait(&receiver, certs.as_deref(), path.as_deref())
         .await;
     info!("shutting down");
-    let grace = Duration::from_secs(30);
-    for h in &handles {
-        h.shutdown(grace).await;
-    }
+    handle.shutdown(grace).await;
     let m = metrics.snapshot();
     info!(?m, "stopped");
     ExitCode::SUCCESS

@@ -4,33 +4,28 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use smtpkit_proto::ServerConfig;
-use smtpkit_server::ListenerKind;
+use smtpkit_server::State;
+use smtpkit_server::driver::{ACCEPT_BACKOFF, ListenerConfig};
 use tracing::{info, warn};
 
-use crate::control::{Control, State};
+use crate::control::Control;
 
-/// After a failed accept (out of file descriptors, say), wait this long instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(usize::MAX);
 
 pub(crate) struct Listener {
     pub(crate) listener: TcpListener,
     pub(crate) addr: SocketAddr,
-    pub(crate) kind: ListenerKind,
-    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) config: Arc<ListenerConfig>,
 }
 
 /// A connection on its way to an event loop.
 pub(crate) struct Accepted {
     pub(crate) tcp: TcpStream,
     pub(crate) peer: SocketAddr,
-    pub(crate) kind: ListenerKind,
-    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) listener: Arc<ListenerConfig>,
 }
 
 /// Where to send a connection: an event loop's channel and its waker.
@@ -96,8 +91,7 @@ impl Acceptor {
                             let accepted = Accepted {
                                 tcp,
                                 peer,
-                                kind: l.kind,
-                                config: Arc::clone(&l.config),
+                                listener: Arc::clone(&l.config),
                             };
                             // A loop only hangs up after this thread has; a failure means it
                             // died, and dropping the connection is all that is left to do.

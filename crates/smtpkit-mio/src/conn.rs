@@ -4,27 +4,21 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::Interest;
 use mio::net::TcpStream;
 use rustls::ServerConnection;
-use smtpkit_proto::{InBuf, Server, ServerConfig};
-use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, ProxyHeader, parse_proxy_header};
-use smtpkit_server::{ConnectionGuard, Dispatcher, Handler, ListenerKind, SessionInfo};
-use tracing::{Span, debug, info, info_span, warn};
+use smtpkit_proto::Server;
+use smtpkit_server::driver::{ListenerConfig, SessionCore, is_disconnect, proxied};
+use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, parse_proxy_header};
+use smtpkit_server::{ConnectionGuard, Handler, SessionInfo, State};
+use tracing::{Span, debug, info_span};
 
 use crate::Shared;
 use crate::accept::Accepted;
-use crate::block::block_on;
-use crate::control::State;
+use crate::block::{Mio, block_on};
 
-/// The input buffer starts at 4 KiB, enough for a pipelined envelope, so idle sessions stay
-/// small; it grows to 64 KiB for bulk content (the same sizes as the tokio adapter).
-const INBUF_INITIAL: usize = 4 * 1024;
-const INBUF_MAX: usize = 64 * 1024;
-/// After an abort, the last reply gets this long to leave before the socket is dropped.
-const ABORT_FLUSH: Duration = Duration::from_secs(1);
 /// Rounds of read-handle-write per wake-up before the loop serves other connections; a
 /// client that keeps the socket full is resumed on the next loop iteration.
 const MAX_ROUNDS: usize = 16;
@@ -54,28 +48,22 @@ enum TlsFail {
     Io(io::Error),
 }
 
+impl std::fmt::Display for TlsFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tls(e) => e.fmt(f),
+            Self::Io(e) => e.fmt(f),
+        }
+    }
+}
+
 enum Phase<S> {
     /// Reading the PROXY header into the buffer.
     Proxy(Vec<u8>),
     /// Implicit TLS: the handshake before the session starts.
-    Handshake,
+    Handshake(Option<ConnectionGuard>),
     /// The SMTP session.
-    Session(Box<Live<S>>),
-}
-
-struct Live<S> {
-    server: Server,
-    dispatcher: Dispatcher<S>,
-    started: Instant,
-}
-
-/// Decrements the open-connection gauge however the connection ends.
-struct OpenGauge(Arc<smtpkit_server::Metrics>);
-
-impl Drop for OpenGauge {
-    fn drop(&mut self) {
-        self.0.connection_closed();
-    }
+    Session(Box<SessionCore<S>>),
 }
 
 pub(crate) struct Conn<S> {
@@ -84,8 +72,7 @@ pub(crate) struct Conn<S> {
     pub(crate) generation: u64,
     peer: SocketAddr,
     local: SocketAddr,
-    kind: ListenerKind,
-    config: Arc<ServerConfig>,
+    listener: Arc<ListenerConfig>,
     /// Readiness as last reported by mio and not yet used up by a `WouldBlock`.
     pub(crate) readable: bool,
     pub(crate) writable: bool,
@@ -96,8 +83,8 @@ pub(crate) struct Conn<S> {
     tls: Option<Box<ServerConnection>>,
     close_notify_sent: bool,
     phase: Phase<S>,
-    inbuf: InBuf,
-    _guard: Option<ConnectionGuard>,
+    /// Bytes read past a PROXY header, for the session's input.
+    ahead: Vec<u8>,
     /// The earliest entry this connection has in the loop's deadline heap.
     pub(crate) queued: Option<Instant>,
     /// The interest the socket is registered with, if it is.
@@ -106,10 +93,9 @@ pub(crate) struct Conn<S> {
     handshake_deadline: Option<Instant>,
     /// Output is pending and the peer has not taken any of it since this deadline was set.
     write_deadline: Option<Instant>,
-    aborted: bool,
     error: Option<String>,
     span: Span,
-    _gauge: OpenGauge,
+    _gauge: smtpkit_server::driver::OpenGauge,
 }
 
 impl<S: smtpkit_server::Session> Conn<S> {
@@ -118,7 +104,6 @@ impl<S: smtpkit_server::Session> Conn<S> {
         a: Accepted,
         generation: u64,
     ) -> Self {
-        shared.metrics.connection_opened();
         // Replies are small and latency-bound; do not let Nagle hold them back.
         let _ = a.tcp.set_nodelay(true);
         let local = a.tcp.local_addr().unwrap_or(a.peer);
@@ -127,8 +112,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             generation,
             peer: a.peer,
             local,
-            kind: a.kind,
-            config: a.config,
+            listener: a.listener,
             readable: true,
             writable: true,
             tcp_eof: false,
@@ -136,17 +120,15 @@ impl<S: smtpkit_server::Session> Conn<S> {
             tls: None,
             close_notify_sent: false,
             phase: Phase::Proxy(Vec::new()),
-            inbuf: InBuf::new(INBUF_INITIAL, INBUF_MAX),
-            _guard: None,
+            ahead: Vec::new(),
             queued: None,
             interest: None,
             proxy_deadline: None,
             handshake_deadline: None,
             write_deadline: None,
-            aborted: false,
             error: None,
             span: Span::none(),
-            _gauge: OpenGauge(Arc::clone(&shared.metrics)),
+            _gauge: smtpkit_server::driver::OpenGauge::new(&shared.metrics),
         }
     }
 
@@ -154,21 +136,19 @@ impl<S: smtpkit_server::Session> Conn<S> {
         &mut self.tcp
     }
 
-    /// Checks the source against the PROXY settings, or admits the connection at once.
+    /// Checks the source against the listener's PROXY settings, or admits the connection.
     pub(crate) fn start<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Drive {
-        let result = match &shared.settings.proxy {
-            None => self.admit(shared, &[]),
-            Some(proxy) if !proxy.trusted.contains(self.peer.ip()) => {
-                debug!(peer = %self.peer, "PROXY protocol: untrusted source, closing");
-                shared.metrics.connection_refused();
-                Err(Closed)
-            }
+        if shared.untrusted_proxy(&self.listener, self.peer) {
+            return Drive::Close;
+        }
+        let admitted = match &self.listener.settings.proxy {
+            None => self.admit(shared),
             Some(proxy) => {
                 self.proxy_deadline = Some(now() + proxy.timeout);
                 Ok(())
             }
         };
-        match result {
+        match admitted {
             Ok(()) => self.drive(shared),
             Err(Closed) => Drive::Close,
         }
@@ -178,11 +158,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
     pub(crate) fn apply_state(&mut self, state: State) -> Drive {
         match (&mut self.phase, state) {
             (_, State::Running) => {}
-            (Phase::Session(live), State::Draining) => live.server.handle_shutdown(now()),
-            (Phase::Session(live), State::Abort) => {
-                self.aborted = true;
-                live.server.handle_abort(now());
-            }
+            (Phase::Session(core), _) => core.apply_state(state),
             // Not a session yet: nothing to say goodbye to. While draining it may still
             // become one, which then starts with the 421.
             (_, State::Draining) => {}
@@ -194,7 +170,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
     /// The earliest of the connection's deadlines.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         let core = match &self.phase {
-            Phase::Session(live) => live.server.poll_timeout(),
+            Phase::Session(core) => core.server.poll_timeout(),
             _ => None,
         };
         [
@@ -214,9 +190,9 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let read = !self.tcp_eof
             && match &self.phase {
                 Phase::Proxy(_) => true,
-                Phase::Handshake => self.tls.as_ref().is_some_and(|t| t.wants_read()),
-                Phase::Session(live) => {
-                    live.server.wants_input()
+                Phase::Handshake(_) => self.tls.as_ref().is_some_and(|t| t.wants_read()),
+                Phase::Session(core) => {
+                    core.server.wants_input()
                         || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
                 }
             };
@@ -232,7 +208,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
     fn output_pending(&self) -> bool {
         let tls = self.tls.as_ref().is_some_and(|t| t.wants_write());
         let core = match &self.phase {
-            Phase::Session(live) => !live.server.poll_transmit().is_empty(),
+            Phase::Session(core) => !core.server.poll_transmit().is_empty(),
             _ => false,
         };
         tls || core
@@ -245,15 +221,13 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let now = now();
         let expired = |d: Option<Instant>| d.is_some_and(|d| d <= now);
         if expired(self.proxy_deadline) {
-            debug!(peer = %self.peer, "PROXY protocol: header timeout, closing");
-            shared.metrics.connection_refused();
+            shared.proxy_failed(self.peer, &"header timeout");
             return Drive::Close;
         }
         if expired(self.handshake_deadline) {
-            debug!(peer = %self.peer, "TLS handshake timed out");
-            shared.metrics.tls_handshake_failed();
-            if let Phase::Session(live) = &mut self.phase {
-                live.server.handle_tls_failed(now);
+            shared.tls_failed(&"handshake timed out");
+            if let Phase::Session(core) = &mut self.phase {
+                core.server.handle_tls_failed(now);
             }
             return Drive::Close;
         }
@@ -261,10 +235,10 @@ impl<S: smtpkit_server::Session> Conn<S> {
             self.error = Some("write timed out".into());
             return Drive::Close;
         }
-        if let Phase::Session(live) = &mut self.phase
-            && expired(live.server.poll_timeout())
+        if let Phase::Session(core) = &mut self.phase
+            && expired(core.server.poll_timeout())
         {
-            live.server.handle_timeout(now);
+            core.handle_timeout();
         }
         self.drive(shared)
     }
@@ -277,7 +251,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             let _enter = span.enter();
             let step = match self.phase {
                 Phase::Proxy(_) => self.step_proxy(shared),
-                Phase::Handshake => self.step_handshake(shared),
+                Phase::Handshake(_) => self.step_handshake(shared),
                 Phase::Session(_) => self.step_session(shared),
             };
             match step {
@@ -301,8 +275,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let read = (&self.tcp).read(&mut buf[len..]);
         let n = match read {
             Ok(0) => {
-                debug!(peer = %self.peer, "PROXY protocol: closed before the header");
-                shared.metrics.connection_refused();
+                shared.proxy_failed(self.peer, &"closed before the header");
                 return Err(Closed);
             }
             Ok(n) => n,
@@ -315,8 +288,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
                     }
                     io::ErrorKind::Interrupted => Ok(true),
                     _ => {
-                        debug!(peer = %self.peer, error = %e, "PROXY protocol: read failed");
-                        shared.metrics.connection_refused();
+                        shared.proxy_failed(self.peer, &e);
                         Err(Closed)
                     }
                 };
@@ -330,74 +302,53 @@ impl<S: smtpkit_server::Session> Conn<S> {
         match parsed {
             Ok(None) => Ok(true),
             Ok(Some((header, used))) => {
-                let rest = buf[used..].to_vec();
-                if let ProxyHeader::Proxied {
-                    source,
-                    destination,
-                    ..
-                } = header
-                {
-                    self.peer = source;
-                    self.local = destination;
-                }
+                self.ahead = buf[used..].to_vec();
+                (self.peer, self.local) = proxied(&header, self.peer, self.local);
                 self.proxy_deadline = None;
-                self.admit(shared, &rest)?;
+                self.admit(shared)?;
                 Ok(true)
             }
             Err(e) => {
-                debug!(peer = %self.peer, error = %e, "PROXY protocol: bad header, closing");
-                shared.metrics.connection_refused();
+                shared.proxy_failed(self.peer, &e);
                 Err(Closed)
             }
         }
     }
 
-    /// Counts the connection against the limits, then starts TLS or the session. `rest` is
-    /// what was read past a PROXY header.
-    fn admit<H: Handler<Session = S>>(
-        &mut self,
-        shared: &Shared<H>,
-        rest: &[u8],
-    ) -> Result<(), Closed> {
-        match shared.limiter.try_acquire(self.peer.ip()) {
-            Ok(guard) => self._guard = Some(guard),
-            Err(e) => {
-                info!(peer = %self.peer, reason = %e, "connection refused");
-                shared.metrics.connection_refused();
-                // An implicit TLS client cannot read a plaintext reply; it just sees the
-                // close. The socket's send buffer is empty, so one write takes the line.
-                if !self.kind.implicit_tls() {
-                    let line = e.reply_bytes(&shared.settings.hostname);
+    /// Counts the connection against the limits, then starts TLS or the session.
+    fn admit<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Result<(), Closed> {
+        let guard = match shared.admit(&self.listener, self.peer) {
+            Ok(guard) => guard,
+            Err(line) => {
+                // The socket's send buffer is empty, so one write takes the line.
+                if !line.is_empty() {
                     let _ = (&self.tcp).write(&line);
                     let _ = self.tcp.shutdown(Shutdown::Write);
                 }
                 return Err(Closed);
             }
+        };
+        if !self.listener.settings.kind.implicit_tls() {
+            self.start_session(shared, Some(guard));
+            return Ok(());
         }
-        if self.kind.implicit_tls() {
-            self.tls = Some(new_tls(shared).ok_or(Closed)?);
-            self.handshake_deadline = Some(now() + shared.settings.tls_handshake_timeout);
-            if !rest.is_empty()
-                && let Some(tls) = &mut self.tls
-            {
-                // The start of the ClientHello came with the PROXY header.
-                let fed = tls.read_tls(&mut &rest[..]).and_then(|_| {
-                    tls.process_new_packets()
-                        .map(drop)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-                });
-                if let Err(e) = fed {
-                    debug!(peer = %self.peer, error = %e, "TLS handshake failed");
-                    shared.metrics.tls_handshake_failed();
-                    return Err(Closed);
-                }
+        let mut tls = new_tls(shared, &self.listener).ok_or(Closed)?;
+        self.handshake_deadline = Some(now() + shared.settings.tls_handshake_timeout);
+        if !self.ahead.is_empty() {
+            // The start of the ClientHello came with the PROXY header.
+            let ahead = std::mem::take(&mut self.ahead);
+            let fed = tls.read_tls(&mut &ahead[..]).and_then(|_| {
+                tls.process_new_packets()
+                    .map(drop)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            });
+            if let Err(e) = fed {
+                shared.tls_failed(&e);
+                return Err(Closed);
             }
-            self.phase = Phase::Handshake;
-        } else {
-            self.inbuf.spare()[..rest.len()].copy_from_slice(rest);
-            self.inbuf.commit(rest.len());
-            self.start_session(shared);
         }
+        self.tls = Some(tls);
+        self.phase = Phase::Handshake(Some(guard));
         Ok(())
     }
 
@@ -409,205 +360,159 @@ impl<S: smtpkit_server::Session> Conn<S> {
             Ok(p) => p,
             Err(fail) => {
                 let _ = tls_write(&self.tcp, tls, &mut self.writable);
-                self.handshake_failed(shared, &fail);
+                shared.tls_failed(&fail);
                 return Err(Closed);
             }
         };
         progress |= tls_write(&self.tcp, tls, &mut self.writable).map_err(|_| Closed)?;
         if !tls.is_handshaking() {
             self.handshake_deadline = None;
-            self.start_session(shared);
+            let guard = match &mut self.phase {
+                Phase::Handshake(guard) => guard.take(),
+                _ => None,
+            };
+            self.start_session(shared, guard);
             return Ok(true);
         }
         if self.tcp_eof {
-            self.handshake_failed(shared, &TlsFail::Io(io::ErrorKind::UnexpectedEof.into()));
+            shared.tls_failed(&"connection closed");
             return Err(Closed);
         }
         Ok(progress)
     }
 
-    fn handshake_failed<H: Handler<Session = S>>(&self, shared: &Shared<H>, fail: &TlsFail) {
-        match fail {
-            TlsFail::Tls(e) => debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
-            TlsFail::Io(e) => debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
-        }
-        shared.metrics.tls_handshake_failed();
-    }
-
-    fn start_session<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) {
-        let info = SessionInfo::new(self.peer, self.local, self.kind).with_tls(self.tls.is_some());
-        self.span = info_span!("smtp", id = %info.id, peer = %self.peer, listener = %self.kind);
+    fn start_session<H: Handler<Session = S>>(
+        &mut self,
+        shared: &Shared<H>,
+        guard: Option<ConnectionGuard>,
+    ) {
+        let kind = self.listener.settings.kind;
+        let info = SessionInfo::new(self.peer, self.local, kind).with_tls(self.tls.is_some());
+        self.span = info_span!("smtp", id = %info.id, peer = %self.peer, listener = %kind);
         let _enter = self.span.enter();
-        let mut server = Server::new(Arc::clone(&self.config), now());
-        if info.tls {
-            server.handle_tls_established(now());
-        }
-        let dispatcher = block_on(Dispatcher::connect(
+        let config = Arc::clone(&self.listener.config);
+        let state = shared.lifecycle.state();
+        let mut core = block_on(SessionCore::start(
             &shared.handler,
-            &mut server,
+            &shared.metrics,
+            config,
             info,
-            Some(Arc::clone(&shared.metrics)),
-            now,
+            guard,
+            state,
         ));
-        match shared.control.state() {
-            State::Running => {}
-            State::Draining => server.handle_shutdown(now()),
-            State::Abort => {
-                self.aborted = true;
-                server.handle_abort(now());
-            }
-        }
-        self.phase = Phase::Session(Box::new(Live {
-            server,
-            dispatcher,
-            started: now(),
-        }));
+        let ahead = std::mem::take(&mut self.ahead);
+        core.inbuf.spare()[..ahead.len()].copy_from_slice(&ahead);
+        core.inbuf.commit(ahead.len());
+        self.phase = Phase::Session(Box::new(core));
     }
 
-    /// One round of the core's run loop: read, handle events, write, STARTTLS, close.
-    fn step_session<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Step {
-        let Phase::Session(live) = &mut self.phase else {
+    /// Reads what the core wants (through TLS when it is on) into its buffer.
+    fn read_session<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Step {
+        let Phase::Session(core) = &mut self.phase else {
             return Ok(false);
         };
-        let Live {
-            server, dispatcher, ..
-        } = &mut **live;
         let mut progress = false;
-
-        // 1. Input, only while the core wants it (or the STARTTLS handshake needs records).
-        match self.tls.as_deref_mut() {
-            None => {
-                if server.wants_input() && !self.eof {
-                    while self.readable {
-                        let spare = self.inbuf.spare();
-                        if spare.is_empty() {
-                            break;
-                        }
-                        match (&self.tcp).read(spare) {
-                            Ok(0) => {
-                                self.eof = true;
-                                self.tcp_eof = true;
-                                progress = true;
-                                break;
-                            }
-                            Ok(n) => {
-                                self.inbuf.commit(n);
-                                progress = true;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                self.readable = false;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) if is_disconnect(&e) => {
-                                self.eof = true;
-                                self.tcp_eof = true;
-                                progress = true;
-                                break;
-                            }
-                            Err(e) => {
-                                self.error = Some(e.to_string());
-                                return Err(Closed);
-                            }
-                        }
+        let Some(tls) = self.tls.as_deref_mut() else {
+            if !core.server.wants_input() || self.eof {
+                return Ok(false);
+            }
+            while self.readable {
+                let spare = core.inbuf.spare();
+                if spare.is_empty() {
+                    break;
+                }
+                match (&self.tcp).read(spare) {
+                    Ok(n) if n > 0 => core.inbuf.commit(n),
+                    Ok(_) => self.tcp_eof = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        continue;
                     }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if is_disconnect(&e) => self.tcp_eof = true,
+                    Err(e) => {
+                        self.error = Some(e.to_string());
+                        return Err(Closed);
+                    }
+                }
+                progress = true;
+                if self.tcp_eof {
+                    self.eof = true;
+                    break;
                 }
             }
-            Some(tls) => {
-                let handshaking = tls.is_handshaking();
-                if handshaking || server.wants_input() {
-                    match tls_read(&self.tcp, tls, &mut self.readable, &mut self.tcp_eof) {
-                        Ok(p) => progress |= p,
-                        Err(fail) => {
-                            let _ = tls_write(&self.tcp, tls, &mut self.writable);
-                            if handshaking {
-                                debug!("STARTTLS handshake failed");
-                                let (metrics, peer) = (&shared.metrics, self.peer);
-                                match &fail {
-                                    TlsFail::Tls(e) => debug!(%peer, error = %e, "TLS error"),
-                                    TlsFail::Io(e) => debug!(%peer, error = %e, "TLS error"),
-                                }
-                                metrics.tls_handshake_failed();
-                                server.handle_tls_failed(now());
-                            } else {
-                                self.error = Some(match fail {
-                                    TlsFail::Tls(e) => e.to_string(),
-                                    TlsFail::Io(e) => e.to_string(),
-                                });
-                            }
-                            return Err(Closed);
-                        }
+            return Ok(progress);
+        };
+        let handshaking = tls.is_handshaking();
+        if handshaking || core.server.wants_input() {
+            match tls_read(&self.tcp, tls, &mut self.readable, &mut self.tcp_eof) {
+                Ok(p) => progress |= p,
+                Err(fail) => {
+                    let _ = tls_write(&self.tcp, tls, &mut self.writable);
+                    if handshaking {
+                        shared.tls_failed(&fail);
+                        core.server.handle_tls_failed(now());
+                    } else {
+                        self.error = Some(fail.to_string());
                     }
-                }
-                if handshaking && !tls.is_handshaking() {
-                    debug!("STARTTLS handshake done");
-                    self.handshake_deadline = None;
-                    server.handle_tls_established(now());
-                    progress = true;
-                } else if tls.is_handshaking() && self.tcp_eof {
-                    debug!("STARTTLS handshake failed: connection closed");
-                    shared.metrics.tls_handshake_failed();
-                    server.handle_tls_failed(now());
                     return Err(Closed);
                 }
-                if !tls.is_handshaking() && server.wants_input() && !self.eof {
-                    loop {
-                        let spare = self.inbuf.spare();
-                        if spare.is_empty() {
-                            break;
-                        }
-                        match tls.reader().read(spare) {
-                            // close_notify: a clean end of the plaintext.
-                            Ok(0) => {
-                                self.eof = true;
-                                progress = true;
-                                break;
-                            }
-                            Ok(n) => {
-                                self.inbuf.commit(n);
-                                progress = true;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            // TCP closed without close_notify, or some other end: either way
-                            // no more plaintext will come.
-                            Err(_) => {
-                                self.eof = true;
-                                progress = true;
-                                break;
-                            }
-                        }
-                    }
-                }
             }
         }
-
-        // 2. Handle every event the buffered input yields.
-        loop {
-            let p = server.handle_input(now(), self.inbuf.data());
-            let Some(event) = p.event else {
-                progress |= p.consumed > 0;
-                self.inbuf.consume(p.consumed);
-                break;
-            };
-            block_on(dispatcher.handle(server, event, now));
-            self.inbuf.consume(p.consumed);
+        if handshaking && !tls.is_handshaking() {
+            debug!("STARTTLS handshake done");
+            self.handshake_deadline = None;
+            core.server.handle_tls_established(now());
             progress = true;
+        } else if tls.is_handshaking() && self.tcp_eof {
+            shared.tls_failed(&"connection closed");
+            core.server.handle_tls_failed(now());
+            return Err(Closed);
         }
+        if tls.is_handshaking() || !core.server.wants_input() || self.eof {
+            return Ok(progress);
+        }
+        loop {
+            let spare = core.inbuf.spare();
+            if spare.is_empty() {
+                break;
+            }
+            match tls.reader().read(spare) {
+                Ok(n) if n > 0 => core.inbuf.commit(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // close_notify (`Ok(0)`), TCP closed without it, or some other end: either
+                // way no more plaintext will come.
+                _ => self.eof = true,
+            }
+            progress = true;
+            if self.eof {
+                break;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// One round of the shared run loop: read, handle events, write, STARTTLS, close.
+    fn step_session<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Step {
+        let mut progress = self.read_session(shared)?;
+        let Phase::Session(core) = &mut self.phase else {
+            return Ok(false);
+        };
+        let buffered = core.inbuf.data().len();
+        block_on(core.handle_input::<Mio>());
+        progress |= core.inbuf.data().len() != buffered || !core.server.poll_transmit().is_empty();
         // The core has taken what it can of the input; report the end of it.
-        if self.eof && !server.is_closed() && server.wants_input() {
-            server.handle_eof(now());
+        if self.eof && !core.server.is_closed() && core.server.wants_input() {
+            core.handle_eof();
             progress = true;
         }
 
         // 4. Write out what the core and TLS have queued.
-        let limit = if self.aborted {
-            ABORT_FLUSH
-        } else {
-            shared.settings.timeouts.command
-        };
+        let limit = core.write_limit();
         let wrote = flush(
             &self.tcp,
             self.tls.as_deref_mut(),
-            server,
+            &mut core.server,
             &mut self.writable,
         )
         .map_err(|e| {
@@ -617,31 +522,32 @@ impl<S: smtpkit_server::Session> Conn<S> {
             Closed
         })?;
         progress |= wrote;
-        let pending = !server.poll_transmit().is_empty()
+        let pending = !core.server.poll_transmit().is_empty()
             || self.tls.as_ref().is_some_and(|t| t.wants_write());
+        // Each write may take at most `limit`, so a client that never reads cannot hold the
+        // session.
         if !pending {
             self.write_deadline = None;
         } else if wrote || self.write_deadline.is_none() {
-            // Each write may take at most `limit`, so a client that never reads cannot hold
-            // the session.
             self.write_deadline = Some(now() + limit);
         }
 
         // 5. STARTTLS, once the 220 is out: the core has dropped plaintext pipelined after
         // the command, and so does the buffer.
-        if server.wants_tls_handshake() && self.tls.is_none() && !pending {
-            self.inbuf.consume(self.inbuf.data().len());
-            match new_tls(shared) {
+        if core.server.wants_tls_handshake() && self.tls.is_none() && !pending {
+            let all = core.inbuf.data().len();
+            core.inbuf.consume(all);
+            match new_tls(shared, &self.listener) {
                 Some(tls) => {
                     self.tls = Some(tls);
                     self.handshake_deadline = Some(now() + shared.settings.tls_handshake_timeout);
                 }
-                None => server.handle_tls_failed(now()),
+                None => core.server.handle_tls_failed(now()),
             }
             return Ok(true);
         }
 
-        if server.is_closed() && !pending {
+        if core.server.is_closed() && !pending {
             match self.tls.as_deref_mut() {
                 Some(tls) if !self.close_notify_sent && !tls.is_handshaking() => {
                     tls.send_close_notify();
@@ -659,35 +565,23 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let span = self.span.clone();
         let _enter = span.enter();
         let _ = self.tcp.shutdown(Shutdown::Write);
-        if let Phase::Session(live) = self.phase {
-            let duration_ms = live.started.elapsed().as_millis() as u64;
-            match &self.error {
-                Some(e) => info!(error = %e, duration_ms, "session ended"),
-                None => info!(
-                    reason = %live
-                        .server
-                        .close_reason()
-                        .map_or("connection lost".into(), |r| r.to_string()),
-                    duration_ms,
-                    "session ended"
-                ),
-            }
-            block_on(live.dispatcher.close(&live.server));
+        if let Phase::Session(core) = self.phase {
+            let error = self
+                .error
+                .as_ref()
+                .map(|e| e as &(dyn std::fmt::Display + Sync));
+            block_on(core.end(error));
         }
     }
 }
 
-fn new_tls<H>(shared: &Shared<H>) -> Option<Box<ServerConnection>> {
-    let Some(config) = &shared.tls else {
-        // STARTTLS is only offered, and implicit TLS listeners only built, with a config.
-        warn!("TLS requested without a TLS config");
-        return None;
-    };
+fn new_tls<H>(shared: &Shared<H>, listener: &ListenerConfig) -> Option<Box<ServerConnection>> {
+    // STARTTLS is only offered, and implicit TLS listeners only built, with a config.
+    let config = listener.tls.as_ref()?;
     match ServerConnection::new(Arc::clone(config)) {
         Ok(c) => Some(Box::new(c)),
         Err(e) => {
-            warn!(error = %e, "cannot start a TLS session");
-            shared.metrics.tls_handshake_failed();
+            shared.tls_failed(&e);
             None
         }
     }
@@ -783,15 +677,4 @@ fn flush(
         },
     }
     Ok(progress)
-}
-
-/// A peer that vanishes, with or without TLS close_notify, is an ordinary end of session.
-fn is_disconnect(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
 }

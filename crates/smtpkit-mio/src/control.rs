@@ -1,29 +1,19 @@
-//! [`Control`]: the server's lifecycle, shared by the threads and every [`ShutdownHandle`].
+//! [`Control`]: the server's threads, their wakers and the lifecycle they follow, shared by
+//! every [`ServerHandle`].
 //!
-//! [`ShutdownHandle`]: crate::ShutdownHandle
+//! [`ServerHandle`]: crate::ServerHandle
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use smtpkit_server::{Lifecycle, State};
 use tracing::warn;
-
-/// The server's lifecycle; it only moves forward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub(crate) enum State {
-    Running = 0,
-    /// Stop accepting; sessions finish their transaction, then get 421.
-    Draining = 1,
-    /// The grace period is over: every session gets 421 now.
-    Abort = 2,
-}
 
 /// Shared lifecycle state, the wakers of every thread, and the threads to join.
 #[derive(Debug)]
 pub(crate) struct Control {
-    state: AtomicU8,
+    lifecycle: Arc<Lifecycle>,
     wakers: Mutex<Vec<Arc<mio::Waker>>>,
     /// Server threads still running.
     live: Mutex<usize>,
@@ -37,9 +27,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Control {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(lifecycle: Arc<Lifecycle>) -> Self {
         Self {
-            state: AtomicU8::new(State::Running as u8),
+            lifecycle,
             wakers: Mutex::new(Vec::new()),
             live: Mutex::new(0),
             stopped: Condvar::new(),
@@ -48,16 +38,12 @@ impl Control {
     }
 
     pub(crate) fn state(&self) -> State {
-        match self.state.load(Ordering::Acquire) {
-            0 => State::Running,
-            1 => State::Draining,
-            _ => State::Abort,
-        }
+        self.lifecycle.state()
     }
 
     /// Moves the lifecycle forward to `state` (never back) and wakes every thread.
     pub(crate) fn set_state(&self, state: State) {
-        self.state.fetch_max(state as u8, Ordering::AcqRel);
+        self.lifecycle.advance(state);
         self.wake_all();
     }
 

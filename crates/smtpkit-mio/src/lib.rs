@@ -71,47 +71,29 @@ mod conn;
 mod control;
 mod worker;
 
-use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use smtpkit_proto::server::ConfigError;
+use smtpkit_server::driver::{Context, ListenerConfig};
 use tracing::info;
 
 pub use smtpkit_server::blocking::{Blocking, BlockingHandler, BlockingSession};
 pub use smtpkit_server::{
-    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, ForwardPath, Handler,
-    ListenerKind, Metrics, MetricsSnapshot, Parameters, ProxySettings, Reply, ReplyCode,
-    ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
+    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
+    Handler, ListenerKind, ListenerSettings, Metrics, MetricsSnapshot, Parameters, ProxySettings,
+    Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 
-use crate::control::{Control, State};
+use crate::control::Control;
+use smtpkit_server::State;
 
 /// The most event loops [`Builder::threads`] picks by default: beyond that, SMTP sessions
 /// are bound by the handler and the disk, not by the loops.
 const DEFAULT_MAX_THREADS: usize = 4;
-
-/// Why a server could not be built or started.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Binding or configuring a listener, creating a poll or spawning a thread failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-    /// The settings do not make a valid core config.
-    #[error("invalid settings: {0}")]
-    Config(#[from] ConfigError),
-    /// An implicit TLS listener was added without a TLS config.
-    #[error("{0} listener needs a TLS config")]
-    MissingTls(ListenerKind),
-    /// No listener was added.
-    #[error("no listener")]
-    NoListener,
-}
 
 /// Where a listener comes from.
 #[derive(Debug)]
@@ -134,15 +116,8 @@ impl From<std::net::TcpListener> for ListenerSource {
     }
 }
 
-/// What every event loop shares.
-pub(crate) struct Shared<H> {
-    pub(crate) handler: H,
-    pub(crate) settings: ServerSettings,
-    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
-    pub(crate) limiter: ConnectionLimiter,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) control: Arc<Control>,
-}
+/// What every event loop shares: the driver's context.
+pub(crate) type Shared<H> = Context<H>;
 
 /// Builds an [`SmtpServer`]; see [`SmtpServer::builder`].
 #[derive(Debug)]
@@ -150,16 +125,21 @@ pub(crate) struct Shared<H> {
 pub struct Builder<H> {
     handler: H,
     settings: ServerSettings,
-    listeners: Vec<(ListenerSource, ListenerKind)>,
+    listeners: Vec<(ListenerSource, ListenerSettings)>,
     tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<Arc<Metrics>>,
     threads: Option<NonZeroUsize>,
 }
 
 impl<H: Handler> Builder<H> {
-    /// Adds a listener: an address to bind or a bound listener.
-    pub fn listener(mut self, source: impl Into<ListenerSource>, kind: ListenerKind) -> Self {
-        self.listeners.push((source.into(), kind));
+    /// Adds a listener: an address to bind or a bound listener, and its kind or its
+    /// [`ListenerSettings`] (TLS on or off, PROXY).
+    pub fn listener(
+        mut self,
+        source: impl Into<ListenerSource>,
+        settings: impl Into<ListenerSettings>,
+    ) -> Self {
+        self.listeners.push((source.into(), settings.into()));
         self
     }
 
@@ -192,13 +172,9 @@ impl<H: Handler> Builder<H> {
         if self.listeners.is_empty() {
             return Err(Error::NoListener);
         }
-        let has_tls = self.tls.is_some();
         let mut listeners = Vec::with_capacity(self.listeners.len());
-        for (source, kind) in self.listeners {
-            if kind.implicit_tls() && !has_tls {
-                return Err(Error::MissingTls(kind));
-            }
-            let config = self.settings.server_config(kind, has_tls)?;
+        for (source, settings) in self.listeners {
+            let config = ListenerConfig::new(&self.settings, settings, self.tls.as_ref())?;
             let std = match source {
                 ListenerSource::Addr(addr) => smtpkit_server::bind_listener(addr)?,
                 ListenerSource::Std(l) => l,
@@ -208,8 +184,7 @@ impl<H: Handler> Builder<H> {
             listeners.push(accept::Listener {
                 addr: listener.local_addr()?,
                 listener,
-                kind,
-                config,
+                config: Arc::new(config),
             });
         }
         let threads = self.threads.map_or_else(
@@ -220,19 +195,11 @@ impl<H: Handler> Builder<H> {
             },
             NonZeroUsize::get,
         );
-        let shared = Arc::new(Shared {
-            handler: self.handler,
-            limiter: ConnectionLimiter::new(
-                self.settings.max_connections,
-                self.settings.max_per_ip,
-            ),
-            settings: self.settings,
-            tls: self.tls,
-            metrics: self.metrics.unwrap_or_default(),
-            control: Arc::new(Control::new()),
-        });
+        let shared = Arc::new(Context::new(self.handler, self.settings, self.metrics));
+        let control = Arc::new(Control::new(Arc::clone(&shared.lifecycle)));
         Ok(SmtpServer {
             shared,
+            control,
             listeners,
             threads,
         })
@@ -242,6 +209,7 @@ impl<H: Handler> Builder<H> {
 /// A bound server, ready to [`start`](Self::start) or [`run`](Self::run).
 pub struct SmtpServer<H> {
     shared: Arc<Shared<H>>,
+    control: Arc<Control>,
     listeners: Vec<accept::Listener>,
     threads: usize,
 }
@@ -254,7 +222,7 @@ impl<H> std::fmt::Debug for SmtpServer<H> {
                 &self
                     .listeners
                     .iter()
-                    .map(|l| (l.addr, l.kind))
+                    .map(|l| (l.addr, l.config.settings.kind))
                     .collect::<Vec<_>>(),
             )
             .field("threads", &self.threads)
@@ -277,9 +245,9 @@ impl<H: Handler> SmtpServer<H> {
 
     /// A handle to stop the server and read its addresses and counters; valid before and
     /// after [`start`](Self::start).
-    pub fn handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            control: Arc::clone(&self.shared.control),
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            control: Arc::clone(&self.control),
             addrs: self.local_addrs(),
             metrics: Arc::clone(&self.shared.metrics),
         }
@@ -291,12 +259,16 @@ impl<H: Handler> SmtpServer<H> {
     }
 
     /// Starts the event-loop threads and the accept thread, and returns at once.
-    pub fn start(self) -> Result<ShutdownHandle, Error> {
+    pub fn start(self) -> Result<ServerHandle, Error> {
         let handle = self.handle();
-        let control = &self.shared.control;
+        let control = &self.control;
         let mut workers = Vec::with_capacity(self.threads);
         for i in 0..self.threads {
-            workers.push(worker::Worker::new(Arc::clone(&self.shared), i)?);
+            workers.push(worker::Worker::new(
+                Arc::clone(&self.shared),
+                Arc::clone(control),
+                i,
+            )?);
         }
         let acceptor = accept::Acceptor::new(
             self.listeners,
@@ -304,7 +276,7 @@ impl<H: Handler> SmtpServer<H> {
             Arc::clone(control),
         )?;
         for l in acceptor.listeners() {
-            info!(addr = %l.addr, listener = %l.kind, "listening");
+            info!(addr = %l.addr, listener = %l.config.settings.kind, "listening");
         }
         for (i, w) in workers.into_iter().enumerate() {
             control.spawn(format!("smtp-loop-{i}"), move || w.run())?;
@@ -313,7 +285,7 @@ impl<H: Handler> SmtpServer<H> {
         Ok(handle)
     }
 
-    /// Serves on the calling thread's behalf until [`ShutdownHandle::shutdown`] (called from
+    /// Serves on the calling thread's behalf until [`ServerHandle::shutdown`] (called from
     /// another thread, with a handle from [`handle`](Self::handle)) has closed every session.
     pub fn run(self) -> Result<(), Error> {
         self.start()?.wait();
@@ -323,13 +295,13 @@ impl<H: Handler> SmtpServer<H> {
 
 /// Controls a running server from any thread; cheap to clone.
 #[derive(Clone, Debug)]
-pub struct ShutdownHandle {
+pub struct ServerHandle {
     control: Arc<Control>,
     addrs: Vec<SocketAddr>,
     metrics: Arc<Metrics>,
 }
 
-impl ShutdownHandle {
+impl ServerHandle {
     /// The bound addresses, in the order the listeners were added.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs

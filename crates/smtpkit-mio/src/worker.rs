@@ -15,7 +15,8 @@ use tracing::{error, warn};
 use crate::Shared;
 use crate::accept::{Accepted, Inbox};
 use crate::conn::{Conn, Drive};
-use crate::control::State;
+use crate::control::Control;
+use smtpkit_server::State;
 
 const WAKER: Token = Token(usize::MAX);
 /// Readiness events taken per `poll` call.
@@ -27,6 +28,7 @@ type Deadline = Reverse<(Instant, usize, u64)>;
 
 pub(crate) struct Worker<H: Handler> {
     shared: Arc<Shared<H>>,
+    control: Arc<Control>,
     index: usize,
     poll: Poll,
     waker: Arc<Waker>,
@@ -43,13 +45,18 @@ pub(crate) struct Worker<H: Handler> {
 }
 
 impl<H: Handler> Worker<H> {
-    pub(crate) fn new(shared: Arc<Shared<H>>, index: usize) -> io::Result<Self> {
+    pub(crate) fn new(
+        shared: Arc<Shared<H>>,
+        control: Arc<Control>,
+        index: usize,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        shared.control.add_waker(Arc::clone(&waker));
+        control.add_waker(Arc::clone(&waker));
         let (tx, rx) = mpsc::channel();
         Ok(Self {
             shared,
+            control,
             index,
             poll,
             waker,
@@ -151,7 +158,7 @@ impl<H: Handler> Worker<H> {
 
     /// Passes a lifecycle change on to every connection.
     fn check_state(&mut self) {
-        let state = self.shared.control.state();
+        let state = self.control.state();
         if state == self.state {
             return;
         }

@@ -341,17 +341,16 @@ fn shutdown_grace_expires() {
     assert_eq!(s.rec.store().aborted, 1);
 }
 
-fn proxy_settings(trusted: &str) -> smtpkit_mio::ServerSettings {
-    let mut cfg = settings();
+/// An SMTP listener that trusts PROXY headers from `trusted`.
+fn proxy_listener(trusted: &str) -> smtpkit_mio::ListenerSettings {
     let mut p = ProxySettings::new(trusted.parse().unwrap());
     p.timeout = Duration::from_secs(1);
-    cfg.proxy = Some(p);
-    cfg
+    smtpkit_mio::ListenerSettings::new(ListenerKind::Smtp).proxy(p)
 }
 
 #[test]
 fn proxy_protocol() {
-    let s = start(proxy_settings("127.0.0.0/8"), &[ListenerKind::Smtp], None);
+    let s = start(settings(), &[proxy_listener("127.0.0.0/8")], None);
     // v1, with the first command in the same packet.
     let mut c = Raw::connect(s.addr(0));
     c.send("PROXY TCP4 192.0.2.7 198.51.100.1 4242 25\r\nEHLO c\r\n");
@@ -368,7 +367,7 @@ fn proxy_protocol() {
     assert_eq!(s.handle.metrics().snapshot().connections_refused, 2);
 
     // An untrusted source is closed at once, whatever it sends.
-    let s = start(proxy_settings("10.0.0.0/8"), &[ListenerKind::Smtp], None);
+    let s = start(settings(), &[proxy_listener("10.0.0.0/8")], None);
     let mut c = Raw::connect(s.addr(0));
     assert_eq!(c.reply(), "");
     assert!(s.rec.store().peers.is_empty());

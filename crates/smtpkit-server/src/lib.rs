@@ -24,8 +24,11 @@
 
 pub mod blocking;
 mod dispatch;
+pub mod driver;
+mod error;
 mod handler;
 mod id;
+mod lifecycle;
 mod limit;
 mod listen;
 mod metrics;
@@ -35,10 +38,12 @@ mod settings;
 pub mod tls;
 
 pub use dispatch::Dispatcher;
+pub use error::Error;
 pub use handler::{Decision, Handler, Session, SessionInfo};
 pub use id::SessionId;
+pub use lifecycle::{Lifecycle, State, TaskGuard};
 pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
-pub use listen::{LISTEN_BACKLOG, bind_listener};
+pub use listen::{LISTEN_BACKLOG, ListenerSettings, bind_listener};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use proxy::{ProxyError, ProxyHeader, ProxySettings, TrustedNetworks, parse_proxy_header};
 pub use rate::{FailureLimiter, Verdict};

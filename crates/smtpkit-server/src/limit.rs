@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::proxy::TrustedNetworks;
+
 /// Counts open connections and refuses those over the limits.
 ///
 /// Cheap to clone; clones share the counts.
@@ -26,6 +28,8 @@ pub struct ConnectionLimiter {
 struct Inner {
     max_total: usize,
     max_per_ip: usize,
+    /// Addresses the per-address limit does not apply to.
+    exempt: TrustedNetworks,
     // One lock for both counts keeps them consistent; it is held for a map lookup only, once
     // per connection open and close.
     counts: Mutex<Counts>,
@@ -83,10 +87,18 @@ pub struct ConnectionGuard {
 impl ConnectionLimiter {
     /// A limiter allowing `max_total` connections, `max_per_ip` of them from one address.
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self::with_exempt(max_total, max_per_ip, TrustedNetworks::default())
+    }
+
+    /// Like [`new`](Self::new), but addresses in `exempt` are not held to `max_per_ip` (they
+    /// still count towards, and are held to, `max_total`): the server's own networks, as
+    /// Postfix's `smtpd_client_event_limit_exceptions` exempts `$mynetworks`.
+    pub fn with_exempt(max_total: usize, max_per_ip: usize, exempt: TrustedNetworks) -> Self {
         Self {
             inner: Arc::new(Inner {
                 max_total,
                 max_per_ip,
+                exempt,
                 counts: Mutex::new(Counts::default()),
             }),
         }
@@ -99,8 +111,9 @@ impl ConnectionLimiter {
         if counts.total >= self.inner.max_total {
             return Err(LimitExceeded::Total);
         }
+        let exempt = self.inner.exempt.contains(ip);
         let n = counts.per_ip.entry(ip).or_insert(0);
-        if *n >= self.inner.max_per_ip {
+        if *n >= self.inner.max_per_ip && !exempt {
             if *n == 0 {
                 counts.per_ip.remove(&ip);
             }
@@ -203,6 +216,19 @@ mod tests {
                 .unwrap_err(),
             LimitExceeded::PerIp
         );
+    }
+
+    #[test]
+    fn exempt_networks_skip_the_per_ip_limit_only() {
+        let l = ConnectionLimiter::with_exempt(3, 1, "127.0.0.0/8".parse().unwrap());
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        let g = [l.try_acquire(local).unwrap(), l.try_acquire(local).unwrap()];
+        let _o = l.try_acquire(other).unwrap();
+        assert_eq!(l.try_acquire(other).unwrap_err(), LimitExceeded::Total);
+        assert_eq!(l.try_acquire(local).unwrap_err(), LimitExceeded::Total);
+        drop(g);
+        assert_eq!(l.try_acquire(other).unwrap_err(), LimitExceeded::PerIp);
     }
 
     #[test]

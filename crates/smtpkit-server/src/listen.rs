@@ -1,9 +1,71 @@
-//! Binding listeners with a backlog sized for mail bursts, shared by every adapter.
+//! Listeners: binding with a backlog sized for mail bursts, and [`ListenerSettings`], what may
+//! differ between the listeners of one server. Shared by every adapter.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Socket, Type};
+
+use crate::proxy::ProxySettings;
+use crate::settings::ListenerKind;
+
+/// What one listener of a server serves: its kind, whether it offers TLS, and whether it
+/// expects PROXY headers. Everything else ([`ServerSettings`](crate::ServerSettings), the
+/// connection limits, the shutdown) is shared by all listeners of the server.
+///
+/// A bare [`ListenerKind`] converts into the default settings for that kind.
+///
+/// ```
+/// use smtpkit_server::{ListenerKind, ListenerSettings, ProxySettings};
+/// let plain = ListenerSettings::from(ListenerKind::Smtp).tls(false);
+/// assert!(!plain.tls && plain.proxy.is_none());
+/// let behind_proxy = ListenerSettings::new(ListenerKind::Submission)
+///     .proxy(ProxySettings::new("10.0.0.0/8".parse().unwrap()));
+/// assert!(behind_proxy.tls && behind_proxy.proxy.is_some());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerSettings {
+    /// What the listener serves.
+    pub kind: ListenerKind,
+    /// Whether TLS is used on this listener when the server has a TLS config: STARTTLS is
+    /// offered on SMTP, submission and LMTP listeners, implicit TLS runs on SMTPS. Default on;
+    /// an SMTPS listener needs it.
+    pub tls: bool,
+    /// PROXY protocol: `None` (the default) reads no header.
+    pub proxy: Option<ProxySettings>,
+}
+
+impl ListenerSettings {
+    /// The defaults for a listener of `kind`: TLS when the server has a certificate, no PROXY.
+    pub fn new(kind: ListenerKind) -> Self {
+        Self {
+            kind,
+            tls: true,
+            proxy: None,
+        }
+    }
+
+    /// Turns TLS on or off for this listener.
+    #[must_use]
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// Expects a PROXY header from the trusted sources of `proxy`.
+    #[must_use]
+    pub fn proxy(mut self, proxy: ProxySettings) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+}
+
+impl From<ListenerKind> for ListenerSettings {
+    fn from(kind: ListenerKind) -> Self {
+        Self::new(kind)
+    }
+}
 
 /// Pending connections the kernel queues before `accept`.
 ///

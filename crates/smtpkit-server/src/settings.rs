@@ -9,7 +9,8 @@ use smtpkit_proto::data::BareLineEnding;
 use smtpkit_proto::server::{ConfigError, Extensions, Limits, Protocol, Timeouts};
 use smtpkit_proto::{ServerConfig, ServerOptions};
 
-use crate::proxy::ProxySettings;
+use crate::limit::ConnectionLimiter;
+use crate::proxy::TrustedNetworks;
 
 /// What a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,8 +113,10 @@ pub struct ServerSettings {
     /// Open connections from one IP address. Default 50, Postfix's
     /// `smtpd_client_connection_count_limit`.
     pub max_per_ip: usize,
-    /// PROXY protocol: `None` (the default) reads no header.
-    pub proxy: Option<ProxySettings>,
+    /// Client networks exempt from `max_per_ip` (the server's own machines and relays).
+    /// Default loopback (`127.0.0.0/8`, `::1`), as Postfix exempts `$mynetworks`
+    /// (`smtpd_client_event_limit_exceptions`); empty exempts no one.
+    pub trusted_networks: TrustedNetworks,
     /// Longest TLS handshake (implicit TLS and STARTTLS). Default 60 s: Postfix's
     /// `smtpd_starttls_timeout` is 300 s (10 s under stress); a handshake is a few round
     /// trips, and a minute holds a slot for a stalled peer only so long.
@@ -146,7 +149,7 @@ impl Default for ServerSettings {
             auth_mechanisms: AUTH_MECHANISMS.map(str::to_owned).to_vec(),
             max_connections: 1000,
             max_per_ip: 50,
-            proxy: None,
+            trusted_networks: "127.0.0.0/8, ::1/128".parse().unwrap_or_default(),
             tls_handshake_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -154,6 +157,15 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
+    /// The connection limiter these settings describe, shared by all listeners of a server.
+    pub fn connection_limiter(&self) -> ConnectionLimiter {
+        ConnectionLimiter::with_exempt(
+            self.max_connections,
+            self.max_per_ip,
+            self.trusted_networks.clone(),
+        )
+    }
+
     /// The core options for a listener of `kind`; `tls_available` says whether the listener
     /// has a certificate (STARTTLS is offered then, except on implicit TLS listeners).
     pub fn server_options(&self, kind: ListenerKind, tls_available: bool) -> ServerOptions {

@@ -54,55 +54,80 @@
 //! Tasks run on smol's global executor (one thread unless `SMOL_THREADS` says otherwise), or
 //! on the application's own [`smol::Executor`] given to [`Builder::executor`].
 //!
+//! The connection logic (admission, the run loop, deadlines, STARTTLS, shutdown) is
+//! `smtpkit_server::driver`, shared with `smtpkit-tokio`; this crate supplies async-io's
+//! sockets and timers, futures-rustls and task spawning.
+//!
 //! Shutdown is graceful: listeners close, idle sessions get `421 4.3.2`, sessions in a
 //! transaction may finish it (then get `421 4.3.2`), and after the grace period every session
 //! still open is closed with `421 4.3.2`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod conn;
 mod stream;
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
+use std::time::Instant;
 
 use async_io::Timer;
 use async_net::TcpListener;
-use event_listener::{Event, EventListener};
-use futures_lite::future;
-use futures_rustls::TlsAcceptor;
 use smol::Executor;
-use smol::channel;
-use smtpkit_proto::ServerConfig;
-use smtpkit_proto::server::ConfigError;
-use tracing::{info, warn};
+use smtpkit_server::driver::{self, Accept, Context, ListenerConfig, Spawn};
 
 pub use smtpkit_server::{
-    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, ForwardPath, Handler,
-    ListenerKind, Metrics, MetricsSnapshot, Parameters, ProxySettings, Reply, ReplyCode,
-    ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
+    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
+    Handler, ListenerKind, ListenerSettings, Metrics, MetricsSnapshot, Parameters, ProxySettings,
+    Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 
-/// Why a server could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// Binding or configuring a listener failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-    /// The settings do not make a valid core config.
-    #[error("invalid settings: {0}")]
-    Config(#[from] ConfigError),
-    /// An implicit TLS listener was added without a TLS config.
-    #[error("{0} listener needs a TLS config")]
-    MissingTls(ListenerKind),
-    /// No listener was added.
-    #[error("no listener")]
-    NoListener,
+use crate::stream::Stream;
+
+/// Controls a running server; cheap to clone. See [`driver::ServerHandle`].
+pub type ServerHandle = driver::ServerHandle<Smol>;
+
+/// async-io's timers for the shared driver.
+#[derive(Debug)]
+pub struct Smol;
+
+impl driver::Runtime for Smol {
+    type Timer = Timer;
+
+    fn timer(at: Instant) -> Timer {
+        Timer::at(at)
+    }
+
+    fn reset(timer: Pin<&mut Timer>, at: Instant) {
+        timer.get_mut().set_at(at);
+    }
+}
+
+/// Where the server's tasks run.
+#[derive(Clone)]
+enum Spawner {
+    Global,
+    Executor(Arc<Executor<'static>>),
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Global => "Global",
+            Self::Executor(_) => "Executor",
+        })
+    }
+}
+
+impl Spawn for Spawner {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        match self {
+            Self::Global => smol::spawn(task).detach(),
+            Self::Executor(ex) => ex.spawn(task).detach(),
+        }
+    }
 }
 
 /// Where a listener comes from.
@@ -134,145 +159,37 @@ impl From<TcpListener> for ListenerSource {
     }
 }
 
-/// The server's lifecycle, broadcast to every accept loop and session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum State {
-    Running,
-    /// Stop accepting; sessions finish their transaction, then get 421.
-    Draining,
-    /// The grace period is over: every session gets 421 now.
-    Abort,
-}
-
-impl State {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Self::Running,
-            1 => Self::Draining,
-            _ => Self::Abort,
-        }
-    }
-}
-
-/// A small value many tasks watch: tokio's `watch` channel, on an atomic and an [`Event`].
-#[derive(Debug)]
-pub(crate) struct Watch {
-    value: AtomicU8,
-    changed: Event,
-}
-
-impl Watch {
-    fn new(value: u8) -> Self {
-        Self {
-            value: AtomicU8::new(value),
-            changed: Event::new(),
-        }
-    }
-
-    fn get(&self) -> u8 {
-        self.value.load(Ordering::Acquire)
-    }
-
-    /// Sets the value and wakes every waiter.
-    fn set(&self, value: u8) {
-        self.value.store(value, Ordering::Release);
-        self.changed.notify(usize::MAX);
-    }
-
-    /// Sets the value to `to` only if it is `from`; true if it changed.
-    fn replace(&self, from: u8, to: u8) -> bool {
-        let changed = self
-            .value
-            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if changed {
-            self.changed.notify(usize::MAX);
-        }
-        changed
-    }
-
-    /// A listener that fires on the next change. Read the value after creating it, so a change
-    /// between the read and the wait cannot be missed.
-    pub(crate) fn listen(&self) -> EventListener {
-        self.changed.listen()
-    }
-
-    /// Resolves once `done` holds for the value.
-    async fn wait_for(&self, done: impl Fn(u8) -> bool) {
-        loop {
-            if done(self.get()) {
-                return;
-            }
-            let listener = self.listen();
-            if done(self.get()) {
-                return;
-            }
-            listener.await;
-        }
-    }
-}
-
-/// The server's lifecycle state, as a [`Watch`].
-#[derive(Debug)]
-pub(crate) struct Lifecycle {
-    state: Watch,
-    /// 1 once the accept loops and all sessions are gone.
-    done: Watch,
-}
-
-impl Lifecycle {
-    pub(crate) fn state(&self) -> State {
-        State::from_u8(self.state.get())
-    }
-
-    pub(crate) fn listen(&self) -> EventListener {
-        self.state.listen()
-    }
-}
-
-/// Where the server's tasks run.
-#[derive(Clone)]
-enum Spawner {
-    Global,
-    Executor(Arc<Executor<'static>>),
-}
-
-impl std::fmt::Debug for Spawner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Global => "Global",
-            Self::Executor(_) => "Executor",
-        })
-    }
-}
-
-impl Spawner {
-    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+impl ListenerSource {
+    fn bind(self) -> io::Result<TcpListener> {
         match self {
-            Self::Global => smol::spawn(task).detach(),
-            Self::Executor(ex) => ex.spawn(task).detach(),
+            Self::Addr(addr) => TcpListener::try_from(smtpkit_server::bind_listener(addr)?),
+            // `Async::new` inside makes the socket non-blocking.
+            Self::Std(l) => TcpListener::try_from(l),
+            Self::Smol(l) => Ok(l),
         }
     }
 }
 
-/// What every connection task shares.
-pub(crate) struct Shared<H> {
-    pub(crate) handler: Arc<H>,
-    pub(crate) settings: ServerSettings,
-    pub(crate) tls: Option<TlsAcceptor>,
-    pub(crate) limiter: ConnectionLimiter,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) lifecycle: Arc<Lifecycle>,
-    spawner: Spawner,
+struct Acceptor(TcpListener);
+
+impl Accept for Acceptor {
+    type Transport = Stream;
+
+    async fn accept(&self) -> io::Result<(Stream, SocketAddr, SocketAddr)> {
+        let (tcp, peer) = self.0.accept().await?;
+        // Replies are small and latency-bound; do not let Nagle hold them back.
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().unwrap_or(peer);
+        Ok((Stream::new(tcp), peer, local))
+    }
 }
 
 /// Builds an [`SmtpServer`]; see [`SmtpServer::builder`].
 #[must_use = "call build()"]
 pub struct Builder<H> {
-    handler: Arc<H>,
+    handler: H,
     settings: ServerSettings,
-    listeners: Vec<(ListenerSource, ListenerKind)>,
+    listeners: Vec<(ListenerSource, ListenerSettings)>,
     tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<Arc<Metrics>>,
     spawner: Spawner,
@@ -281,18 +198,21 @@ pub struct Builder<H> {
 impl<H> std::fmt::Debug for Builder<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Builder")
-            .field("settings", &self.settings)
             .field("listeners", &self.listeners)
-            .field("tls", &self.tls.is_some())
             .field("executor", &self.spawner)
             .finish_non_exhaustive()
     }
 }
 
 impl<H: Handler> Builder<H> {
-    /// Adds a listener: an address to bind or a bound listener.
-    pub fn listener(mut self, source: impl Into<ListenerSource>, kind: ListenerKind) -> Self {
-        self.listeners.push((source.into(), kind));
+    /// Adds a listener: an address to bind or a bound listener, and its kind or its
+    /// [`ListenerSettings`] (TLS on or off, PROXY).
+    pub fn listener(
+        mut self,
+        source: impl Into<ListenerSource>,
+        settings: impl Into<ListenerSettings>,
+    ) -> Self {
+        self.listeners.push((source.into(), settings.into()));
         self
     }
 
@@ -326,73 +246,41 @@ impl<H: Handler> Builder<H> {
         if self.listeners.is_empty() {
             return Err(Error::NoListener);
         }
-        let has_tls = self.tls.is_some();
         let mut listeners = Vec::with_capacity(self.listeners.len());
-        for (source, kind) in self.listeners {
-            if kind.implicit_tls() && !has_tls {
-                return Err(Error::MissingTls(kind));
-            }
-            let config = self.settings.server_config(kind, has_tls)?;
-            let listener = match source {
-                ListenerSource::Addr(addr) => {
-                    TcpListener::try_from(smtpkit_server::bind_listener(addr)?)?
-                }
-                // `Async::new` inside makes the socket non-blocking.
-                ListenerSource::Std(l) => TcpListener::try_from(l)?,
-                ListenerSource::Smol(l) => l,
-            };
-            listeners.push(Listener {
-                addr: listener.local_addr()?,
-                listener,
-                kind,
-                config,
-            });
+        for (source, settings) in self.listeners {
+            let config = ListenerConfig::new(&self.settings, settings, self.tls.as_ref())?;
+            let listener = source.bind()?;
+            listeners.push((Arc::new(config), listener.local_addr()?, Acceptor(listener)));
         }
-        let lifecycle = Arc::new(Lifecycle {
-            state: Watch::new(State::Running as u8),
-            done: Watch::new(0),
-        });
-        let shared = Arc::new(Shared {
-            handler: self.handler,
-            limiter: ConnectionLimiter::new(
-                self.settings.max_connections,
-                self.settings.max_per_ip,
-            ),
-            settings: self.settings,
-            tls: self.tls.map(TlsAcceptor::from),
-            metrics: self.metrics.unwrap_or_default(),
-            lifecycle,
+        let ctx = Context::new(self.handler, self.settings, self.metrics);
+        Ok(SmtpServer {
+            ctx: Arc::new(ctx),
+            listeners,
             spawner: self.spawner,
-        });
-        Ok(SmtpServer { shared, listeners })
+        })
     }
-}
-
-struct Listener {
-    listener: TcpListener,
-    addr: SocketAddr,
-    kind: ListenerKind,
-    config: Arc<ServerConfig>,
 }
 
 /// A bound server, ready to [`run`](Self::run) or [`spawn`](Self::spawn).
 pub struct SmtpServer<H> {
-    shared: Arc<Shared<H>>,
-    listeners: Vec<Listener>,
+    ctx: Arc<Context<H>>,
+    listeners: Vec<(Arc<ListenerConfig>, SocketAddr, Acceptor)>,
+    spawner: Spawner,
 }
 
 impl<H> std::fmt::Debug for SmtpServer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SmtpServer")
-            .field(
-                "listeners",
-                &self
-                    .listeners
-                    .iter()
-                    .map(|l| (l.addr, l.kind))
-                    .collect::<Vec<_>>(),
-            )
+            .field("addrs", &self.local_addrs())
+            .field("executor", &self.spawner)
             .finish_non_exhaustive()
+    }
+}
+
+impl<H> SmtpServer<H> {
+    /// The bound addresses, in the order the listeners were added.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|l| l.1).collect()
     }
 }
 
@@ -400,7 +288,7 @@ impl<H: Handler> SmtpServer<H> {
     /// A builder serving `handler`.
     pub fn builder(handler: H) -> Builder<H> {
         Builder {
-            handler: Arc::new(handler),
+            handler,
             settings: ServerSettings::default(),
             listeners: Vec::new(),
             tls: None,
@@ -411,124 +299,20 @@ impl<H: Handler> SmtpServer<H> {
 
     /// A handle to stop the server and read its addresses and counters.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            lifecycle: Arc::clone(&self.shared.lifecycle),
-            addrs: self.listeners.iter().map(|l| l.addr).collect(),
-            metrics: Arc::clone(&self.shared.metrics),
-        }
-    }
-
-    /// The bound addresses, in the order the listeners were added.
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.addr).collect()
+        let lifecycle = Arc::clone(&self.ctx.lifecycle);
+        ServerHandle::new(lifecycle, self.local_addrs(), Arc::clone(&self.ctx.metrics))
     }
 
     /// Serves until [`ServerHandle::shutdown`] and the end of every session.
     pub async fn run(self) {
-        let (alive_tx, alive_rx) = channel::bounded::<()>(1);
-        for l in self.listeners {
-            info!(addr = %l.addr, listener = %l.kind, "listening");
-            self.shared
-                .spawner
-                .spawn(accept_loop(Arc::clone(&self.shared), l, alive_tx.clone()));
-        }
-        drop(alive_tx);
-        // Nothing is ever sent: `recv` fails once every accept loop and every connection task
-        // has dropped its sender.
-        let _ = alive_rx.recv().await;
-        self.shared.lifecycle.done.set(1);
-        info!("server stopped");
+        driver::run_server::<Smol, H, Acceptor>(self.ctx, self.listeners, self.spawner).await;
     }
 
     /// Runs the server in a task (on the builder's executor, or smol's global one).
     pub fn spawn(self) -> ServerHandle {
         let handle = self.handle();
-        let spawner = self.shared.spawner.clone();
+        let spawner = self.spawner.clone();
         spawner.spawn(self.run());
         handle
-    }
-}
-
-async fn accept_loop<H: Handler>(shared: Arc<Shared<H>>, l: Listener, alive: channel::Sender<()>) {
-    let lifecycle = &shared.lifecycle;
-    // `or` favours the accept, so a flood of connections must not hide a shutdown.
-    while lifecycle.state() == State::Running {
-        let stopped = async {
-            lifecycle
-                .state
-                .wait_for(|s| State::from_u8(s) != State::Running)
-                .await;
-            None
-        };
-        let accepted = future::or(async { Some(l.listener.accept().await) }, stopped).await;
-        match accepted {
-            None => break,
-            Some(Ok((tcp, peer))) => {
-                let task = conn::serve(
-                    Arc::clone(&shared),
-                    tcp,
-                    peer,
-                    l.kind,
-                    Arc::clone(&l.config),
-                    alive.clone(),
-                );
-                shared.spawner.spawn(task);
-            }
-            Some(Err(e)) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                warn!(error = %e, addr = %l.addr, "accept failed");
-                Timer::after(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    info!(addr = %l.addr, "listener closed");
-}
-
-/// Controls a running server; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct ServerHandle {
-    lifecycle: Arc<Lifecycle>,
-    addrs: Vec<SocketAddr>,
-    metrics: Arc<Metrics>,
-}
-
-impl ServerHandle {
-    /// The bound addresses, in the order the listeners were added.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
-    }
-
-    /// The server's counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// Stops accepting at once, lets sessions in a transaction finish it for up to `grace`,
-    /// then closes every remaining session with `421 4.3.2`. Resolves when all sessions are
-    /// closed.
-    pub fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
-        let lifecycle = Arc::clone(&self.lifecycle);
-        async move {
-            lifecycle
-                .state
-                .replace(State::Running as u8, State::Draining as u8);
-            let done = async {
-                lifecycle.done.wait_for(|d| d == 1).await;
-                true
-            };
-            let expired = async {
-                Timer::after(grace).await;
-                false
-            };
-            if !future::or(done, expired).await {
-                lifecycle.state.set(State::Abort as u8);
-                lifecycle.done.wait_for(|d| d == 1).await;
-            }
-        }
-    }
-
-    /// Whether the server has stopped.
-    pub fn is_stopped(&self) -> bool {
-        self.lifecycle.done.get() == 1
     }
 }

@@ -1,124 +1,119 @@
-//! The connection's byte stream: plain TCP or TLS, with bytes read ahead (after a PROXY
-//! header) replayed first.
+//! The connection's bytes for the shared driver: plain TCP or TLS, with bytes read ahead
+//! (after a PROXY header) replayed first.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_net::TcpStream;
 use futures_lite::{AsyncRead, AsyncWrite};
+use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
+use smtpkit_server::driver::{ReadAhead, Transport};
 
-/// A stream that first yields `prefix`, then reads from `inner`.
-///
-/// Reading a PROXY header may read past it; those bytes (an SMTP command, or the TLS
-/// ClientHello of an implicit TLS connection) must reach whoever reads next.
+/// TCP that first yields bytes read ahead: those after a PROXY header (an SMTP command, or
+/// the ClientHello of an implicit TLS connection) must reach whoever reads next.
 #[derive(Debug)]
-pub(crate) struct Rewind<T> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: T,
+pub(crate) struct Rewind {
+    ahead: ReadAhead,
+    tcp: TcpStream,
 }
 
-impl<T> Rewind<T> {
-    pub(crate) fn new(inner: T, prefix: Vec<u8>) -> Self {
-        Self {
-            prefix,
-            pos: 0,
-            inner,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+impl AsyncRead for Rewind {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.pos < this.prefix.len() {
-            let n = buf.len().min(this.prefix.len() - this.pos);
-            buf[..n].copy_from_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                // Free the read-ahead once replayed.
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(n));
+        let this = self.get_mut();
+        match this.ahead.take(buf) {
+            Some(n) => Poll::Ready(Ok(n)),
+            None => Pin::new(&mut this.tcp).poll_read(cx, buf),
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+impl AsyncWrite for Rewind {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_close(cx)
     }
 }
 
 /// The session's stream: plain until STARTTLS or for the whole session, TLS after it.
 #[derive(Debug)]
 pub(crate) enum Stream {
-    Plain(Rewind<TcpStream>),
-    Tls(Box<TlsStream<Rewind<TcpStream>>>),
+    Plain(Rewind),
+    Tls(Box<TlsStream<Rewind>>),
     /// The TCP stream went into a failed TLS handshake; reads see EOF, writes fail.
     Closed,
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Self::Closed => Poll::Ready(Ok(0)),
-        }
+impl Stream {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
+        Self::Plain(Rewind {
+            ahead: ReadAhead::default(),
+            tcp,
+        })
     }
 }
 
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Self::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+/// Calls `$method` on the plain or TLS stream; `$closed` when the handshake failed.
+macro_rules! on_stream {
+    ($self:ident, $closed:expr, |$io:ident| $call:expr) => {
+        match $self {
+            Stream::Plain($io) => $call,
+            Stream::Tls(tls) => {
+                let $io = tls.as_mut();
+                $call
+            }
+            Stream::Closed => Poll::Ready($closed),
+        }
+    };
+}
+
+impl Transport for Stream {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        on_stream!(self, Ok(0), |io| Pin::new(io).poll_read(cx, buf))
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let closed = Err(io::ErrorKind::NotConnected.into());
+        on_stream!(self, closed, |io| Pin::new(io).poll_write(cx, buf))
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_stream!(self, Ok(()), |io| Pin::new(io).poll_flush(cx))
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_stream!(self, Ok(()), |io| Pin::new(io).poll_close(cx))
+    }
+
+    fn unread(&mut self, bytes: Vec<u8>) {
+        if let Self::Plain(r) = self {
+            r.ahead = ReadAhead::new(bytes);
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Self::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_close(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-            Self::Closed => Poll::Ready(Ok(())),
-        }
+    async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+        let Self::Plain(plain) = std::mem::replace(self, Self::Closed) else {
+            return Err(io::Error::other("TLS is already on"));
+        };
+        let tls = TlsAcceptor::from(config).accept(plain).await?;
+        *self = Self::Tls(Box::new(tls));
+        Ok(())
     }
 }

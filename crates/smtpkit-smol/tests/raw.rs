@@ -215,6 +215,8 @@ fn per_ip_limit() {
     run(T, async {
         let mut cfg = settings();
         cfg.max_per_ip = 2;
+        // Loopback is exempt by default; this test is about the limit itself.
+        cfg.trusted_networks = Default::default();
         let s = start(cfg, &[ListenerKind::Smtp], None).await;
         let _a = Raw::greeted(s.addr(0)).await;
         let _b = Raw::greeted(s.addr(0)).await;
@@ -276,18 +278,17 @@ fn shutdown_grace_expires() {
     });
 }
 
-fn proxy_settings(trusted: &str) -> smtpkit_smol::ServerSettings {
-    let mut cfg = settings();
+/// An SMTP listener that trusts PROXY headers from `trusted`.
+fn proxy_listener(trusted: &str) -> smtpkit_smol::ListenerSettings {
     let mut p = ProxySettings::new(trusted.parse().unwrap());
     p.timeout = Duration::from_secs(2);
-    cfg.proxy = Some(p);
-    cfg
+    smtpkit_smol::ListenerSettings::new(ListenerKind::Smtp).proxy(p)
 }
 
 #[test]
 fn proxy_protocol() {
     run(Duration::from_secs(30), async {
-        let s = start(proxy_settings("127.0.0.0/8"), &[ListenerKind::Smtp], None).await;
+        let s = start(settings(), &[proxy_listener("127.0.0.0/8")], None).await;
         // v1, with the first command in the same packet.
         let mut c = Raw::connect(s.addr(0)).await;
         c.send("PROXY TCP4 192.0.2.7 198.51.100.1 4242 25\r\nEHLO c\r\n")
@@ -329,7 +330,7 @@ fn proxy_protocol() {
         assert_eq!(s.handle.metrics().snapshot().connections_refused, 4);
 
         // An untrusted source is closed at once, whatever it sends.
-        let s = start(proxy_settings("10.0.0.0/8"), &[ListenerKind::Smtp], None).await;
+        let s = start(settings(), &[proxy_listener("10.0.0.0/8")], None).await;
         let mut c = Raw::connect(s.addr(0)).await;
         assert_eq!(c.reply().await, "");
         assert!(s.rec.store().peers.is_empty());

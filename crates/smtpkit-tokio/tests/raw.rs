@@ -285,17 +285,16 @@ async fn shutdown_grace_expires() {
     assert_eq!(s.rec.store().aborted, 1);
 }
 
-fn proxy_settings(trusted: &str) -> smtpkit_tokio::ServerSettings {
-    let mut cfg = settings();
+/// An SMTP listener that trusts PROXY headers from `trusted`.
+fn proxy_listener(trusted: &str) -> smtpkit_tokio::ListenerSettings {
     let mut p = ProxySettings::new(trusted.parse().unwrap());
     p.timeout = Duration::from_secs(2);
-    cfg.proxy = Some(p);
-    cfg
+    smtpkit_tokio::ListenerSettings::new(ListenerKind::Smtp).proxy(p)
 }
 
 #[tokio::test]
 async fn proxy_protocol() {
-    let s = start(proxy_settings("127.0.0.0/8"), &[ListenerKind::Smtp], None).await;
+    let s = start(settings(), &[proxy_listener("127.0.0.0/8")], None).await;
     // v1, with the first command in the same packet.
     let mut c = Raw::connect(s.addr(0)).await;
     c.send("PROXY TCP4 192.0.2.7 198.51.100.1 4242 25\r\nEHLO c\r\n")
@@ -333,7 +332,7 @@ async fn proxy_protocol() {
     assert_eq!(s.rec.store().peers.len(), 2);
 
     // An untrusted source is closed at once, whatever it sends.
-    let s = start(proxy_settings("10.0.0.0/8"), &[ListenerKind::Smtp], None).await;
+    let s = start(settings(), &[proxy_listener("10.0.0.0/8")], None).await;
     let mut c = Raw::connect(s.addr(0)).await;
     assert_eq!(c.reply().await, "");
     assert!(s.rec.store().peers.is_empty());

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use smtpkit_mio::tls::{ReloadableCert, certified_key, rustls_config};
 use smtpkit_mio::{
     Blocking, BlockingHandler, BlockingSession, CloseReason, Credentials, Decision, EnhancedCode,
-    ForwardPath, ListenerKind, Parameters, Reply, ReversePath, ServerSettings, SessionInfo,
-    ShutdownHandle, SmtpServer,
+    ForwardPath, ListenerSettings, Parameters, Reply, ReversePath, ServerHandle, ServerSettings,
+    SessionInfo, SmtpServer,
 };
 
 /// Every blocking read in the tests is bounded by this.
@@ -158,7 +158,7 @@ pub fn settings() -> ServerSettings {
 }
 
 pub struct Running {
-    pub handle: ShutdownHandle,
+    pub handle: ServerHandle,
     pub rec: Recorder,
 }
 
@@ -177,15 +177,15 @@ impl Drop for Running {
 
 pub fn start(
     settings: ServerSettings,
-    kinds: &[ListenerKind],
+    kinds: &[impl Into<ListenerSettings> + Clone],
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Running {
     let rec = Recorder::default();
     let mut b = SmtpServer::builder(Blocking(rec.clone()))
         .settings(settings)
         .threads(2.try_into().unwrap());
-    for &kind in kinds {
-        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind);
+    for kind in kinds {
+        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind.clone());
     }
     if let Some(tls) = tls {
         b = b.tls(tls);

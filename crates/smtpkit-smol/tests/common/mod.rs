@@ -14,7 +14,7 @@ use futures_rustls::TlsConnector;
 use smol::Timer;
 use smtpkit_smol::tls::{ReloadableCert, certified_key, rustls_config};
 use smtpkit_smol::{
-    CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
+    CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerSettings,
     Parameters, Reply, ReversePath, ServerHandle, ServerSettings, Session, SessionInfo, SmtpServer,
 };
 
@@ -219,13 +219,13 @@ impl Running {
 
 pub async fn start(
     settings: ServerSettings,
-    kinds: &[ListenerKind],
+    kinds: &[impl Into<ListenerSettings> + Clone],
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Running {
     let rec = Recorder::default();
     let mut b = SmtpServer::builder(rec.clone()).settings(settings);
-    for &kind in kinds {
-        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind);
+    for kind in kinds {
+        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind.clone());
     }
     if let Some(tls) = tls {
         b = b.tls(tls);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use smtpkit_tokio::tls::{ReloadableCert, certified_key, rustls_config};
 use smtpkit_tokio::{
-    CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
+    CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerSettings,
     Parameters, Reply, ReversePath, ServerHandle, ServerSettings, Session, SessionInfo, SmtpServer,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -161,13 +161,13 @@ impl Running {
 
 pub async fn start(
     settings: ServerSettings,
-    kinds: &[ListenerKind],
+    kinds: &[impl Into<ListenerSettings> + Clone],
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Running {
     let rec = Recorder::default();
     let mut b = SmtpServer::builder(rec.clone()).settings(settings);
-    for &kind in kinds {
-        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind);
+    for kind in kinds {
+        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind.clone());
     }
     if let Some(tls) = tls {
         b = b.tls(tls);

@@ -1,0 +1,25 @@
+//! [`Error`]: why a server could not be built or started, the same for every adapter.
+
+use std::io;
+
+use smtpkit_proto::server::ConfigError;
+
+use crate::settings::ListenerKind;
+
+/// Why a server could not be built or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding or configuring a listener (or, for mio, creating a poll or a thread) failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The settings do not make a valid core config.
+    #[error("invalid settings: {0}")]
+    Config(#[from] ConfigError),
+    /// A listener needs TLS (implicit TLS) and the server has no TLS config.
+    #[error("{0} listener needs a TLS config")]
+    MissingTls(ListenerKind),
+    /// No listener was added.
+    #[error("no listener")]
+    NoListener,
+}
