@@ -8,16 +8,18 @@ use std::fmt;
 use std::time::Duration;
 
 use smtpkit_proto::data::BareLineEnding;
-use smtpkit_server::{ListenerKind, ServerSettings};
+use smtpkit_server::{ListenerKind, ListenerSettings, ProxySettings, ServerSettings};
 
 use crate::handler::{Call, Record, escape};
 
 /// One thing the client does or checks.
 #[derive(Clone, Copy)]
 pub enum Step {
-    /// Open a new connection to the conversation's listener; it becomes the current one.
-    /// Connections are numbered from 0 in the order they are opened.
+    /// Open a new connection to the conversation's first listener; it becomes the current
+    /// one. Connections are numbered from 0 in the order they are opened.
     Connect,
+    /// Open a new connection to listener `n` (in the order of [`Conversation::listeners`]).
+    ConnectTo(usize),
     /// Make connection `n` the current one.
     Use(usize),
     /// Write these bytes in one write.
@@ -49,7 +51,7 @@ pub enum Step {
     Shutdown(u64),
     /// The shutdown started by [`Step::Shutdown`] completes within ten seconds.
     AwaitShutdown,
-    /// A new connection to the listener is refused (the listener is closed).
+    /// A new connection to every listener is refused (the listeners are closed).
     ExpectRefused,
     /// The application has seen `sessions` sessions closed within `within_ms`.
     AwaitClosed {
@@ -66,6 +68,7 @@ impl fmt::Debug for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect => f.write_str("Connect"),
+            Self::ConnectTo(n) => write!(f, "ConnectTo({n})"),
             Self::Use(n) => write!(f, "Use({n})"),
             Self::Send(b) => write!(f, "Send({})", escape(b)),
             Self::Fill(b, n) => write!(f, "Fill({:?}, {n})", char::from(*b)),
@@ -104,8 +107,8 @@ pub struct Conversation {
     pub name: &'static str,
     /// What it shows, and where the rule comes from.
     pub about: &'static str,
-    /// The kind of the one listener.
-    pub listener: ListenerKind,
+    /// The listeners of the one server.
+    pub listeners: &'static [Listen],
     /// Whether the server has a certificate (STARTTLS offered, implicit TLS possible).
     pub tls: bool,
     /// Changes to [`base_settings`].
@@ -114,6 +117,51 @@ pub struct Conversation {
     pub steps: &'static [Step],
     /// What the application must have seen.
     pub calls: Calls,
+}
+
+/// One listener of a conversation's server.
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    /// What it serves.
+    pub kind: ListenerKind,
+    /// TLS on this listener (when the server has a certificate).
+    pub tls: bool,
+    /// Expects PROXY headers from loopback.
+    pub proxy: bool,
+}
+
+impl Listen {
+    /// A listener of `kind` with TLS on (when the server has a certificate), no PROXY.
+    pub const fn new(kind: ListenerKind) -> Self {
+        Self {
+            kind,
+            tls: true,
+            proxy: false,
+        }
+    }
+
+    /// The same listener without TLS.
+    pub const fn plain(self) -> Self {
+        Self { tls: false, ..self }
+    }
+
+    /// The same listener expecting PROXY headers from loopback.
+    pub const fn proxied(self) -> Self {
+        Self {
+            proxy: true,
+            ..self
+        }
+    }
+
+    /// The listener's settings for a server.
+    pub fn settings(self) -> ListenerSettings {
+        let mut l = ListenerSettings::new(self.kind).tls(self.tls);
+        if self.proxy {
+            let trusted = "127.0.0.0/8".parse().expect("a valid network");
+            l = l.proxy(ProxySettings::new(trusted));
+        }
+        l
+    }
 }
 
 /// The settings every conversation starts from: fixed names, short deadlines so timeouts
@@ -269,7 +317,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "d1_typical",
         about: "RFC 5321 Appendix D.1: one recipient refused by the application, a \
                 dot-stuffed line",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -308,7 +356,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "pipelining_burst",
         about: "RFC 2920: a whole session in one write; replies come in order, a refused \
                 recipient in the middle changes nothing else",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -374,7 +422,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "starttls_injection",
         about: "RFC 3207 / CVE-2011-0411: commands pipelined after STARTTLS are dropped, the \
                 EHLO state is forgotten, and the session goes on over TLS",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: true,
         settings: defaults,
         steps: &[
@@ -410,7 +458,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "auth_plain_after_starttls",
         about: "RFC 4954 / RFC 6409: submission offers AUTH only over TLS and needs it \
                 before MAIL; AUTH PLAIN with an initial response",
-        listener: ListenerKind::Submission,
+        listeners: &[Listen::new(ListenerKind::Submission)],
         tls: true,
         settings: defaults,
         steps: &[
@@ -454,7 +502,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "auth_login_implicit_tls",
         about: "RFC 8314 implicit TLS, RFC 4954 AUTH LOGIN with 334 challenges, a failure, \
                 then an initial response",
-        listener: ListenerKind::Smtps,
+        listeners: &[Listen::new(ListenerKind::Smtps)],
         tls: true,
         settings: defaults,
         steps: &[
@@ -490,7 +538,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "bdat",
         about: "RFC 3030: chunks are counted, not scanned; content that looks like commands \
                 or an end marker is content",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -518,7 +566,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "bdat_refused_skip",
         about: "RFC 3030 2: a refused BDAT's chunk is skipped, never read as commands, and \
                 the transaction is over",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -552,7 +600,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "size_overrun",
         about: "RFC 1870: SIZE over the limit is refused at MAIL; a message that grows past \
                 it is read to its end, refused with 552, and never delivered",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: |s| s.limits.message_size = 64,
         steps: &[
@@ -596,7 +644,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "bare_line_endings_normalize",
         about: "Bare CR / LF policy normalize: none of the six bare variants of the end \
                 marker ends the message (SMTP smuggling); each becomes CRLF",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -661,7 +709,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "bare_line_endings_reject",
         about: "Bare CR / LF policy reject: each of the six bare variants of the end marker \
                 is content; the message is read to CRLF.CRLF and refused with 550 5.6.0",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: |s| s.bare_line_ending = BareLineEnding::Reject,
         steps: &[
@@ -714,7 +762,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "line_too_long",
         about: "RFC 5321 4.5.3.1.4: a command line over 512 octets gets 500; its tail is \
                 skipped even when it looks like a command",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -732,7 +780,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
     Conversation {
         name: "slow_drip",
         about: "Input one byte per write: framing does not depend on how bytes arrive",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -767,7 +815,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "never_reads",
         about: "A client that pipelines without ever reading: the server stops reading, \
                 and the session ends once a write has been stuck for the command timeout",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: |s| s.timeouts.command = Duration::from_secs(1),
         steps: &[
@@ -787,7 +835,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "idle_timeout",
         about: "RFC 5321 4.5.3.2.7: no command within the command timeout gets 421 4.4.2 \
                 and a close",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: |s| s.timeouts.command = Duration::from_millis(500),
         steps: &[
@@ -801,7 +849,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "disconnect_mid_data",
         about: "A client that vanishes mid-message: the application sees data_aborted and \
                 no message",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -830,7 +878,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "connection_limit",
         about: "max_connections: one more connection gets 421 4.7.0 and a close, without a \
                 session",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: |s| s.max_connections = 1,
         steps: &[
@@ -850,7 +898,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "graceful_shutdown",
         about: "Shutdown: idle sessions get 421 4.3.2 at once, a session in a transaction \
                 may finish it first; then the listener is closed",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -888,7 +936,7 @@ pub static CONVERSATIONS: &[Conversation] = &[
         name: "shutdown_grace_expires",
         about: "Shutdown: a transaction that outlasts the grace period is aborted with \
                 421 4.3.2",
-        listener: ListenerKind::Smtp,
+        listeners: &[Listen::new(ListenerKind::Smtp)],
         tls: false,
         settings: defaults,
         steps: &[
@@ -910,6 +958,159 @@ pub static CONVERSATIONS: &[Conversation] = &[
             "data_aborted",
             "close shutdown",
         ]]),
+    },
+    Conversation {
+        name: "hung_decision",
+        about: "A handler that never answers RCPT: at the core's decision deadline the \
+                session gets 421 4.4.2 and closes (the client is not held forever)",
+        listeners: &[Listen::new(ListenerKind::Smtp)],
+        tls: false,
+        settings: |s| s.timeouts.decision = Duration::from_millis(600),
+        steps: &[
+            hello!(),
+            Step::Send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<hang@y.test>\r\n"),
+            Step::Expect(b!(
+                mail_ok!(),
+                "421 4.4.2 Timeout exceeded, closing connection\r\n"
+            )),
+            Step::ExpectClose,
+        ],
+        calls: Calls::Exact(&[&[
+            "connect smtp",
+            "ehlo c.test",
+            "mail <a@x.test>",
+            "hang rcpt",
+            "close timeout",
+        ]]),
+    },
+    Conversation {
+        name: "hung_data_chunk",
+        about: "A handler that never takes a body chunk: at the core's data-block deadline \
+                (not the decision timeout) the session gets 421 4.4.2, the message is aborted",
+        listeners: &[Listen::new(ListenerKind::Smtp)],
+        tls: false,
+        settings: |s| s.timeouts.data_block = Duration::from_millis(600),
+        steps: &[
+            hello!(),
+            Step::Send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"),
+            Step::Expect(b!(mail_ok!(), rcpt_ok!(), go_ahead!())),
+            Step::Send(b"Subject: stuck\r\n\r\nHANG\r\n"),
+            Step::Expect(b"421 4.4.2 Timeout exceeded, closing connection\r\n"),
+            Step::ExpectClose,
+        ],
+        calls: Calls::Exact(&[&[
+            "connect smtp",
+            "ehlo c.test",
+            "mail <a@x.test>",
+            "rcpt <b@y.test>",
+            "data_start",
+            "hang data_chunk",
+            "data_aborted",
+            "close timeout",
+        ]]),
+    },
+    Conversation {
+        name: "per_listener_tls_proxy",
+        about: "One server, three listeners: STARTTLS offered only where TLS is on, a PROXY \
+                header read only where the listener expects one",
+        listeners: &[
+            Listen::new(ListenerKind::Smtp),
+            Listen::new(ListenerKind::Smtp).plain(),
+            Listen::new(ListenerKind::Smtp).plain().proxied(),
+        ],
+        tls: true,
+        settings: defaults,
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(ehlo_starttls!())),
+            quit!(),
+            Step::ConnectTo(1),
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(ehlo!())),
+            quit!(),
+            Step::ConnectTo(2),
+            Step::Send(b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 25\r\nEHLO c.test\r\n"),
+            Step::Expect(b!(greeting!(), ehlo!())),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[
+            &["connect smtp", "ehlo c.test", "close quit"],
+            &["connect smtp", "ehlo c.test", "close quit"],
+            &["connect smtp", "ehlo c.test", "close quit"],
+        ]),
+    },
+    Conversation {
+        name: "connection_limit_across_listeners",
+        about: "max_connections counts every listener of the server; a session's place is \
+                free again as soon as it has answered QUIT",
+        listeners: &[
+            Listen::new(ListenerKind::Smtp),
+            Listen::new(ListenerKind::Lmtp),
+        ],
+        tls: false,
+        settings: |s| s.max_connections = 1,
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::ConnectTo(1),
+            Step::Expect(b"421 4.7.0 mx.test Too many connections, try again later\r\n"),
+            Step::ExpectClose,
+            Step::Use(0),
+            Step::Send(b"QUIT\r\n"),
+            Step::Expect(BYE.as_bytes()),
+            Step::ConnectTo(1),
+            Step::Expect(b!(greeting!())),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[
+            &["connect smtp", "close quit"],
+            &["connect lmtp", "close quit"],
+        ]),
+    },
+    Conversation {
+        name: "shutdown_all_listeners",
+        about: "One shutdown closes every listener at once, while a session on one of them \
+                still finishes its transaction",
+        listeners: &[
+            Listen::new(ListenerKind::Smtp),
+            Listen::new(ListenerKind::Smtp),
+        ],
+        tls: false,
+        settings: defaults,
+        steps: &[
+            hello!(),
+            Step::Send(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n"),
+            Step::Expect(b!(mail_ok!(), rcpt_ok!(), go_ahead!())),
+            Step::ConnectTo(1),
+            Step::Expect(b!(greeting!())),
+            Step::Shutdown(5000),
+            Step::Expect(SHUTTING_DOWN.as_bytes()),
+            Step::ExpectClose,
+            // Listeners close right after the state change; give the accept loops a moment.
+            Step::Pause(300),
+            Step::ExpectRefused,
+            Step::Use(0),
+            Step::Send(b"body\r\n.\r\n"),
+            Step::Expect(b!(accepted!(), "421 4.3.2 Server shutting down\r\n")),
+            Step::ExpectClose,
+            Step::AwaitShutdown,
+        ],
+        calls: Calls::Exact(&[
+            &[
+                "connect smtp",
+                "ehlo c.test",
+                "mail <a@x.test>",
+                "rcpt <b@y.test>",
+                "data_start",
+                r#"data_end "body\r\n""#,
+                "reset",
+                "close shutdown",
+            ],
+            &["connect smtp", "close shutdown"],
+        ]),
     },
 ];
 

@@ -66,6 +66,8 @@ pub enum Call {
     DataAborted,
     /// `Session::reset`.
     Reset,
+    /// A call the handler never answers (`hang rcpt`, `hang data_chunk`).
+    Hang(&'static str),
     /// `Session::close` with its reason.
     Close(CloseReason),
 }
@@ -87,6 +89,7 @@ impl fmt::Display for Call {
             Self::DataEnd(body) => write!(f, "data_end {}", escape(body)),
             Self::DataAborted => f.write_str("data_aborted"),
             Self::Reset => f.write_str("reset"),
+            Self::Hang(call) => write!(f, "hang {call}"),
             Self::Close(reason) => write!(f, "close {reason}"),
         }
     }
@@ -132,6 +135,8 @@ impl Record {
 /// - AUTH succeeds only for [`USER`] / [`PASSWORD`] (`535 5.7.8` otherwise);
 /// - RCPT to a local part `reject` or `Green` (the refused recipient of RFC 5321 D.1) gets
 ///   `550 5.1.1 No such user here`;
+/// - RCPT to a local part `hang`, and a body chunk containing `HANG`, are never answered (a
+///   hung application: the server must end the session at the core's deadline);
 /// - MAIL from the local part `busy` makes the next `data_start` answer
 ///   `452 4.3.1 Out of storage`, which refuses DATA, or a BDAT chunk (whose content the server
 ///   must then skip);
@@ -245,6 +250,10 @@ impl Session for RecordingSession {
         _: &Parameters<'_>,
     ) -> Decision {
         let to = to.to_string();
+        if to.starts_with("<hang@") {
+            self.push(Call::Hang("rcpt"));
+            return std::future::pending().await;
+        }
         let accepted = !(to.starts_with("<reject@") || to.starts_with("<Green@"));
         self.push(Call::RcptTo { to, accepted });
         if accepted {
@@ -266,6 +275,10 @@ impl Session for RecordingSession {
     }
 
     async fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
+        if chunk.windows(4).any(|w| w == b"HANG") {
+            self.push(Call::Hang("data_chunk"));
+            return std::future::pending().await;
+        }
         self.body.extend_from_slice(chunk);
         Ok(())
     }

@@ -34,11 +34,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use conversation::{CONVERSATIONS, Calls, Conversation, Step, base_settings};
+pub use conversation::{CONVERSATIONS, Calls, Conversation, Listen, Step, base_settings};
 pub use handler::{Call, PASSWORD, Record, RecordingHandler, RecordingSession, USER, escape};
 pub use pki::{Pki, SERVER_NAME};
 pub use runner::{Transcript, compare, conversation, execute, run};
-pub use smtpkit_server::{ListenerKind, ServerSettings};
+pub use smtpkit_server::{ListenerKind, ListenerSettings, ServerSettings};
 
 /// A runtime adapter under test.
 pub trait Adapter {
@@ -58,8 +58,8 @@ pub trait Adapter {
 pub struct ServerSpec {
     /// Settings shared by the listeners.
     pub settings: ServerSettings,
-    /// One listener of each kind, in order, each on `127.0.0.1:0`.
-    pub listeners: Vec<ListenerKind>,
+    /// The listeners, in order, each on `127.0.0.1:0`.
+    pub listeners: Vec<ListenerSettings>,
     /// The TLS config, when the server has a certificate.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The application.
@@ -143,6 +143,11 @@ macro_rules! __with_conversation_names {
             connection_limit,
             graceful_shutdown,
             shutdown_grace_expires,
+            hung_decision,
+            hung_data_chunk,
+            per_listener_tls_proxy,
+            connection_limit_across_listeners,
+            shutdown_all_listeners,
         }
     };
 }

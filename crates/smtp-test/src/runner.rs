@@ -100,13 +100,13 @@ pub fn execute<A: Adapter>(conv: &Conversation) -> Transcript {
     let handler = RecordingHandler::new();
     let spec = ServerSpec {
         settings,
-        listeners: vec![conv.listener],
+        listeners: conv.listeners.iter().map(|l| l.settings()).collect(),
         tls: conv.tls.then(|| std::sync::Arc::clone(&pki.server)),
         handler: handler.clone(),
     };
     let mut running = A::start(spec);
     let mut run = Run {
-        addr: running.addrs[0],
+        addrs: running.addrs.clone(),
         pki,
         handler: &handler,
         clients: Vec::new(),
@@ -178,7 +178,7 @@ fn settle(handler: &RecordingHandler) -> Result<(), String> {
 }
 
 struct Run<'a> {
-    addr: std::net::SocketAddr,
+    addrs: Vec<std::net::SocketAddr>,
     pki: &'static Pki,
     handler: &'a RecordingHandler,
     clients: Vec<Client>,
@@ -204,8 +204,10 @@ impl Run<'_> {
 
     fn step(&mut self, step: &Step) -> Result<(), String> {
         match *step {
-            Step::Connect => {
-                let c = Client::connect(self.addr).map_err(|e| format!("connect: {e}"))?;
+            Step::Connect => self.step(&Step::ConnectTo(0))?,
+            Step::ConnectTo(n) => {
+                let addr = *self.addrs.get(n).ok_or(format!("no listener {n}"))?;
+                let c = Client::connect(addr).map_err(|e| format!("connect: {e}"))?;
                 self.clients.push(c);
                 self.current = self.clients.len() - 1;
             }
@@ -286,8 +288,10 @@ impl Run<'_> {
                 t.join().map_err(|_| "shutdown panicked")?;
             }
             Step::ExpectRefused => {
-                if TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).is_ok() {
-                    return Err("a new connection was accepted".into());
+                for addr in &self.addrs {
+                    if TcpStream::connect_timeout(addr, IO_TIMEOUT).is_ok() {
+                        return Err(format!("a new connection to {addr} was accepted"));
+                    }
                 }
             }
             Step::AwaitClosed {

@@ -21,8 +21,8 @@ impl Adapter for Smol {
     fn start(spec: ServerSpec) -> Running {
         let handle = smol::block_on(async {
             let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
-            for kind in spec.listeners {
-                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), kind);
+            for listener in spec.listeners {
+                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), listener);
             }
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);

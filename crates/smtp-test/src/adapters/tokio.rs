@@ -26,8 +26,8 @@ impl Adapter for Tokio {
             .expect("tokio runtime");
         let handle = rt.block_on(async {
             let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
-            for kind in spec.listeners {
-                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), kind);
+            for listener in spec.listeners {
+                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), listener);
             }
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
