@@ -17,7 +17,7 @@
 //!
 //! **Handler calls run on the event-loop thread.** A slow handler (a synchronous database
 //! write, say) stalls every other session of that loop while it runs, as in any mio server.
-//! Keep handlers quick, add loops with [`Builder::threads`], or hand slow work to a worker
+//! Keep handlers quick, add loops with `Builder::threads`, or hand slow work to a worker
 //! pool and answer later from a queue the handler waits on.
 //!
 //! ```no_run
@@ -77,117 +77,60 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use smtpkit_server::driver::{Context, ListenerConfig};
+use smtpkit_server::driver::Context;
+use smtpkit_server::{Adapter, Parts, WithThreads};
 use tracing::info;
 
 pub use smtpkit_server::blocking::{Blocking, BlockingHandler, BlockingSession};
 pub use smtpkit_server::{
     CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
-    Handler, ListenerKind, ListenerSettings, Metrics, MetricsSnapshot, Parameters, ProxySettings,
-    Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
+    Handler, ListenerKind, ListenerSettings, ListenerSource, Metrics, MetricsSnapshot, Parameters,
+    ProxySettings, Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo,
+    TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 
 use crate::control::Control;
 use smtpkit_server::State;
 
-/// The most event loops [`Builder::threads`] picks by default: beyond that, SMTP sessions
+/// The most event loops `Builder::threads` picks by default: beyond that, SMTP sessions
 /// are bound by the handler and the disk, not by the loops.
 const DEFAULT_MAX_THREADS: usize = 4;
-
-/// Where a listener comes from.
-#[derive(Debug)]
-pub enum ListenerSource {
-    /// Bind this address.
-    Addr(SocketAddr),
-    /// An already bound std listener (from socket activation, say); it is set non-blocking.
-    Std(std::net::TcpListener),
-}
-
-impl From<SocketAddr> for ListenerSource {
-    fn from(addr: SocketAddr) -> Self {
-        Self::Addr(addr)
-    }
-}
-
-impl From<std::net::TcpListener> for ListenerSource {
-    fn from(l: std::net::TcpListener) -> Self {
-        Self::Std(l)
-    }
-}
 
 /// What every event loop shares: the driver's context.
 pub(crate) type Shared<H> = Context<H>;
 
 /// Builds an [`SmtpServer`]; see [`SmtpServer::builder`].
-#[derive(Debug)]
-#[must_use = "call build()"]
-pub struct Builder<H> {
-    handler: H,
-    settings: ServerSettings,
-    listeners: Vec<(ListenerSource, ListenerSettings)>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    metrics: Option<Arc<Metrics>>,
+pub type Builder<H> = smtpkit_server::Builder<H, Mio>;
+
+/// The mio adapter's build options: the number of event loops.
+#[derive(Debug, Default)]
+pub struct Mio {
+    /// Default: the available parallelism, at most [`DEFAULT_MAX_THREADS`].
     threads: Option<NonZeroUsize>,
 }
 
-impl<H: Handler> Builder<H> {
-    /// Adds a listener: an address to bind or a bound listener, and its kind or its
-    /// [`ListenerSettings`] (TLS on or off, PROXY).
-    pub fn listener(
-        mut self,
-        source: impl Into<ListenerSource>,
-        settings: impl Into<ListenerSettings>,
-    ) -> Self {
-        self.listeners.push((source.into(), settings.into()));
-        self
+impl WithThreads for Mio {
+    fn set_threads(&mut self, threads: NonZeroUsize) {
+        self.threads = Some(threads);
     }
+}
 
-    /// The settings shared by all listeners (defaults otherwise).
-    pub fn settings(mut self, settings: ServerSettings) -> Self {
-        self.settings = settings;
-        self
-    }
+impl<H: Handler> Adapter<H> for Mio {
+    type Build = Result<SmtpServer<H>, Error>;
 
-    /// The TLS config for STARTTLS and implicit TLS (see [`tls`] to load one).
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
-    /// Counters to update, if the application wants to share them (a fresh set otherwise).
-    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// The number of event-loop threads. Default: the available parallelism, at most 4.
-    pub fn threads(mut self, n: NonZeroUsize) -> Self {
-        self.threads = Some(n);
-        self
-    }
-
-    /// Binds the listeners and checks the configuration.
-    pub fn build(self) -> Result<SmtpServer<H>, Error> {
-        if self.listeners.is_empty() {
-            return Err(Error::NoListener);
-        }
-        let mut listeners = Vec::with_capacity(self.listeners.len());
-        for (source, settings) in self.listeners {
-            let config = ListenerConfig::new(&self.settings, settings, self.tls.as_ref())?;
-            let std = match source {
-                ListenerSource::Addr(addr) => smtpkit_server::bind_listener(addr)?,
-                ListenerSource::Std(l) => l,
-            };
-            std.set_nonblocking(true)?;
-            let listener = mio::net::TcpListener::from_std(std);
-            listeners.push(accept::Listener {
-                addr: listener.local_addr()?,
-                listener,
-                config: Arc::new(config),
-            });
-        }
-        let threads = self.threads.map_or_else(
+    fn build(parts: Result<Parts<H>, Error>, options: Self) -> Self::Build {
+        let parts = parts?;
+        let listeners = parts
+            .listeners
+            .into_iter()
+            .map(|(config, socket, addr)| accept::Listener {
+                listener: mio::net::TcpListener::from_std(socket),
+                addr,
+                config,
+            })
+            .collect();
+        let threads = options.threads.map_or_else(
             || {
                 thread::available_parallelism()
                     .map_or(1, NonZeroUsize::get)
@@ -195,7 +138,7 @@ impl<H: Handler> Builder<H> {
             },
             NonZeroUsize::get,
         );
-        let shared = Arc::new(Context::new(self.handler, self.settings, self.metrics));
+        let shared = Arc::new(parts.context);
         let control = Arc::new(Control::new(Arc::clone(&shared.lifecycle)));
         Ok(SmtpServer {
             shared,
@@ -233,14 +176,7 @@ impl<H> std::fmt::Debug for SmtpServer<H> {
 impl<H: Handler> SmtpServer<H> {
     /// A builder serving `handler`. For synchronous code, pass `Blocking(handler)`.
     pub fn builder(handler: H) -> Builder<H> {
-        Builder {
-            handler,
-            settings: ServerSettings::default(),
-            listeners: Vec::new(),
-            tls: None,
-            metrics: None,
-            threads: None,
-        }
+        Builder::new(handler)
     }
 
     /// A handle to stop the server and read its addresses and counters; valid before and

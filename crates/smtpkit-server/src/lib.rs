@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+mod builder;
 mod dispatch;
 pub mod driver;
 mod error;
@@ -37,6 +38,7 @@ mod rate;
 mod settings;
 pub mod tls;
 
+pub use builder::{Adapter, Builder, ListenerSource, Parts, WithExecutor, WithThreads};
 pub use dispatch::Dispatcher;
 pub use error::Error;
 pub use handler::{Decision, Handler, Session, SessionInfo};

@@ -52,7 +52,7 @@
 //! ```
 //!
 //! Tasks run on smol's global executor (one thread unless `SMOL_THREADS` says otherwise), or
-//! on the application's own [`smol::Executor`] given to [`Builder::executor`].
+//! on the application's own [`smol::Executor`] given to `Builder::executor`.
 //!
 //! The connection logic (admission, the run loop, deadlines, STARTTLS, shutdown) is
 //! `smtpkit_server::driver`, shared with `smtpkit-tokio`; this crate supplies async-io's
@@ -76,11 +76,13 @@ use async_io::Timer;
 use async_net::TcpListener;
 use smol::Executor;
 use smtpkit_server::driver::{self, Accept, Context, ListenerConfig, Spawn};
+use smtpkit_server::{Adapter, Parts, WithExecutor};
 
 pub use smtpkit_server::{
     CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
-    Handler, ListenerKind, ListenerSettings, Metrics, MetricsSnapshot, Parameters, ProxySettings,
-    Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
+    Handler, ListenerKind, ListenerSettings, ListenerSource, Metrics, MetricsSnapshot, Parameters,
+    ProxySettings, Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo,
+    TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 
@@ -89,9 +91,12 @@ use crate::stream::Stream;
 /// Controls a running server; cheap to clone. See [`driver::ServerHandle`].
 pub type ServerHandle = driver::ServerHandle<Smol>;
 
-/// async-io's timers for the shared driver.
-#[derive(Debug)]
-pub struct Smol;
+/// The smol adapter: async-io's timers for the shared driver, the executor, and how a
+/// [`Builder`] builds.
+#[derive(Debug, Default)]
+pub struct Smol {
+    spawner: Spawner,
+}
 
 impl driver::Runtime for Smol {
     type Timer = Timer;
@@ -106,8 +111,9 @@ impl driver::Runtime for Smol {
 }
 
 /// Where the server's tasks run.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 enum Spawner {
+    #[default]
     Global,
     Executor(Arc<Executor<'static>>),
 }
@@ -130,46 +136,6 @@ impl Spawn for Spawner {
     }
 }
 
-/// Where a listener comes from.
-#[derive(Debug)]
-pub enum ListenerSource {
-    /// Bind this address.
-    Addr(SocketAddr),
-    /// An already bound std listener (from socket activation, say); it is set non-blocking.
-    Std(std::net::TcpListener),
-    /// An already bound `async-net` (`smol::net`) listener.
-    Smol(TcpListener),
-}
-
-impl From<SocketAddr> for ListenerSource {
-    fn from(addr: SocketAddr) -> Self {
-        Self::Addr(addr)
-    }
-}
-
-impl From<std::net::TcpListener> for ListenerSource {
-    fn from(l: std::net::TcpListener) -> Self {
-        Self::Std(l)
-    }
-}
-
-impl From<TcpListener> for ListenerSource {
-    fn from(l: TcpListener) -> Self {
-        Self::Smol(l)
-    }
-}
-
-impl ListenerSource {
-    fn bind(self) -> io::Result<TcpListener> {
-        match self {
-            Self::Addr(addr) => TcpListener::try_from(smtpkit_server::bind_listener(addr)?),
-            // `Async::new` inside makes the socket non-blocking.
-            Self::Std(l) => TcpListener::try_from(l),
-            Self::Smol(l) => Ok(l),
-        }
-    }
-}
-
 struct Acceptor(TcpListener);
 
 impl Accept for Acceptor {
@@ -185,79 +151,32 @@ impl Accept for Acceptor {
 }
 
 /// Builds an [`SmtpServer`]; see [`SmtpServer::builder`].
-#[must_use = "call build()"]
-pub struct Builder<H> {
-    handler: H,
-    settings: ServerSettings,
-    listeners: Vec<(ListenerSource, ListenerSettings)>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    metrics: Option<Arc<Metrics>>,
-    spawner: Spawner,
-}
+pub type Builder<H> = smtpkit_server::Builder<H, Smol>;
 
-impl<H> std::fmt::Debug for Builder<H> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Builder")
-            .field("listeners", &self.listeners)
-            .field("executor", &self.spawner)
-            .finish_non_exhaustive()
+impl<H: Handler> Adapter<H> for Smol {
+    type Build = std::future::Ready<Result<SmtpServer<H>, Error>>;
+
+    fn build(parts: Result<Parts<H>, Error>, options: Self) -> Self::Build {
+        std::future::ready(parts.and_then(|parts| {
+            let mut listeners = Vec::with_capacity(parts.listeners.len());
+            for (config, socket, addr) in parts.listeners {
+                // `Async::new` inside registers the socket with the reactor.
+                listeners.push((config, addr, Acceptor(TcpListener::try_from(socket)?)));
+            }
+            Ok(SmtpServer {
+                ctx: Arc::new(parts.context),
+                listeners,
+                spawner: options.spawner,
+            })
+        }))
     }
 }
 
-impl<H: Handler> Builder<H> {
-    /// Adds a listener: an address to bind or a bound listener, and its kind or its
-    /// [`ListenerSettings`] (TLS on or off, PROXY).
-    pub fn listener(
-        mut self,
-        source: impl Into<ListenerSource>,
-        settings: impl Into<ListenerSettings>,
-    ) -> Self {
-        self.listeners.push((source.into(), settings.into()));
-        self
-    }
+impl WithExecutor for Smol {
+    type Executor = Arc<Executor<'static>>;
 
-    /// The settings shared by all listeners (defaults otherwise).
-    pub fn settings(mut self, settings: ServerSettings) -> Self {
-        self.settings = settings;
-        self
-    }
-
-    /// The TLS config for STARTTLS and implicit TLS (see [`tls`] to load one).
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
-    /// Counters to update, if the application wants to share them (a fresh set otherwise).
-    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Runs the accept loops and sessions on `executor` instead of smol's global executor.
-    /// The application runs the executor (on as many threads as it likes).
-    pub fn executor(mut self, executor: Arc<Executor<'static>>) -> Self {
+    fn set_executor(&mut self, executor: Arc<Executor<'static>>) {
         self.spawner = Spawner::Executor(executor);
-        self
-    }
-
-    /// Binds the listeners and checks the configuration.
-    pub async fn build(self) -> Result<SmtpServer<H>, Error> {
-        if self.listeners.is_empty() {
-            return Err(Error::NoListener);
-        }
-        let mut listeners = Vec::with_capacity(self.listeners.len());
-        for (source, settings) in self.listeners {
-            let config = ListenerConfig::new(&self.settings, settings, self.tls.as_ref())?;
-            let listener = source.bind()?;
-            listeners.push((Arc::new(config), listener.local_addr()?, Acceptor(listener)));
-        }
-        let ctx = Context::new(self.handler, self.settings, self.metrics);
-        Ok(SmtpServer {
-            ctx: Arc::new(ctx),
-            listeners,
-            spawner: self.spawner,
-        })
     }
 }
 
@@ -287,14 +206,7 @@ impl<H> SmtpServer<H> {
 impl<H: Handler> SmtpServer<H> {
     /// A builder serving `handler`.
     pub fn builder(handler: H) -> Builder<H> {
-        Builder {
-            handler,
-            settings: ServerSettings::default(),
-            listeners: Vec::new(),
-            tls: None,
-            metrics: None,
-            spawner: Spawner::Global,
-        }
+        Builder::new(handler)
     }
 
     /// A handle to stop the server and read its addresses and counters.

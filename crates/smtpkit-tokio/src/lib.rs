@@ -64,12 +64,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use smtpkit_server::driver::{self, Accept, Context, ListenerConfig, Spawn};
+use smtpkit_server::{Adapter, Parts};
 use tokio::net::TcpListener;
 
 pub use smtpkit_server::{
     CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
-    Handler, ListenerKind, ListenerSettings, Metrics, MetricsSnapshot, Parameters, ProxySettings,
-    Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TrustedNetworks,
+    Handler, ListenerKind, ListenerSettings, ListenerSource, Metrics, MetricsSnapshot, Parameters,
+    ProxySettings, Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo,
+    TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 
@@ -78,8 +80,8 @@ use crate::stream::Stream;
 /// Controls a running server; cheap to clone. See [`driver::ServerHandle`].
 pub type ServerHandle = driver::ServerHandle<Tokio>;
 
-/// tokio's timers for the shared driver.
-#[derive(Debug)]
+/// The tokio adapter: its timers for the shared driver, and how a [`Builder`] builds.
+#[derive(Debug, Default)]
 pub struct Tokio;
 
 impl driver::Runtime for Tokio {
@@ -103,48 +105,6 @@ impl Spawn for Spawner {
     }
 }
 
-/// Where a listener comes from.
-#[derive(Debug)]
-pub enum ListenerSource {
-    /// Bind this address.
-    Addr(SocketAddr),
-    /// An already bound std listener (from socket activation, say); it is set non-blocking.
-    Std(std::net::TcpListener),
-    /// An already bound tokio listener.
-    Tokio(TcpListener),
-}
-
-impl From<SocketAddr> for ListenerSource {
-    fn from(addr: SocketAddr) -> Self {
-        Self::Addr(addr)
-    }
-}
-
-impl From<std::net::TcpListener> for ListenerSource {
-    fn from(l: std::net::TcpListener) -> Self {
-        Self::Std(l)
-    }
-}
-
-impl From<TcpListener> for ListenerSource {
-    fn from(l: TcpListener) -> Self {
-        Self::Tokio(l)
-    }
-}
-
-impl ListenerSource {
-    fn bind(self) -> io::Result<TcpListener> {
-        match self {
-            Self::Addr(addr) => TcpListener::from_std(smtpkit_server::bind_listener(addr)?),
-            Self::Std(l) => {
-                l.set_nonblocking(true)?;
-                TcpListener::from_std(l)
-            }
-            Self::Tokio(l) => Ok(l),
-        }
-    }
-}
-
 struct Acceptor(TcpListener);
 
 impl Accept for Acceptor {
@@ -160,61 +120,23 @@ impl Accept for Acceptor {
 }
 
 /// Builds an [`SmtpServer`]; see [`SmtpServer::builder`].
-#[derive(Debug)]
-#[must_use = "call build()"]
-pub struct Builder<H> {
-    handler: H,
-    settings: ServerSettings,
-    listeners: Vec<(ListenerSource, ListenerSettings)>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    metrics: Option<Arc<Metrics>>,
-}
+pub type Builder<H> = smtpkit_server::Builder<H, Tokio>;
 
-impl<H: Handler> Builder<H> {
-    /// Adds a listener: an address to bind or a bound listener, and its kind or its
-    /// [`ListenerSettings`] (TLS on or off, PROXY).
-    pub fn listener(
-        mut self,
-        source: impl Into<ListenerSource>,
-        settings: impl Into<ListenerSettings>,
-    ) -> Self {
-        self.listeners.push((source.into(), settings.into()));
-        self
-    }
+impl<H: Handler> Adapter<H> for Tokio {
+    type Build = Pin<Box<dyn Future<Output = Result<SmtpServer<H>, Error>> + Send>>;
 
-    /// The settings shared by all listeners (defaults otherwise).
-    pub fn settings(mut self, settings: ServerSettings) -> Self {
-        self.settings = settings;
-        self
-    }
-
-    /// The TLS config for STARTTLS and implicit TLS (see [`tls`] to load one).
-    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
-    /// Counters to update, if the application wants to share them (a fresh set otherwise).
-    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = Some(metrics);
-        self
-    }
-
-    /// Binds the listeners and checks the configuration.
-    pub async fn build(self) -> Result<SmtpServer<H>, Error> {
-        if self.listeners.is_empty() {
-            return Err(Error::NoListener);
-        }
-        let mut listeners = Vec::with_capacity(self.listeners.len());
-        for (source, settings) in self.listeners {
-            let config = ListenerConfig::new(&self.settings, settings, self.tls.as_ref())?;
-            let listener = source.bind()?;
-            listeners.push((Arc::new(config), listener.local_addr()?, Acceptor(listener)));
-        }
-        let ctx = Context::new(self.handler, self.settings, self.metrics);
-        Ok(SmtpServer {
-            ctx: Arc::new(ctx),
-            listeners,
+    fn build(parts: Result<Parts<H>, Error>, _: Self) -> Self::Build {
+        // Registering the sockets needs the runtime, so it happens when the future is polled.
+        Box::pin(async move {
+            let parts = parts?;
+            let mut listeners = Vec::with_capacity(parts.listeners.len());
+            for (config, socket, addr) in parts.listeners {
+                listeners.push((config, addr, Acceptor(TcpListener::from_std(socket)?)));
+            }
+            Ok(SmtpServer {
+                ctx: Arc::new(parts.context),
+                listeners,
+            })
         })
     }
 }
@@ -243,13 +165,7 @@ impl<H> SmtpServer<H> {
 impl<H: Handler> SmtpServer<H> {
     /// A builder serving `handler`.
     pub fn builder(handler: H) -> Builder<H> {
-        Builder {
-            handler,
-            settings: ServerSettings::default(),
-            listeners: Vec::new(),
-            tls: None,
-            metrics: None,
-        }
+        Builder::new(handler)
     }
 
     /// A handle to stop the server and read its addresses and counters.

@@ -6,51 +6,22 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use smtpkit_server::driver::{ReadAhead, Transport};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::io::Cursor;
+
+use smtpkit_server::driver::Transport;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Chain, Join, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// TCP that first yields bytes read ahead: those after a PROXY header (an SMTP command, or
-/// the ClientHello of an implicit TLS connection) must reach whoever reads next.
-#[derive(Debug)]
-pub(crate) struct Rewind {
-    ahead: ReadAhead,
-    tcp: TcpStream,
-}
+/// TCP whose reads first yield bytes read ahead: those after a PROXY header (an SMTP command,
+/// or the ClientHello of an implicit TLS connection) must reach whoever reads next.
+pub(crate) type Rewind = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
 
-impl AsyncRead for Rewind {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(n) = this.ahead.take(buf.initialize_unfilled()) {
-            buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
+fn rewind(tcp: TcpStream) -> Rewind {
+    let (read, write) = tcp.into_split();
+    tokio::io::join(Cursor::new(Vec::new()).chain(read), write)
 }
 
 /// The session's stream: plain until STARTTLS or for the whole session, TLS after it.
@@ -64,10 +35,7 @@ pub(crate) enum Stream {
 
 impl Stream {
     pub(crate) fn new(tcp: TcpStream) -> Self {
-        Self::Plain(Rewind {
-            ahead: ReadAhead::default(),
-            tcp,
-        })
+        Self::Plain(rewind(tcp))
     }
 
     fn io(&mut self) -> Option<Pin<&mut (dyn AsyncReadWrite + Send)>> {
@@ -109,8 +77,12 @@ impl Transport for Stream {
     }
 
     fn unread(&mut self, bytes: Vec<u8>) {
-        if let Self::Plain(r) = self {
-            r.ahead = ReadAhead::new(bytes);
+        // A `Chain` never goes back to its first reader once that has ended, so the
+        // read-ahead gets a new one.
+        if let Self::Plain(plain) = std::mem::replace(self, Self::Closed) {
+            let (read, write) = plain.into_inner();
+            let (_, read) = read.into_inner();
+            *self = Self::Plain(tokio::io::join(Cursor::new(bytes).chain(read), write));
         }
     }
 
