@@ -66,6 +66,23 @@ pub struct ServerSpec {
     pub handler: RecordingHandler,
 }
 
+impl ServerSpec {
+    /// A server with these settings, listeners, TLS config and application.
+    pub fn new(
+        settings: ServerSettings,
+        listeners: Vec<ListenerSettings>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: RecordingHandler,
+    ) -> Self {
+        Self {
+            settings,
+            listeners,
+            tls,
+            handler,
+        }
+    }
+}
+
 /// Stops a server: graceful shutdown with the given grace period, returning once every
 /// session has ended and the listeners are closed.
 pub type ShutdownFn = Box<dyn FnOnce(Duration) + Send>;
