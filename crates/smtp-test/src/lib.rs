@@ -28,6 +28,7 @@ pub mod conversation;
 mod handler;
 mod pki;
 mod runner;
+pub mod support;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -16,6 +16,10 @@ pub struct Pki {
     pub server: Arc<rustls::ServerConfig>,
     /// For the suite's client: trusts only the suite's CA.
     pub client: Arc<rustls::ClientConfig>,
+    /// The CA certificate, PEM (for clients such as lettre).
+    pub ca_pem: String,
+    /// The CA certificate, DER.
+    pub ca_der: rustls::pki_types::CertificateDer<'static>,
 }
 
 impl Pki {
@@ -58,6 +62,8 @@ impl Pki {
         Self {
             server,
             client: Arc::new(client),
+            ca_pem: ca.pem(),
+            ca_der: ca.der().clone(),
         }
     }
 

@@ -62,7 +62,8 @@ fn one_message(addr: SocketAddr) -> bool {
         let reply = read_reply(&mut r);
         assert!(reply.starts_with(code), "expected {code}, got {reply:?}");
     }
-    w.write_all(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n").unwrap();
+    w.write_all(b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+        .unwrap();
     for code in ["250", "221"] {
         let reply = read_reply(&mut r);
         assert!(reply.starts_with(code), "expected {code}, got {reply:?}");
@@ -116,7 +117,12 @@ fn reconnect_storm<A: Adapter>() {
         .flatten()
         .filter(|c| matches!(c, Call::DataEnd(_)))
         .count();
-    assert_eq!(stored, MESSAGES, "[{}] messages the application got", A::NAME);
+    assert_eq!(
+        stored,
+        MESSAGES,
+        "[{}] messages the application got",
+        A::NAME
+    );
 }
 
 #[test]

@@ -106,14 +106,14 @@ fn pipelined_burst() {
 #[test]
 fn starttls_and_injection_dropped() {
     let pki = pki();
-    let s = start(settings(), &[ListenerKind::Smtp], Some(pki.config.clone()));
+    let s = start(settings(), &[ListenerKind::Smtp], Some(pki.server.clone()));
     let mut c = Raw::greeted(s.addr(0));
     c.send("EHLO c\r\n");
     assert!(c.expect("250-").contains("STARTTLS"));
     // The MAIL after STARTTLS, in the same packet, must not survive the upgrade.
     c.send("STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n");
     c.expect("220 ");
-    c.upgrade(pki.client_config());
+    c.upgrade(pki.client.clone());
     c.send("EHLO c\r\nRCPT TO:<b@y.test>\r\n");
     let ehlo = c.expect("250-");
     assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
@@ -137,7 +137,7 @@ fn implicit_tls_and_auth() {
     let s = start(
         settings(),
         &[ListenerKind::Smtps, ListenerKind::Submission],
-        Some(pki.config.clone()),
+        Some(pki.server.clone()),
     );
     // Submission in plaintext: no AUTH offered, AUTH refused, MAIL needs AUTH.
     let mut plain = Raw::greeted(s.addr(1));
@@ -155,7 +155,7 @@ fn implicit_tls_and_auth() {
 
     // SMTPS: the handshake first, then AUTH is offered and works.
     let mut c = Raw::connect(s.addr(0));
-    c.upgrade(pki.client_config());
+    c.upgrade(pki.client.clone());
     c.expect("220 ");
     c.send("EHLO c\r\n");
     let ehlo = c.expect("250-");
@@ -181,7 +181,7 @@ fn implicit_tls_and_auth() {
 #[test]
 fn tls_handshake_failure_is_counted() {
     let pki = pki();
-    let s = start(settings(), &[ListenerKind::Smtps], Some(pki.config.clone()));
+    let s = start(settings(), &[ListenerKind::Smtps], Some(pki.server.clone()));
     let mut c = Raw::connect(s.addr(0));
     // Not a ClientHello.
     c.send("EHLO plaintext\r\n\r\n\r\n");
@@ -191,7 +191,7 @@ fn tls_handshake_failure_is_counted() {
     eventually(|| h.metrics().snapshot().tls_handshake_failures == 1);
     // The server is still serving.
     let mut ok = Raw::connect(s.addr(0));
-    ok.upgrade(pki.client_config());
+    ok.upgrade(pki.client.clone());
     ok.expect("220 ");
 }
 

@@ -341,19 +341,23 @@ fn proxy_protocol() {
 #[test]
 fn build_errors() {
     run(T, async {
-        let err = smtpkit_smol::SmtpServer::builder(common::Recorder::default())
-            .build()
-            .await
-            .unwrap_err();
+        let err = smtpkit_smol::SmtpServer::builder(smtpkit_server::blocking::Blocking(
+            common::Recorder::default(),
+        ))
+        .build()
+        .await
+        .unwrap_err();
         assert!(matches!(err, smtpkit_smol::Error::NoListener));
-        let err = smtpkit_smol::SmtpServer::builder(common::Recorder::default())
-            .listener(
-                "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
-                ListenerKind::Smtps,
-            )
-            .build()
-            .await
-            .unwrap_err();
+        let err = smtpkit_smol::SmtpServer::builder(smtpkit_server::blocking::Blocking(
+            common::Recorder::default(),
+        ))
+        .listener(
+            "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
+            ListenerKind::Smtps,
+        )
+        .build()
+        .await
+        .unwrap_err();
         assert!(matches!(
             err,
             smtpkit_smol::Error::MissingTls(ListenerKind::Smtps)
@@ -368,16 +372,17 @@ fn runs_on_the_applications_executor() {
     smol::block_on(ex.run(async {
         timeout(T, async {
             let rec = common::Recorder::default();
-            let server = smtpkit_smol::SmtpServer::builder(rec.clone())
-                .settings(settings())
-                .executor(ex.clone())
-                .listener(
-                    "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
-                    ListenerKind::Smtp,
-                )
-                .build()
-                .await
-                .unwrap();
+            let server =
+                smtpkit_smol::SmtpServer::builder(smtpkit_server::blocking::Blocking(rec.clone()))
+                    .settings(settings())
+                    .executor(ex.clone())
+                    .listener(
+                        "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(),
+                        ListenerKind::Smtp,
+                    )
+                    .build()
+                    .await
+                    .unwrap();
             let handle = server.spawn();
             let mut c = Raw::greeted(handle.local_addrs()[0]).await;
             c.send(format!("HELO c\r\n{ENVELOPE}hi\r\n.\r\nQUIT\r\n"))

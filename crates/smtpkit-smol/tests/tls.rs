@@ -18,14 +18,14 @@ fn plain(user: &str, password: &str) -> String {
 fn starttls_injection_is_dropped() {
     run(T, async {
         let pki = pki();
-        let s = start(settings(), &[ListenerKind::Smtp], Some(pki.config.clone())).await;
+        let s = start(settings(), &[ListenerKind::Smtp], Some(pki.server.clone())).await;
         let mut c = Raw::greeted(s.addr(0)).await;
         c.send("EHLO c\r\n").await;
         assert!(c.expect("250-").await.contains("STARTTLS"));
         // The MAIL after STARTTLS, in the same packet, must not survive the upgrade.
         c.send("STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n").await;
         c.expect("220 ").await;
-        let tls = pki.handshake(c.io.into_inner()).await;
+        let tls = common::handshake(c.io.into_inner()).await;
         let mut c = Raw::new(tls);
         c.send("EHLO c\r\nRCPT TO:<b@y.test>\r\nQUIT\r\n").await;
         let out = c.rest().await;
@@ -42,12 +42,12 @@ fn starttls_injection_is_dropped() {
 fn starttls_message() {
     run(T, async {
         let pki = pki();
-        let s = start(settings(), &[ListenerKind::Smtp], Some(pki.config.clone())).await;
+        let s = start(settings(), &[ListenerKind::Smtp], Some(pki.server.clone())).await;
         let mut c = Raw::greeted(s.addr(0)).await;
         c.send("EHLO c\r\nSTARTTLS\r\n").await;
         c.expect("250-").await;
         c.expect("220 ").await;
-        let tls = pki.handshake(c.io.into_inner()).await;
+        let tls = common::handshake(c.io.into_inner()).await;
         let mut c = Raw::new(tls);
         c.send("EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
             .await;
@@ -68,7 +68,7 @@ fn starttls_message() {
 fn failed_starttls_handshake_is_counted() {
     run(T, async {
         let pki = pki();
-        let s = start(settings(), &[ListenerKind::Smtp], Some(pki.config.clone())).await;
+        let s = start(settings(), &[ListenerKind::Smtp], Some(pki.server.clone())).await;
         let mut c = Raw::greeted(s.addr(0)).await;
         c.send("EHLO c\r\nSTARTTLS\r\n").await;
         c.expect("250-").await;
@@ -88,12 +88,12 @@ fn implicit_tls() {
         let pki = pki();
         let mut cfg = settings();
         cfg.auth_optional = true;
-        let s = start(cfg, &[ListenerKind::Smtps], Some(pki.config.clone())).await;
+        let s = start(cfg, &[ListenerKind::Smtps], Some(pki.server.clone())).await;
         let tcp = common::timeout(T, async_net::TcpStream::connect(s.addr(0)))
             .await
             .unwrap()
             .unwrap();
-        let mut c = Raw::new(pki.handshake(tcp).await);
+        let mut c = Raw::new(common::handshake(tcp).await);
         c.expect("220 mx.test").await;
         c.send("EHLO c\r\n").await;
         let ehlo = c.expect("250-").await;
@@ -117,7 +117,7 @@ fn implicit_tls_handshake_timeout() {
         let pki = pki();
         let mut cfg = settings();
         cfg.tls_handshake_timeout = Duration::from_millis(300);
-        let s = start(cfg, &[ListenerKind::Smtps], Some(pki.config.clone())).await;
+        let s = start(cfg, &[ListenerKind::Smtps], Some(pki.server.clone())).await;
         // A client that connects and says nothing is closed after the handshake timeout.
         let mut c = Raw::connect(s.addr(0)).await;
         assert!(c.closed().await);
@@ -135,7 +135,7 @@ fn auth_plain_refused_on_plaintext_accepted_over_tls() {
         let s = start(
             settings(),
             &[ListenerKind::Submission],
-            Some(pki.config.clone()),
+            Some(pki.server.clone()),
         )
         .await;
         let mut c = Raw::greeted(s.addr(0)).await;
@@ -155,7 +155,7 @@ fn auth_plain_refused_on_plaintext_accepted_over_tls() {
 
         c.send("STARTTLS\r\n").await;
         c.expect("220 ").await;
-        let mut c = Raw::new(pki.handshake(c.io.into_inner()).await);
+        let mut c = Raw::new(common::handshake(c.io.into_inner()).await);
         c.send("EHLO c\r\n").await;
         assert!(c.expect("250-").await.contains("AUTH PLAIN LOGIN"));
         c.send(format!("AUTH PLAIN {}\r\n", plain("user", "wrong")))

@@ -68,7 +68,7 @@ async fn starttls_with_auth_plain_and_login() {
     let s = start(
         settings(),
         &[ListenerKind::Submission],
-        Some(pki.config.clone()),
+        Some(pki.server.clone()),
     )
     .await;
     for mechanism in [Mechanism::Plain, Mechanism::Login] {
@@ -108,7 +108,7 @@ async fn implicit_tls() {
     let pki = pki();
     let mut cfg = settings();
     cfg.auth_optional = true;
-    let s = start(cfg, &[ListenerKind::Smtps], Some(pki.config.clone())).await;
+    let s = start(cfg, &[ListenerKind::Smtps], Some(pki.server.clone())).await;
     let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
         .port(s.addr(0).port())
         .tls(Tls::Wrapper(tls_params(&pki.ca_pem)))

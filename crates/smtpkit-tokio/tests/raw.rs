@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Raw, T, eventually, pki, settings, start};
 use smtpkit_tokio::{ListenerKind, ProxySettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 const ENVELOPE: &str = "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n";
 
@@ -74,45 +73,29 @@ async fn smtputf8_address_and_big_body_byte_exact() {
     assert!(store.messages[0].body == body, "20 MB body differs");
 }
 
-#[tokio::test]
-async fn starttls_injection_is_dropped() {
-    let pki = pki();
-    let s = start(settings(), &[ListenerKind::Smtp], Some(pki.config.clone())).await;
-    let mut c = Raw::greeted(s.addr(0)).await;
-    c.send("EHLO c\r\n").await;
-    assert!(c.expect("250-").await.contains("STARTTLS"));
-    // The MAIL after STARTTLS, in the same packet, must not survive the upgrade.
-    c.send("STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n").await;
-    c.expect("220 ").await;
-    let tcp = c.io.into_inner();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(pki.ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tls = tokio::time::timeout(
-        T,
-        tokio_rustls::TlsConnector::from(Arc::new(client))
-            .connect("localhost".try_into().unwrap(), tcp),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let mut tls = BufReader::new(tls);
-    tls.write_all(b"EHLO c\r\nRCPT TO:<b@y.test>\r\nQUIT\r\n")
-        .await
+#[test]
+fn starttls_injection_is_dropped() {
+    // The server runs on the runtime's workers; the test thread is a blocking client.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(T, tls.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .ok();
+    let pki = pki();
+    let s = rt.block_on(start(
+        settings(),
+        &[ListenerKind::Smtp],
+        Some(pki.server.clone()),
+    ));
+    let mut c = smtp_test::support::blocking::Raw::greeted(s.addr(0));
+    c.send("EHLO c\r\n");
+    assert!(c.expect("250-").contains("STARTTLS"));
+    // The MAIL after STARTTLS, in the same packet, must not survive the upgrade.
+    c.send("STARTTLS\r\nMAIL FROM:<injected@x.test>\r\n");
+    c.expect("220 ");
+    c.upgrade(pki.client.clone());
+    c.send("EHLO c\r\nRCPT TO:<b@y.test>\r\nQUIT\r\n");
+    let out = c.rest();
     assert!(
         out.contains("503 5.5.1"),
         "RCPT must find no transaction: {out}"
@@ -129,11 +112,7 @@ async fn slow_drip() {
         c.send([*b]).await;
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    let mut out = String::new();
-    tokio::time::timeout(T, c.io.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    let out = c.rest().await;
     assert!(
         out.ends_with("250 2.0.0 Message accepted\r\n221 2.0.0 Bye\r\n"),
         "{out}"

@@ -1,25 +1,18 @@
-//! Shared test fixtures: a recording handler, certificates, a raw line client, TLS, and a
-//! bounded `block_on`.
+//! The shared test fixtures (`smtp_test::support`), a smol server to run them against, TLS
+//! for the client, and a bounded `block_on`.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use async_net::TcpStream;
-use futures_lite::io::BufReader;
-use futures_lite::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
 use futures_rustls::TlsConnector;
-use smol::Timer;
-use smtpkit_smol::tls::{ReloadableCert, certified_key, rustls_config};
-use smtpkit_smol::{
-    CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerSettings,
-    Parameters, Reply, ReversePath, ServerHandle, ServerSettings, Session, SessionInfo, SmtpServer,
-};
+use smol::io::{AsyncRead, AsyncWrite};
+pub use smtp_test::support::{Raw, Recorder, T, eventually, pki, settings, sleep, timeout};
+use smtpkit_server::blocking::Blocking;
+use smtpkit_smol::{ListenerSettings, ServerHandle, ServerSettings, SmtpServer};
 
-/// Every await in the tests is bounded by this.
-pub const T: Duration = Duration::from_secs(10);
+pub type Running = smtp_test::support::Running<ServerHandle>;
 
 /// Runs a test body on the current thread (the server runs on smol's global executor), failing
 /// it if the whole body takes longer than `limit`.
@@ -29,292 +22,26 @@ pub fn run<F: Future<Output = ()>>(limit: Duration, test: F) {
     });
 }
 
-/// `fut`, or `Err(())` if it takes longer than `limit`.
-pub async fn timeout<F: Future>(limit: Duration, fut: F) -> Result<F::Output, ()> {
-    future::or(async { Ok(fut.await) }, async {
-        Timer::after(limit).await;
-        Err(())
-    })
-    .await
-}
-
-pub async fn sleep(d: Duration) {
-    Timer::after(d).await;
-}
-
-/// A received message.
-#[derive(Clone, Debug, Default)]
-pub struct Message {
-    pub from: String,
-    pub to: Vec<String>,
-    pub body: Vec<u8>,
-    pub user: Option<String>,
-    pub tls: bool,
-}
-
-#[derive(Debug, Default)]
-pub struct Store {
-    pub messages: Vec<Message>,
-    pub aborted: usize,
-    pub peers: Vec<SocketAddr>,
-    pub closes: Vec<CloseReason>,
-}
-
-#[derive(Clone, Default)]
-pub struct Recorder(pub Arc<Mutex<Store>>);
-
-impl Recorder {
-    pub fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.0.lock().unwrap()
-    }
-}
-
-pub struct Conn {
-    store: Recorder,
-    current: Message,
-}
-
-impl Handler for Recorder {
-    type Session = Conn;
-    async fn connect(&self, info: &SessionInfo) -> Result<Conn, Reply<'static>> {
-        self.store().peers.push(info.peer);
-        Ok(Conn {
-            store: self.clone(),
-            current: Message::default(),
-        })
-    }
-}
-
-impl Session for Conn {
-    async fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {
-        if creds.authcid == "user" && creds.password.expose() == "secret" {
-            Decision::Accept
-        } else {
-            Decision::reply(535, EnhancedCode::new(5, 7, 8).unwrap(), "Bad credentials")
-        }
-    }
-    async fn mail_from(
-        &mut self,
-        info: &SessionInfo,
-        from: &ReversePath<'_>,
-        _: &Parameters<'_>,
-    ) -> Decision {
-        self.current.from = from.to_string();
-        self.current.user = info.authenticated.clone();
-        self.current.tls = info.tls;
-        Decision::Accept
-    }
-    async fn rcpt_to(
-        &mut self,
-        _: &SessionInfo,
-        to: &ForwardPath<'_>,
-        _: &Parameters<'_>,
-    ) -> Decision {
-        self.current.to.push(to.to_string());
-        Decision::Accept
-    }
-    async fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
-        self.current.body.extend_from_slice(chunk);
-        Ok(())
-    }
-    async fn data_end(&mut self, _: &SessionInfo) -> Decision {
-        let m = std::mem::take(&mut self.current);
-        self.store.store().messages.push(m);
-        Decision::Accept
-    }
-    async fn data_aborted(&mut self, _: &SessionInfo) {
-        self.store.store().aborted += 1;
-    }
-    async fn reset(&mut self, _: &SessionInfo) {
-        self.current = Message::default();
-    }
-    async fn close(&mut self, _: &SessionInfo, reason: CloseReason) {
-        self.store.store().closes.push(reason);
-    }
-}
-
-/// A CA and a `localhost` certificate it signed.
-pub struct Pki {
-    pub ca_pem: String,
-    pub config: Arc<rustls::ServerConfig>,
-}
-
-pub fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let key = certified_key(
-        vec![leaf.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-    )
-    .unwrap();
-    let config = rustls_config(Arc::new(ReloadableCert::new(key))).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        config,
-    }
-}
-
-impl Pki {
-    /// A rustls client (ring provider) trusting only the test CA.
-    pub fn connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        TlsConnector::from(Arc::new(client))
-    }
-
-    /// Runs the client handshake over `io` for `localhost`.
-    pub async fn handshake<IO>(&self, io: IO) -> futures_rustls::client::TlsStream<IO>
-    where
-        IO: AsyncRead + AsyncWrite + Unpin,
-    {
-        timeout(
-            T,
-            self.connector()
-                .connect("localhost".try_into().unwrap(), io),
-        )
-        .await
-        .expect("TLS handshake timed out")
-        .expect("TLS handshake failed")
-    }
-}
-
-/// Fast settings for tests.
-pub fn settings() -> ServerSettings {
-    let mut s = ServerSettings {
-        hostname: "mx.test".into(),
-        max_per_ip: 1000,
-        ..Default::default()
-    };
-    s.timeouts.command = Duration::from_secs(3);
-    s.timeouts.data_block = Duration::from_secs(3);
-    s
-}
-
-pub struct Running {
-    pub handle: ServerHandle,
-    pub rec: Recorder,
-}
-
-impl Running {
-    pub fn addr(&self, i: usize) -> SocketAddr {
-        self.handle.local_addrs()[i]
-    }
-}
-
 pub async fn start(
     settings: ServerSettings,
-    kinds: &[impl Into<ListenerSettings> + Clone],
+    listeners: &[impl Into<ListenerSettings> + Clone],
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Running {
     let rec = Recorder::default();
-    let mut b = SmtpServer::builder(rec.clone()).settings(settings);
-    for kind in kinds {
-        b = b.listener("127.0.0.1:0".parse::<SocketAddr>().unwrap(), kind.clone());
-    }
-    if let Some(tls) = tls {
-        b = b.tls(tls);
-    }
-    let handle = b.build().await.unwrap().spawn();
-    Running { handle, rec }
+    let b = SmtpServer::builder(Blocking(rec.clone()));
+    let server = smtp_test::support::configure(b, settings, listeners, tls);
+    let handle = server.build().await.unwrap().spawn();
+    Running::new(handle.clone(), rec, handle.local_addrs().to_vec())
 }
 
-/// A line-oriented raw client over any stream (plain TCP, or TLS after a handshake).
-pub struct Raw<S = TcpStream> {
-    pub io: BufReader<S>,
-}
-
-impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Self {
-        let tcp = timeout(T, TcpStream::connect(addr)).await.unwrap().unwrap();
-        Self::new(tcp)
-    }
-
-    pub async fn greeted(addr: SocketAddr) -> Self {
-        let mut c = Self::connect(addr).await;
-        c.expect("220 ").await;
-        c
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
-    pub fn new(io: S) -> Self {
-        Self {
-            io: BufReader::new(io),
-        }
-    }
-
-    pub async fn send(&mut self, s: impl AsRef<[u8]>) {
-        timeout(T, async {
-            let io = self.io.get_mut();
-            io.write_all(s.as_ref()).await?;
-            io.flush().await
-        })
+/// Runs the client handshake over `io` for `localhost`, trusting only the test CA.
+pub async fn handshake<IO>(io: IO) -> futures_rustls::client::TlsStream<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let connector = TlsConnector::from(Arc::clone(&pki().client));
+    timeout(T, connector.connect("localhost".try_into().unwrap(), io))
         .await
-        .expect("send timed out")
-        .unwrap();
-    }
-
-    /// One whole reply (all its lines), or "" at EOF.
-    pub async fn reply(&mut self) -> String {
-        let mut out = String::new();
-        loop {
-            let mut line = String::new();
-            let n = timeout(T, self.io.read_line(&mut line))
-                .await
-                .expect("reply timed out")
-                .unwrap_or(0);
-            out.push_str(&line);
-            if n == 0 || line.as_bytes().get(3) != Some(&b'-') {
-                return out;
-            }
-        }
-    }
-
-    /// Reads a reply and checks its start.
-    pub async fn expect(&mut self, prefix: &str) -> String {
-        let r = self.reply().await;
-        assert!(r.starts_with(prefix), "expected {prefix:?}, got {r:?}");
-        r
-    }
-
-    /// Reads until EOF; true if the server closed within the timeout.
-    pub async fn closed(&mut self) -> bool {
-        let mut sink = Vec::new();
-        timeout(T, self.io.read_to_end(&mut sink)).await.is_ok()
-    }
-
-    /// Everything up to EOF, as text.
-    pub async fn rest(&mut self) -> String {
-        let mut out = String::new();
-        timeout(T, self.io.read_to_string(&mut out))
-            .await
-            .expect("server did not close")
-            .ok();
-        out
-    }
-}
-
-/// Waits until `f` holds, polling; panics after the timeout.
-pub async fn eventually(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !f() {
-        assert!(Instant::now() < deadline, "condition not met in time");
-        sleep(Duration::from_millis(10)).await;
-    }
+        .expect("TLS handshake timed out")
+        .expect("TLS handshake failed")
 }
