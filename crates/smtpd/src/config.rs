@@ -370,6 +370,11 @@ pub struct Limits {
     /// Concurrent connections from one IP address. Default 50, Postfix's
     /// `smtpd_client_connection_count_limit`.
     pub connections_per_ip: u32,
+    /// Client networks exempt from `connections_per_ip` (this host and its own relays).
+    /// Default loopback, as Postfix exempts `$mynetworks` (`smtpd_client_event_limit_exceptions`);
+    /// `[]` exempts no one.
+    #[serde(with = "cidr_list")]
+    pub trusted_networks: Vec<IpNet>,
     /// Timeouts.
     pub timeouts: Timeouts,
 }
@@ -392,6 +397,7 @@ impl Default for Limits {
             output_buffer: l.output_buffer as u64,
             connections: u32::try_from(s.max_connections).unwrap_or(u32::MAX),
             connections_per_ip: u32::try_from(s.max_per_ip).unwrap_or(u32::MAX),
+            trusted_networks: s.trusted_networks.networks().to_vec(),
             timeouts: Timeouts::default(),
         }
     }
@@ -485,6 +491,9 @@ pub struct Timeouts {
     /// data timeout would close the session.
     #[serde(default = "default_storage_timeout")]
     pub storage: u64,
+    /// On shutdown, how long sessions in a transaction may take to finish it before every
+    /// session is closed with `421 4.3.2`. Default 30: a 25 MiB message at 10 Mbit/s.
+    pub shutdown_grace: u64,
 }
 
 impl Default for Timeouts {
@@ -500,6 +509,7 @@ impl Default for Timeouts {
             tls_handshake: s.tls_handshake_timeout.as_secs(),
             session: t.session.map_or(0, |d| d.as_secs()),
             storage: default_storage_timeout(),
+            shutdown_grace: s.shutdown_grace.as_secs(),
         }
     }
 }
@@ -527,6 +537,12 @@ impl Timeouts {
     #[must_use]
     pub fn session(&self) -> Duration {
         Duration::from_secs(self.session)
+    }
+
+    /// [`Timeouts::shutdown_grace`] as a `Duration`.
+    #[must_use]
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace)
     }
 
     /// [`Timeouts::storage`] as a `Duration`.
@@ -853,6 +869,10 @@ impl Config {
             max_connections: l.connections as usize,
             max_per_ip: l.connections_per_ip as usize,
             tls_handshake_timeout: t.tls_handshake(),
+            trusted_networks: smtpkit_server::TrustedNetworks::new(
+                l.trusted_networks.iter().copied(),
+            ),
+            shutdown_grace: t.shutdown_grace(),
             ..ServerSettings::default()
         };
         // Whole struct literals: a new core option fails to compile here until it is mapped.

@@ -1163,3 +1163,55 @@ fn systemd_unit_verifies_and_readiness_is_notified() {
     assert_eq!(&buf[..n], b"READY=1");
     assert!(greeted);
 }
+
+/// Every listener belongs to one server, so `limits.connections` counts connections across
+/// all of them (issue 15, finding 4), whatever their TLS setting; a place is free again as soon
+/// as QUIT is answered.
+#[test]
+fn connection_limit_spans_listeners_with_and_without_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _pki = Pki::write(dir.path());
+    let root = dir.path().to_path_buf();
+    let server = Server::start(dir.path(), 2, |p| {
+        let config = root.join("smtpd.toml");
+        let text = format!(
+            r#"hostname = "mx.test"
+
+[[listener]]
+address = "{}"
+kind = "smtp"
+
+[[listener]]
+address = "{}"
+kind = "smtp"
+tls = false
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[storage]
+maildir = "md"
+
+[limits]
+connections = 1
+connections_per_ip = 1
+"#,
+            addr(p[0]),
+            addr(p[1])
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let mut first = Client::connect(server.port(0));
+    let mut second = Client::connect_raw(server.port(1)).expect("connect");
+    let refused = second.reply().expect("a reply");
+    assert_eq!(refused.code, 421, "{refused:?}");
+    assert!(refused.text().starts_with("4.7.0"), "{refused:?}");
+    first.expect("QUIT", 221);
+    // The place is free as soon as QUIT is answered, on either listener.
+    let mut again = Client::connect(server.port(1));
+    let ehlo = again.expect("EHLO client.test", 250);
+    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    again.expect("QUIT", 221);
+}
