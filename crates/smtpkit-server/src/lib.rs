@@ -11,14 +11,17 @@
 //! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
 //! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
 //! - [`FailureLimiter`]: failure counts across sessions (AUTH per client and per user).
-//! - [`ServerSettings`] and [`ListenerKind`]: builds each listener's core
+//! - [`ServerSettings`] (what all listeners of a server share) and [`ListenerSettings`] (what
+//!   may differ per listener: kind, TLS, PROXY): build each listener's core
 //!   [`ServerConfig`](smtpkit_proto::ServerConfig).
-//!
-//! An adapter's connection task is, in order: accept, check [`ConnectionLimiter`], read a PROXY
-//! header when the peer is trusted, run the TLS handshake for [`ListenerKind::Smtps`], build a
-//! [`SessionInfo`], call [`Dispatcher::connect`], then run the core's loop (see the
-//! [`smtpkit_proto`] crate docs) with [`Dispatcher::handle`] for every event, and finally
-//! [`Dispatcher::close`].
+//! - [`Builder`], [`Error`], [`State`]/[`Lifecycle`]: one builder, one error type and one
+//!   lifecycle for every adapter.
+//! - [`driver`]: the connection logic written once. An accepted connection goes through
+//!   PROXY trust and header, the [`ConnectionLimiter`], the TLS handshake for
+//!   [`ListenerKind::Smtps`], then the core's loop (see the [`smtpkit_proto`] crate docs) with
+//!   [`Dispatcher::handle`] for every event, each bounded by the core's own deadline, and
+//!   finally [`Dispatcher::close`]. The async adapters run [`driver::serve`]; the mio adapter
+//!   calls the same runtime-free pieces from its event loop.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

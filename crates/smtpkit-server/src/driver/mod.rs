@@ -10,7 +10,7 @@
 //!
 //! Then [`run_server`] serves every listener until [`ServerHandle::shutdown`]. The mio adapter
 //! has no futures of its own; it uses the runtime-free parts ([`Context::admit`],
-//! [`SessionCore`], [`State`](crate::State)) from its event loop.
+//! [`SessionCore`], [`State`]) from its event loop.
 
 mod session;
 
