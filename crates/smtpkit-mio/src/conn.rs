@@ -498,9 +498,11 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let Phase::Session(core) = &mut self.phase else {
             return Ok(false);
         };
-        let buffered = core.inbuf.data().len();
+        let before = (core.inbuf.data().len(), core.server.poll_transmit().len());
         block_on(core.handle_input::<Mio>());
-        progress |= core.inbuf.data().len() != buffered || !core.server.poll_transmit().is_empty();
+        // Progress is input consumed or replies queued; output merely still waiting for a
+        // writable socket is not, or the loop would spin on a client that does not read.
+        progress |= (core.inbuf.data().len(), core.server.poll_transmit().len()) != before;
         // The core has taken what it can of the input; report the end of it.
         if self.eof && !core.server.is_closed() && core.server.wants_input() {
             core.handle_eof();
