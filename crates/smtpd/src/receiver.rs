@@ -234,6 +234,7 @@ impl Conversation {
             Vec::new()
         };
         let mut staged = std::mem::take(&mut txn.staged);
+        let cancelled = AbandonOnDrop(Some(Arc::clone(&txn.abandoned)));
         let written = self
             .guards
             .store(move || {
@@ -246,6 +247,7 @@ impl Conversation {
                 (result, staged)
             })
             .await;
+        cancelled.disarm();
         match written {
             Some((Ok(writer), staged)) => {
                 txn.writer = Some(writer);
@@ -278,6 +280,9 @@ impl Conversation {
                 let staged = std::mem::take(&mut txn.staged);
                 let mailboxes = std::mem::take(&mut txn.mailboxes);
                 let abandoned = Arc::clone(&txn.abandoned);
+                // The driver drops a handler that overruns the core's deadline mid-await: then
+                // nobody will answer this message, and a commit still in flight must not deliver it.
+                let cancelled = AbandonOnDrop(Some(Arc::clone(&txn.abandoned)));
                 let guards = Arc::clone(&self.guards);
                 let commit = async move {
                     match writer {
@@ -292,7 +297,9 @@ impl Conversation {
                         }
                     }
                 };
-                match tokio::time::timeout(storage_timeout, commit).await {
+                let committed = tokio::time::timeout(storage_timeout, commit).await;
+                cancelled.disarm();
+                match committed {
                     Ok(result) => result.map_err(|e| e.to_string()),
                     Err(_) => {
                         txn.abandoned.store(true, Ordering::Release);
@@ -329,6 +336,24 @@ impl Conversation {
                 );
                 try_again_later()
             }
+        }
+    }
+}
+
+/// Sets the flag when dropped unless disarmed: a future cut mid-await (cancelled) abandons its
+/// message, so a store that finishes later removes it instead of delivering it.
+struct AbandonOnDrop(Option<Arc<AtomicBool>>);
+
+impl AbandonOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
         }
     }
 }
@@ -900,6 +925,16 @@ mod tests {
             message.contains("Delivered-To: user+tag@[127.0.0.1]\r\n"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_cancelled_wait_abandons_the_message() {
+        let flag = Arc::new(AtomicBool::new(false));
+        drop(AbandonOnDrop(Some(Arc::clone(&flag))));
+        assert!(flag.load(Ordering::Acquire));
+        let flag = Arc::new(AtomicBool::new(false));
+        AbandonOnDrop(Some(Arc::clone(&flag))).disarm();
+        assert!(!flag.load(Ordering::Acquire));
     }
 
     #[test]
