@@ -25,11 +25,19 @@ pub fn proxy(data: &[u8]) {
             } else {
                 MAX_V2_HEADER
             };
-            assert!(data.len() < limit, "asks for more after {} octets", data.len());
+            assert!(
+                data.len() < limit,
+                "asks for more after {} octets",
+                data.len()
+            );
         }
         Ok(Some((header, used))) => {
             let used = *used;
-            assert!(used >= 1 && used <= data.len(), "used {used} of {}", data.len());
+            assert!(
+                used >= 1 && used <= data.len(),
+                "used {used} of {}",
+                data.len()
+            );
             let v2 = data.starts_with(V2_SIGNATURE);
             let limit = if v2 { MAX_V2_HEADER } else { MAX_V1_HEADER };
             assert!(used <= limit, "a header of {used} octets");
@@ -144,8 +152,14 @@ mod tests {
 
     #[test]
     fn encoders_round_trip() {
-        round_trip("192.0.2.1:1".parse().unwrap(), "198.51.100.2:25".parse().unwrap());
-        round_trip("[2001:db8::1]:65535".parse().unwrap(), "[::1]:0".parse().unwrap());
+        round_trip(
+            "192.0.2.1:1".parse().unwrap(),
+            "198.51.100.2:25".parse().unwrap(),
+        );
+        round_trip(
+            "[2001:db8::1]:65535".parse().unwrap(),
+            "[::1]:0".parse().unwrap(),
+        );
     }
 
     #[test]
@@ -153,7 +167,10 @@ mod tests {
         proxy(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 25\r\nEHLO x\r\n");
         proxy(b"PROXY UNKNOWN\r\n");
         proxy(b"PROXY TCP4 1.2.3.4");
-        proxy(&encode_v2("10.0.0.1:5".parse().unwrap(), "10.0.0.2:25".parse().unwrap()));
+        proxy(&encode_v2(
+            "10.0.0.1:5".parse().unwrap(),
+            "10.0.0.2:25".parse().unwrap(),
+        ));
         proxy(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff");
         proxy(b"");
     }
