@@ -61,9 +61,10 @@ struct TortureArgs {
     /// MiB of RSS allowed above idle during the AUTH storm, beyond the permits' Argon2 memory.
     #[arg(long)]
     auth_headroom_mib: Option<u64>,
-    /// MiB above idle the server may still hold a few seconds after the AUTH storm.
+    /// MiB above idle, beyond the permits' Argon2 memory, the server may still hold a few seconds
+    /// after the AUTH storm.
     #[arg(long)]
-    auth_returned_mib: Option<u64>,
+    auth_returned_slack_mib: Option<u64>,
     /// Do not require a cross-session AUTH failure rate limit.
     #[arg(long)]
     no_auth_rate_limit: bool,
@@ -299,8 +300,8 @@ async fn torture(args: TortureArgs) -> Result<ExitCode, String> {
     if let Some(n) = args.auth_headroom_mib {
         expect.headroom_mib = n;
     }
-    if let Some(n) = args.auth_returned_mib {
-        expect.returned_mib = n;
+    if let Some(n) = args.auth_returned_slack_mib {
+        expect.returned_slack_mib = n;
     }
     expect.auth_rate_limit = !args.no_auth_rate_limit;
     // Each server runs in its own directory, so a relative path would not find the binary.

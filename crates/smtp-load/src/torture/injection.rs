@@ -22,7 +22,7 @@ const SUBJECT: &str =
     "\u{1b}[2J\u{1b}[31mFAKE\u{7} INFO smtpd::receiver: message outcome=\"stored\" id=forged";
 
 pub(crate) async fn run(ctx: &Ctx<'_>) -> Vec<Outcome> {
-    let server = match ctx.server("injection", |_| {}) {
+    let mut server = match ctx.server("injection", |_| {}) {
         Ok(s) => s,
         Err(e) => return vec![Outcome::broken("log injection", "server starts", e)],
     };
@@ -46,14 +46,8 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Vec<Outcome> {
         Ok(r) => r,
         Err(e) => return vec![Outcome::broken("log injection", "a session completes", e)],
     };
-    // The session's last log line is written after QUIT's reply; give it a moment.
-    for _ in 0..20 {
-        if server.log().contains("reason=quit") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    drop(server);
+    // A graceful stop flushes the log writer.
+    server.stop();
     let log = std::fs::read(ctx.dir("injection").join("smtpd.log")).unwrap_or_default();
     let ehlo_text = ehlo.map_or_else(|| "none accepted".to_owned(), |e| format!("{e:?}"));
 

@@ -1,5 +1,6 @@
 //! Slow and stalled clients, all at once against one server: command lines dripped a byte at a
-//! time, bodies dripped a byte at a time (each byte resets the server's 5 s timers), and clients
+//! time, bodies dripped a byte at a time (each byte resets the server's 5 s command and 10 s
+//! data timers), and clients
 //! that pipeline commands without ever reading a reply. Each must be cut well before the
 //! 1800 s session limit, and ordinary clients must be served meanwhile.
 
@@ -99,7 +100,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>) -> Vec<Outcome> {
 
     let cut_expectation = |what: &str| {
         format!(
-            "{} clients dripping {what} 1 byte/{}: each cut (421 4.4.2 or close) within {} (timeouts 5 s, session 1800 s)",
+            "{} clients dripping {what} 1 byte/{}: each cut (421 4.4.2 or close) within {} (command/data timeouts 5/10 s, session 1800 s)",
             counts.slow_clients,
             secs(expect.trickle_interval),
             secs(limit)

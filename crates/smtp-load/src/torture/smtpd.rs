@@ -14,9 +14,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// `smtpd`'s exit code when a listener cannot bind: the probed port was taken meanwhile.
 const EXIT_BIND: i32 = 3;
 
-/// The parts of `smtpd`'s TOML configuration the scenarios vary. Only fields that exist in
-/// today's `crates/smtpd/config/example.toml` are written, so the same suite runs before and
-/// after the hardening fixes (the configuration refuses unknown fields).
+/// The parts of `smtpd`'s TOML configuration the scenarios vary (see
+/// `crates/smtpd/config/example.toml`); everything else keeps smtpd's defaults, so the suite
+/// checks what an operator gets out of the box.
 #[derive(Debug, Clone)]
 pub(crate) struct Setup {
     /// Maildir root.
@@ -28,16 +28,19 @@ pub(crate) struct Setup {
     pub(crate) command_timeout: u64,
     /// `[limits.timeouts] data_block`, seconds.
     pub(crate) data_timeout: u64,
-    /// A submission listener with STARTTLS and one user, for the AUTH storm.
+    /// `[limits.timeouts] storage`, seconds: how long one message's write and fsync may take
+    /// (smtpd requires it below `data_block`).
+    pub(crate) storage_timeout: u64,
+    /// A submission listener with STARTTLS and its accounts, for the AUTH storm.
     pub(crate) submission: Option<Submission>,
 }
 
-/// TLS files and an account for a submission listener.
+/// TLS files and accounts (all with one password hash) for a submission listener.
 #[derive(Debug, Clone)]
 pub(crate) struct Submission {
     pub(crate) cert: PathBuf,
     pub(crate) key: PathBuf,
-    pub(crate) user: String,
+    pub(crate) users: Vec<String>,
     pub(crate) password_hash: String,
 }
 
@@ -51,7 +54,9 @@ impl Setup {
             connections: 1000,
             connections_per_ip: 50,
             command_timeout: 5,
-            data_timeout: 5,
+            data_timeout: 10,
+            // Far above a loaded disk's fsync time, so only a stalled store meets it.
+            storage_timeout: 8,
             submission: None,
         }
     }
@@ -66,13 +71,18 @@ impl Setup {
             let _ = writeln!(
                 t,
                 "[[listener]]\naddress = \"{addr}\"\nkind = \"submission\"\ntls = true\n\
-                 [tls]\ncert = {}\nkey = {}\n\
-                 [[user]]\nname = {}\npassword_hash = {}",
+                 [tls]\ncert = {}\nkey = {}",
                 q(&sub.cert),
                 q(&sub.key),
-                toml_string(&sub.user),
-                toml_string(&sub.password_hash)
             );
+            for user in &sub.users {
+                let _ = writeln!(
+                    t,
+                    "[[user]]\nname = {}\npassword_hash = {}",
+                    toml_string(user),
+                    toml_string(&sub.password_hash)
+                );
+            }
         }
         let _ = writeln!(t, "[routing]\nwildcard = true");
         let _ = writeln!(t, "[storage]\nmaildir = {}\nfsync = true", q(&self.maildir));
@@ -83,8 +93,8 @@ impl Setup {
         );
         let _ = writeln!(
             t,
-            "[limits.timeouts]\ncommand = {}\ndata_block = {}",
-            self.command_timeout, self.data_timeout
+            "[limits.timeouts]\ncommand = {}\ndata_block = {}\nstorage = {}",
+            self.command_timeout, self.data_timeout, self.storage_timeout
         );
         t
     }
@@ -234,6 +244,27 @@ impl Smtpd {
         }
     }
 
+    /// SIGTERM, then waits (10 s at most, then SIGKILL) for a graceful exit, which also flushes
+    /// the log writer: checks on the log run after this.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // `kill(1)`: sending a signal from Rust would need `unsafe` or another dependency.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// The process id, for /proc.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -323,7 +354,7 @@ mod tests {
         setup.submission = Some(Submission {
             cert: "/c.pem".into(),
             key: "/k.pem".into(),
-            user: "u@x".into(),
+            users: vec!["u@x".into(), "v@x".into()],
             password_hash: "$argon2id$x".into(),
         });
         let text = setup.toml(
@@ -335,7 +366,9 @@ mod tests {
             "kind = \"submission\"",
             "maildir = \"/tmp/m d\"",
             "command = 5",
+            "storage = 8",
             "password_hash = \"$argon2id$x\"",
+            "name = \"v@x\"",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }

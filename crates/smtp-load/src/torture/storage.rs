@@ -141,7 +141,7 @@ async fn unwritable(ctx: &Ctx<'_>) -> Outcome {
     let expectation = format!(
         "Maildir root on a {how}: 451 4.3.0 (4xx), session usable (NOOP 250), log names the path"
     );
-    let server = match ctx.server("unwritable", |_| {}) {
+    let mut server = match ctx.server("unwritable", |_| {}) {
         Ok(s) => s,
         Err(e) => return Outcome::broken(name, expectation, e),
     };
@@ -154,11 +154,12 @@ async fn unwritable(ctx: &Ctx<'_>) -> Outcome {
         Ok::<_, super::client::Failure>((reply, noop))
     }
     .await;
-    let log = server.log();
-    let names_path = log
+    // A graceful stop flushes the log writer.
+    server.stop();
+    let names_path = server
+        .log()
         .lines()
         .any(|l| l.contains("failed") && l.contains(&*maildir.to_string_lossy()));
-    drop(server);
     if !is_root() {
         let _ = set_mode(&maildir, 0o700);
     }
