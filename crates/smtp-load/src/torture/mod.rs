@@ -6,16 +6,16 @@
 //!
 //! | scenario | module |
 //! | --- | --- |
-//! | connection flood | [`flood`] |
-//! | slowloris (partial command lines, trickled bodies), never-reading clients | [`slow`] |
-//! | oversize message, concurrent large messages | [`size`] |
-//! | disk full (tmpfs, root only), unwritable Maildir | [`storage`] |
-//! | kill -9 under concurrent senders | [`crash`] |
-//! | AUTH-failure storm over STARTTLS, RSS and rate limit | [`auth`] |
-//! | 200 recipients, smtplib's pattern | [`recipients`] |
-//! | log and header injection | [`injection`] |
+//! | connection flood | `flood.rs` |
+//! | slowloris (partial command lines, trickled bodies), never-reading clients | `slow.rs` |
+//! | oversize message, concurrent large messages | `size.rs` |
+//! | disk full (tmpfs, root only), unwritable Maildir | `storage.rs` |
+//! | kill -9 under concurrent senders | `crash.rs` |
+//! | AUTH-failure storm over STARTTLS, RSS and rate limit | `auth.rs` |
+//! | 200 recipients, smtplib's pattern | `recipients.rs` |
+//! | log and header injection | `injection.rs` |
 //!
-//! Expectations that depend on a value the fixes choose (the AUTH permits, how fast a trickle
+//! Expectations that depend on a server setting or a fix's choice (the AUTH permits, how fast a trickle
 //! is cut) are options, so the lead can align them with the merged defaults.
 
 mod auth;
