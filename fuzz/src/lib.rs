@@ -1,4 +1,4 @@
-//! Fuzz bodies for `smtpkit-proto`, as plain functions.
+//! Fuzz bodies for `smtpkit-proto` and the PROXY parser of `smtpkit-server`, as plain functions.
 //!
 //! Each `fuzz_targets/<name>.rs` calls the function of the same name. Keeping the bodies here
 //! means `cargo test --manifest-path fuzz/Cargo.toml` replays every committed corpus and
@@ -12,9 +12,11 @@ use smtpkit_proto::testing::{chunked_decode, reference_decode};
 use smtpkit_proto::{Command, Reply};
 
 mod client;
+mod proxy;
 mod session;
 
 pub use client::client;
+pub use proxy::proxy;
 pub use session::session;
 
 /// A fuzz body: panics when a property fails.
@@ -27,6 +29,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("data", data),
     ("session", session),
     ("client", client),
+    ("proxy", proxy),
 ];
 
 /// `command`: any bytes as one command line.

@@ -6,7 +6,8 @@ usage: cargo xtask <command>
 
 commands:
   ci                      fmt, clippy, test, doc, tidy, fuzz corpus replay, fuzz smoke
-                          (skip with XTASK_SKIP_FUZZ=1), bench build; stops at the first failure
+                          (skip with XTASK_SKIP_FUZZ=1), torture smoke, bench build; stops at
+                          the first failure
   tidy                    repository invariants (also a test: cargo test -p xtask)
   fuzz [TARGET] [--time S]
                           cargo-fuzz on stable (RUSTC_BOOTSTRAP=1); all targets, 60 s each by default
@@ -15,6 +16,11 @@ commands:
   loadtest [--adapter A] [--sessions N] [--messages M] [--size S] [--per-connection K]
                           start a server on 127.0.0.1, run smtp-load against it, print a table;
                           A is tokio|smol|mio|smtpd-sink|smtpd|baseline|all (default all)
+  torture [--smoke] [-- ARGS...]
+                          release smtpd under floods, slow and never-reading clients, oversize
+                          mail, full and unwritable disks, kill -9, an AUTH storm, 200 RCPTs and
+                          log injection; prints a table, fails on any failed check. ARGS go to
+                          `smtp-load torture` (--only NAME, --slow-cut S, --auth-permits N, ...)
   help                    this text";
 
 /// What to do.
@@ -26,6 +32,16 @@ pub(crate) enum Task {
     Fuzz { target: Option<String>, secs: u64 },
     Bench { baseline: Option<String> },
     Loadtest(LoadtestOptions),
+    Torture(TortureOptions),
+}
+
+/// `torture` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TortureOptions {
+    /// Small counts (the CI step).
+    pub(crate) smoke: bool,
+    /// Arguments after `--`, passed to `smtp-load torture` as they are.
+    pub(crate) extra: Vec<String>,
 }
 
 /// `loadtest` flags.
@@ -95,6 +111,13 @@ pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
                     .transpose()?,
             })
         }
+        "torture" => {
+            let extra = flags.rest_after_dashes();
+            Task::Torture(TortureOptions {
+                smoke: flags.switch("--smoke"),
+                extra,
+            })
+        }
         other => return Err(format!("unknown command `{other}`")),
     };
     flags.finish()?;
@@ -136,6 +159,25 @@ impl Flags {
             Ok(Some(self.args.remove(i)))
         } else {
             Err(format!("{name} needs a value"))
+        }
+    }
+
+    /// `--name` without a value: whether it was given.
+    fn switch(&mut self, name: &str) -> bool {
+        let before = self.args.len();
+        self.args.retain(|a| a != name);
+        self.args.len() != before
+    }
+
+    /// Everything after a `--`, removed from the arguments.
+    fn rest_after_dashes(&mut self) -> Vec<String> {
+        match self.args.iter().position(|a| a == "--") {
+            Some(i) => {
+                let rest = self.args.split_off(i + 1);
+                self.args.pop();
+                rest
+            }
+            None => Vec::new(),
         }
     }
 
@@ -220,6 +262,29 @@ mod tests {
         assert_eq!(
             (all.sessions, all.messages, all.size.as_str()),
             (50, 10_000, "1k")
+        );
+    }
+
+    #[test]
+    fn torture() {
+        assert_eq!(
+            p("torture"),
+            Ok(Task::Torture(TortureOptions {
+                smoke: false,
+                extra: vec![]
+            }))
+        );
+        assert_eq!(
+            p("torture --smoke -- --only auth --smoke"),
+            Ok(Task::Torture(TortureOptions {
+                smoke: true,
+                extra: vec!["--only".into(), "auth".into(), "--smoke".into()]
+            }))
+        );
+        assert!(
+            p("torture --fast")
+                .unwrap_err()
+                .contains("unexpected argument `--fast`")
         );
     }
 

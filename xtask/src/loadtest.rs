@@ -207,7 +207,7 @@ fn wait_for_port(child: &mut Running, addr: SocketAddr) -> Result<()> {
     Err(format!("server did not listen on {addr} within 15 s").into())
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => root.join("target"),

@@ -1,12 +1,13 @@
 //! Project automation, run as `cargo xtask <command>` (see the cargo-xtask pattern).
 //!
-//! Commands: `ci`, `tidy`, `fuzz`, `fuzz-smoke`, `bench`, `loadtest`. `cargo xtask help` lists
+//! Commands: `ci`, `tidy`, `fuzz`, `fuzz-smoke`, `bench`, `loadtest`, `torture`. `cargo xtask help` lists
 //! their flags. Everything runs from the workspace root, whatever the current directory.
 
 mod flags;
 mod fuzz;
 mod loadtest;
 mod tidy;
+mod torture;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,6 +69,7 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Loadtest(opts) => loadtest::run(&sh, &opts),
+        Task::Torture(opts) => torture::run(&sh, &opts),
     }
 }
 
@@ -96,6 +98,15 @@ fn ci(sh: &Shell) -> Result<()> {
             fuzz::run(sh, &tidy::fuzz_targets(&root)?, fuzz::SMOKE_SECS)
         })?;
     }
+    step("torture smoke", || {
+        torture::run(
+            sh,
+            &flags::TortureOptions {
+                smoke: true,
+                extra: Vec::new(),
+            },
+        )
+    })?;
     // Only the bench crate: `--workspace` would also build every library's (empty) libtest
     // bench harness in release mode, minutes of CI for nothing.
     step("bench build", || {

@@ -9,6 +9,8 @@
 //! - [`baseline_server`] is the fastest possible "server": fixed replies, no parsing beyond staying in
 //!   step. Running [`run`] against it measures the load generator's own ceiling.
 //! - [`idle()`] holds many idle connections open to measure the server's memory per connection.
+//! - [`torture::run`] drives an `smtpd` binary through hostile clients and broken storage and checks
+//!   each outcome (`cargo xtask torture`).
 //!
 //! Message bodies are generated once per run ([`body`]), so the hot loop only writes prepared bytes and
 //! reads replies.
@@ -20,6 +22,7 @@ pub mod procfs;
 pub mod report;
 pub mod session;
 pub mod tls;
+pub mod torture;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;

@@ -32,6 +32,42 @@ enum Command {
     },
     /// Hold many idle connections open and report the server's memory per connection.
     Idle(IdleArgs),
+    /// Drive an smtpd binary through hostile clients and broken storage; print a table and exit
+    /// non-zero on any failed check (run by `cargo xtask torture`).
+    Torture(TortureArgs),
+}
+
+#[derive(Debug, Args)]
+struct TortureArgs {
+    /// The smtpd binary to test (a release build).
+    #[arg(long)]
+    smtpd: PathBuf,
+    /// Small counts for CI (well under a minute).
+    #[arg(long)]
+    smoke: bool,
+    /// Run only these scenarios (flood, slow, size, storage, crash, auth, recipients, injection);
+    /// repeatable.
+    #[arg(long)]
+    only: Vec<String>,
+    /// Keep the temporary directory (configs, logs, Maildirs) even when everything passes.
+    #[arg(long)]
+    keep: bool,
+    /// Seconds within which a trickling client must be cut.
+    #[arg(long)]
+    slow_cut: Option<u64>,
+    /// Password checks the server may run at once (its permit pool).
+    #[arg(long)]
+    auth_permits: Option<u64>,
+    /// MiB of RSS allowed above idle during the AUTH storm, beyond the permits' Argon2 memory.
+    #[arg(long)]
+    auth_headroom_mib: Option<u64>,
+    /// MiB above idle, beyond the permits' Argon2 memory, the server may still hold a few seconds
+    /// after the AUTH storm.
+    #[arg(long)]
+    auth_returned_slack_mib: Option<u64>,
+    /// Do not require a cross-session AUTH failure rate limit.
+    #[arg(long)]
+    no_auth_rate_limit: bool,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +167,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(args).await,
         Command::BaselineServer { listen } => baseline(listen).await,
         Command::Idle(args) => idle(args).await,
+        Command::Torture(args) => torture(args).await,
     };
     match result {
         Ok(code) => code,
@@ -238,6 +275,69 @@ async fn idle(args: IdleArgs) -> Result<ExitCode, String> {
             ExitCode::FAILURE
         },
     )
+}
+
+async fn torture(args: TortureArgs) -> Result<ExitCode, String> {
+    use smtp_load::torture::{self, Counts, Expectations, TortureOptions, Verdict};
+    let known = torture::scenario_names();
+    if let Some(bad) = args
+        .only
+        .iter()
+        .find(|o| !known.iter().any(|k| k.starts_with(o.as_str())))
+    {
+        return Err(format!(
+            "unknown scenario `{bad}`; expected one of {}",
+            known.join(", ")
+        ));
+    }
+    let mut expect = Expectations::default();
+    if let Some(s) = args.slow_cut {
+        expect.slow_cut = Duration::from_secs(s);
+    }
+    if let Some(n) = args.auth_permits {
+        expect.auth_permits = n;
+    }
+    if let Some(n) = args.auth_headroom_mib {
+        expect.headroom_mib = n;
+    }
+    if let Some(n) = args.auth_returned_slack_mib {
+        expect.returned_slack_mib = n;
+    }
+    expect.auth_rate_limit = !args.no_auth_rate_limit;
+    // Each server runs in its own directory, so a relative path would not find the binary.
+    let smtpd =
+        std::fs::canonicalize(&args.smtpd).map_err(|e| format!("{}: {e}", args.smtpd.display()))?;
+    let opts = TortureOptions {
+        smtpd,
+        counts: if args.smoke {
+            Counts::smoke()
+        } else {
+            Counts::full()
+        },
+        expect,
+        only: args.only,
+        keep: args.keep,
+    };
+    let started = std::time::Instant::now();
+    let (rows, kept) = torture::run(&opts).await?;
+    println!("\n{}", torture::table(&rows));
+    let failed = rows.iter().filter(|r| r.verdict == Verdict::Fail).count();
+    println!(
+        "{} checks, {failed} failed, {} skipped, in {:.0?}",
+        rows.len(),
+        rows.iter()
+            .filter(|r| matches!(r.verdict, Verdict::Skip(_)))
+            .count(),
+        started.elapsed()
+    );
+    if let Some(dir) = kept {
+        println!("configs, logs and Maildirs kept in {}", dir.display());
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Resolves `host:port` to its first address, and returns the host part for TLS name checks.
