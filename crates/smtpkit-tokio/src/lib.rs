@@ -55,6 +55,8 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "rdns")]
+pub mod rdns;
 mod stream;
 
 use std::io;
