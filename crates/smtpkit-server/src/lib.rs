@@ -8,6 +8,7 @@
 //!   body error latch live here, written once.
 //! - [`collect`]: a bounded message collector (memory, then a temporary file) for handlers that
 //!   want the body whole.
+//! - [`reader`]: the message as an async reader, through a bounded pipe.
 //! - [`blocking`]: synchronous forms of `Handler` and `Session` for runtime-free servers.
 //! - [`proxy`]: a sans-IO PROXY protocol v1/v2 parser and [`TrustedNetworks`].
 //! - [`rdns`]: the client's forward-confirmed reverse-DNS name over a pluggable [`Resolver`](rdns::Resolver),
@@ -44,6 +45,7 @@ mod metrics;
 pub mod proxy;
 mod rate;
 pub mod rdns;
+pub mod reader;
 mod settings;
 pub mod tls;
 

@@ -57,6 +57,7 @@
 
 #[cfg(feature = "rdns")]
 pub mod rdns;
+pub mod reader;
 mod stream;
 
 use std::io;
