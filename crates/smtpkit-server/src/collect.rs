@@ -52,6 +52,8 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 20;
 pub struct Collector {
     memory_limit: usize,
     max_size: u64,
+    /// The maximum is the client's declared SIZE, which the refusal then says.
+    declared: bool,
     len: u64,
     store: Store,
     temp_dir: Option<PathBuf>,
@@ -71,6 +73,7 @@ impl Collector {
         Self {
             memory_limit,
             max_size,
+            declared: false,
             len: 0,
             store: Store::Memory(Vec::new()),
             temp_dir: None,
@@ -82,8 +85,11 @@ impl Collector {
     /// the content as the chunks carry it: CRLF line endings, no dot-stuffing, no terminator.
     #[must_use]
     pub fn with_declared_size(mut self, declared: Option<u64>) -> Self {
-        if let Some(declared) = declared {
-            self.max_size = self.max_size.min(declared);
+        if let Some(declared) = declared
+            && declared < self.max_size
+        {
+            self.max_size = declared;
+            self.declared = true;
         }
         self
     }
@@ -125,7 +131,16 @@ impl Collector {
             return Err(reply.clone());
         }
         if self.len > self.max_size {
-            return Err(self.refuse(too_big()));
+            let reply = if self.declared {
+                static_reply(
+                    ReplyCode::EXCEEDED_STORAGE,
+                    EnhancedCode::MESSAGE_TOO_BIG,
+                    "Message exceeds the SIZE declared in MAIL FROM",
+                )
+            } else {
+                too_big()
+            };
+            return Err(self.refuse(reply));
         }
         let spill = match &mut self.store {
             Store::Memory(buf) if buf.len() + chunk.len() <= self.memory_limit => {
@@ -378,9 +393,11 @@ mod tests {
         let mut c = Collector::new(100, 1000).with_declared_size(Some(20));
         assert_eq!(c.max_size(), 20);
         c.push(&body(20)).unwrap();
+        let reply = c.push(b"!").unwrap_err();
+        assert_eq!(reply.code(), ReplyCode::EXCEEDED_STORAGE);
         assert_eq!(
-            c.push(b"!").unwrap_err().code(),
-            ReplyCode::EXCEEDED_STORAGE
+            reply.text(),
+            "Message exceeds the SIZE declared in MAIL FROM"
         );
 
         assert_eq!(
