@@ -21,9 +21,12 @@ const BOUND: Duration = Duration::from_secs(20);
 /// Bytes a session keeps in memory before spilling.
 const MEMORY_LIMIT: usize = 1024;
 
-/// What the sessions collected: each accepted message, and whether it had spilled.
+/// An accepted message: whether it had spilled to a file, and its bytes.
+type Kept = (bool, Vec<u8>);
+
+/// What the sessions collected.
 #[derive(Clone, Default)]
-struct Collected(Arc<Mutex<Vec<(bool, Vec<u8>)>>>);
+struct Collected(Arc<Mutex<Vec<Kept>>>);
 
 struct Collecting {
     collected: Collected,
