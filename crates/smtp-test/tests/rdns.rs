@@ -2,11 +2,13 @@
 //! server on 127.0.0.1 holding the PTR and A/AAAA records each test writes.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smtp_test::dns::{NEGATIVE_TTL, TestDns, ptr};
 use smtpkit_server::rdns::{
-    AddressFamily, LookupError, Resolver, ReverseDns, ReverseDnsSettings, ReverseName,
+    AddressFamily, LookupError, Resolver, ReverseDns, ReverseDnsSettings, ReverseLookup,
+    ReverseName,
 };
 use smtpkit_tokio::rdns::HickoryResolver;
 
@@ -76,6 +78,18 @@ async fn forward_confirmed_name() {
         lookup(&rdns, "192.0.2.4").await.confirmed(),
         Some("b.example.test")
     );
+}
+
+#[tokio::test]
+async fn as_the_trait_object_a_server_holds() {
+    let dns = TestDns::start(&records()).await.unwrap();
+    let rdns: Arc<dyn ReverseLookup> = Arc::new(rdns(&dns, Duration::from_secs(5)).await);
+    let timer = Box::pin(tokio::time::sleep(rdns.timeout()));
+    let name = rdns.reverse_name(ip("192.0.2.1"), Instant::now(), timer);
+    let name = tokio::time::timeout(BOUND, name)
+        .await
+        .expect("lookup hung");
+    assert_eq!(name.to_string(), "mail.example.test");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::fmt;
 use std::future::{Future, poll_fn};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Mutex;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -314,6 +314,39 @@ impl<R: Resolver> ReverseDns<R> {
     }
 }
 
+/// A boxed, sendable future, as [`ReverseLookup`] takes and returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`ReverseDns`] as a trait object: a server holds an `Arc<dyn ReverseLookup>` and needs no
+/// type parameter for the application's resolver.
+pub trait ReverseLookup: Send + Sync + 'static {
+    /// As [`ReverseDns::lookup`].
+    fn reverse_name<'a>(
+        &'a self,
+        ip: IpAddr,
+        now: Instant,
+        timer: BoxFuture<'a, ()>,
+    ) -> BoxFuture<'a, ReverseName>;
+
+    /// As [`ReverseDns::timeout`].
+    fn timeout(&self) -> Duration;
+}
+
+impl<R: Resolver> ReverseLookup for ReverseDns<R> {
+    fn reverse_name<'a>(
+        &'a self,
+        ip: IpAddr,
+        now: Instant,
+        timer: BoxFuture<'a, ()>,
+    ) -> BoxFuture<'a, ReverseName> {
+        Box::pin(self.lookup(ip, now, timer))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+}
+
 impl<R> fmt::Debug for ReverseDns<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReverseDns")
@@ -550,6 +583,19 @@ mod tests {
             lookup(&rdns, "192.0.2.1", Instant::now()),
             ReverseName::TempError
         );
+    }
+
+    #[test]
+    fn works_as_a_trait_object() {
+        let rdns: std::sync::Arc<dyn ReverseLookup> =
+            std::sync::Arc::new(ReverseDns::new(table(), ReverseDnsSettings::default()));
+        let name = run(rdns.reverse_name(
+            ip("192.0.2.1"),
+            Instant::now(),
+            Box::pin(std::future::pending()),
+        ));
+        assert_eq!(name.confirmed(), Some("mail.example.test"));
+        assert_eq!(rdns.timeout(), ReverseDnsSettings::default().timeout);
     }
 
     #[test]
