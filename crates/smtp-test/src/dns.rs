@@ -90,9 +90,8 @@ impl TestDns {
             return Err(invalid(format!("records outside the zones {ZONES:?}")));
         }
 
-        let udp = UdpSocket::bind("127.0.0.1:0").await?;
+        let (udp, tcp) = bind_udp_and_tcp().await?;
         let addr = udp.local_addr()?;
-        let tcp = TcpListener::bind(addr).await?;
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 4096);
@@ -112,6 +111,20 @@ impl fmt::Debug for TestDns {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TestDns").field("addr", &self.addr).finish()
     }
+}
+
+/// A UDP socket and a TCP listener on the same free port of 127.0.0.1. The port the system picks
+/// for UDP may be taken for TCP (by another test, say), so this tries a few.
+async fn bind_udp_and_tcp() -> io::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await?;
+        match TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
 }
 
 fn parse(text: &str, origin: &str) -> io::Result<BTreeMap<RrKey, RecordSet>> {
