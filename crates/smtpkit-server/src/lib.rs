@@ -11,8 +11,8 @@
 //! - [`reader`]: the message as an async reader, through a bounded pipe.
 //! - [`blocking`]: synchronous forms of `Handler` and `Session` for runtime-free servers.
 //! - [`proxy`]: a sans-IO PROXY protocol v1/v2 parser and [`TrustedNetworks`].
-//! - [`rdns`]: the client's forward-confirmed reverse-DNS name over a pluggable [`Resolver`](rdns::Resolver),
-//!   with a timeout and a cache.
+//! - [`rdns`]: the client's forward-confirmed reverse-DNS name over a pluggable
+//!   [`Resolver`](rdns::Resolver), with a timeout and a cache.
 //! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
 //! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
 //! - [`FailureLimiter`]: failure counts across sessions (AUTH per client and per user).
