@@ -25,6 +25,7 @@
 pub mod adapters;
 mod client;
 pub mod conversation;
+pub mod dns;
 mod handler;
 mod pki;
 mod runner;

@@ -6,8 +6,13 @@
 //! - [`Dispatcher`]: turns the core's [`Event`](smtpkit_proto::Event)s into `Session` calls and
 //!   answers the core. AUTH PLAIN/LOGIN exchanges, BDAT, LMTP per-recipient replies and the
 //!   body error latch live here, written once.
+//! - [`collect`]: a bounded message collector (memory, then a temporary file) for handlers that
+//!   want the body whole.
+//! - [`reader`]: the message as an async reader, through a bounded pipe.
 //! - [`blocking`]: synchronous forms of `Handler` and `Session` for runtime-free servers.
 //! - [`proxy`]: a sans-IO PROXY protocol v1/v2 parser and [`TrustedNetworks`].
+//! - [`rdns`]: the client's forward-confirmed reverse-DNS name over a pluggable
+//!   [`Resolver`](rdns::Resolver), with a timeout and a cache.
 //! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
 //! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
 //! - [`FailureLimiter`]: failure counts across sessions (AUTH per client and per user).
@@ -27,6 +32,7 @@
 
 pub mod blocking;
 mod builder;
+pub mod collect;
 mod dispatch;
 pub mod driver;
 mod error;
@@ -38,6 +44,8 @@ mod listen;
 mod metrics;
 pub mod proxy;
 mod rate;
+pub mod rdns;
+pub mod reader;
 mod settings;
 pub mod tls;
 

@@ -84,7 +84,8 @@ pub use smtpkit_server::{
     ProxySettings, Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo,
     TrustedNetworks,
 };
-pub use smtpkit_server::{proxy, tls};
+// `reader` is already the futures-io form of the message reader.
+pub use smtpkit_server::{proxy, reader, tls};
 
 use crate::stream::Stream;
 

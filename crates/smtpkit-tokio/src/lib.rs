@@ -55,6 +55,9 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "rdns")]
+pub mod rdns;
+pub mod reader;
 mod stream;
 
 use std::io;
