@@ -1,0 +1,319 @@
+//! What a handler sees of its session over a real loopback connection: the TLS facts after
+//! STARTTLS and implicit TLS (a rustls client sending SNI), the STARTTLS hook refusing the
+//! upgrade, the greeting verb, the envelope and the transaction count; and the TRACE
+//! transcript of a session, captured with a test subscriber.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::{Raw, T, eventually, pki, settings};
+use rustls::{CipherSuite, ProtocolVersion};
+use smtp_test::support::blocking;
+use smtpkit_proto::auth::encode_base64;
+use smtpkit_proto::extension::BodyType;
+use smtpkit_tokio::{
+    Decision, EnhancedCode, Handler, HelloVerb, ListenerKind, Reply, ServerHandle, Session,
+    SessionInfo, SmtpServer,
+};
+
+/// The infos the application was handed, step by step.
+#[derive(Debug, Default)]
+struct Seen {
+    connected: Vec<SessionInfo>,
+    secured: Vec<SessionInfo>,
+    messages: Vec<SessionInfo>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Watcher(Arc<Mutex<Seen>>);
+
+impl Watcher {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.0.lock().unwrap()
+    }
+}
+
+struct Conn(Watcher);
+
+impl Handler for Watcher {
+    type Session = Conn;
+    async fn connect(&self, info: &SessionInfo) -> Result<Conn, Reply<'static>> {
+        self.seen().connected.push(info.clone());
+        Ok(Conn(self.clone()))
+    }
+}
+
+impl Session for Conn {
+    async fn starttls(&mut self, info: &SessionInfo) -> Decision {
+        if info.ehlo.as_deref() == Some("refuse.test") {
+            Decision::reply(454, EnhancedCode::new(4, 7, 0).unwrap(), "Not for you")
+        } else {
+            Decision::Accept
+        }
+    }
+
+    async fn secured(&mut self, info: &SessionInfo) {
+        self.0.seen().secured.push(info.clone());
+    }
+
+    async fn auth(&mut self, _: &SessionInfo, creds: &smtpkit_tokio::Credentials) -> Decision {
+        if creds.authcid == "user" && creds.password.expose() == "secret" {
+            Decision::Accept
+        } else {
+            Decision::reply(535, EnhancedCode::AUTH_FAILED, "Bad credentials")
+        }
+    }
+
+    async fn data_end(&mut self, info: &SessionInfo) -> Decision {
+        self.0.seen().messages.push(info.clone());
+        Decision::Accept
+    }
+}
+
+/// Listeners: 0 SMTP with STARTTLS, 1 implicit TLS, 2 submission (AUTH in plaintext).
+async fn start(watcher: &Watcher) -> ServerHandle {
+    let mut s = settings();
+    s.allow_insecure_auth = true;
+    // For a RCPT parameter to see in the envelope.
+    s.extensions.dsn = true;
+    let kinds = [
+        ListenerKind::Smtp,
+        ListenerKind::Smtps,
+        ListenerKind::Submission,
+    ];
+    let b = SmtpServer::builder(watcher.clone());
+    let server = smtp_test::support::configure(b, s, &kinds, Some(pki().server.clone()));
+    server.build().await.unwrap().spawn()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn starttls_facts_greeting_and_envelope() {
+    // The server runs on the runtime's workers; the test thread is a blocking client.
+    let rt = runtime();
+    let w = Watcher::default();
+    let handle = rt.block_on(start(&w));
+    let mut c = blocking::Raw::greeted(handle.local_addrs()[0]);
+    c.send("EHLO c.test\r\n");
+    c.expect("250-");
+    c.send("STARTTLS\r\n");
+    c.expect("220 ");
+    // The suite's client sends SNI `localhost`.
+    c.upgrade(pki().client.clone());
+    c.send("EHLO c.test\r\n");
+    c.expect("250-");
+    c.send("MAIL FROM:<a@x.test> SIZE=100 BODY=8BITMIME SMTPUTF8\r\n");
+    c.expect("250 ");
+    c.send("RCPT TO:<b@y.test>\r\n");
+    c.expect("250 ");
+    c.send("RCPT TO:<bad@y.test> NOTIFY=NEVER\r\n");
+    c.expect("250 ");
+    c.send("DATA\r\n");
+    c.expect("354 ");
+    c.send("hi\r\n.\r\n");
+    c.expect("250 ");
+    c.send("HELO c2.test\r\n");
+    c.expect("250 ");
+    c.send("MAIL FROM:<>\r\n");
+    c.expect("250 ");
+    c.send("RCPT TO:<d@y.test>\r\n");
+    c.expect("250 ");
+    c.send("DATA\r\n");
+    c.expect("354 ");
+    c.send("again\r\n.\r\n");
+    c.expect("250 ");
+    c.send("QUIT\r\n");
+    c.expect("221 ");
+
+    let seen = w.seen();
+    assert!(seen.connected[0].tls_info.is_none() && !seen.connected[0].tls);
+    let secured = &seen.secured[0];
+    let tls = secured
+        .tls_info
+        .as_deref()
+        .expect("TLS facts after STARTTLS");
+    assert!(secured.tls);
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    assert_eq!(tls.version, Some(ProtocolVersion::TLSv1_3));
+    assert!(matches!(
+        tls.cipher_suite,
+        Some(
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+                | CipherSuite::TLS13_AES_256_GCM_SHA384
+                | CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        )
+    ));
+    assert!(tls.peer_certificates.is_empty());
+    // STARTTLS forgets the greeting (RFC 3207 4.2).
+    assert_eq!((secured.greeting, secured.ehlo.as_deref()), (None, None));
+
+    let [first, second] = &seen.messages[..] else {
+        panic!("two messages expected: {:?}", seen.messages);
+    };
+    assert_eq!(first.greeting, Some(HelloVerb::Ehlo));
+    assert_eq!(first.transactions, 1);
+    assert_eq!(first.tls_info.as_deref(), Some(tls));
+    let env = first.envelope.as_ref().expect("envelope at data_end");
+    assert_eq!(env.reverse_path, "a@x.test");
+    assert_eq!(env.mail_params, "SIZE=100 BODY=8BITMIME SMTPUTF8");
+    assert_eq!(env.size, Some(100));
+    assert_eq!(env.body, Some(BodyType::EightBitMime));
+    assert!(env.smtputf8);
+    let rcpts: Vec<_> = env
+        .recipients
+        .iter()
+        .map(|r| (r.forward_path.as_str(), r.params.as_str()))
+        .collect();
+    assert_eq!(rcpts, [("b@y.test", ""), ("bad@y.test", "NOTIFY=NEVER")]);
+
+    assert_eq!(second.greeting, Some(HelloVerb::Helo));
+    assert_eq!(second.ehlo.as_deref(), Some("c2.test"));
+    assert_eq!(second.transactions, 2);
+    let env = second.envelope.as_ref().expect("envelope at data_end");
+    assert_eq!(env.reverse_path, "");
+    assert_eq!((env.size, env.body, env.smtputf8), (None, None, false));
+    assert_eq!(env.recipients.len(), 1);
+    assert_eq!(env.recipients[0].forward_path, "d@y.test");
+    drop(seen);
+    rt.block_on(handle.shutdown(T));
+}
+
+#[test]
+fn implicit_tls_facts_reach_connect() {
+    let rt = runtime();
+    let w = Watcher::default();
+    let handle = rt.block_on(start(&w));
+    let mut c = blocking::Raw::connect(handle.local_addrs()[1]);
+    c.upgrade(pki().client.clone());
+    c.expect("220 ");
+    c.send("QUIT\r\n");
+    c.expect("221 ");
+    let seen = w.seen();
+    let info = &seen.connected[0];
+    let tls = info.tls_info.as_deref().expect("TLS facts at connect");
+    assert!(info.tls);
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    assert_eq!(tls.version, Some(ProtocolVersion::TLSv1_3));
+    assert!(tls.cipher_suite.is_some());
+    // Implicit TLS is not an upgrade: `secured` is for STARTTLS only.
+    assert!(seen.secured.is_empty());
+    drop(seen);
+    rt.block_on(handle.shutdown(T));
+}
+
+#[tokio::test]
+async fn starttls_refused_by_the_hook() {
+    let w = Watcher::default();
+    let handle = start(&w).await;
+    let mut c = Raw::greeted(handle.local_addrs()[0]).await;
+    c.send("EHLO refuse.test\r\n").await;
+    assert!(c.expect("250-").await.contains("STARTTLS"));
+    c.send("STARTTLS\r\n").await;
+    assert_eq!(c.reply().await, "454 4.7.0 Not for you\r\n");
+    // The session goes on in plaintext, greeting kept.
+    c.send("MAIL FROM:<a@x.test>\r\n").await;
+    c.expect("250 ").await;
+    c.send("QUIT\r\n").await;
+    c.expect("221 ").await;
+    assert!(w.seen().secured.is_empty());
+    handle.shutdown(T).await;
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn transcript_at_trace() {
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(log.clone())
+        .finish();
+    // The test's runtime has one thread, so the server's tasks log to this subscriber too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let w = Watcher::default();
+    let handle = start(&w).await;
+    let user = encode_base64(b"user");
+    let password = encode_base64(b"secret");
+    let body = "Subject: private words\r\n\r\nhello\r\n";
+    let mut c = Raw::greeted(handle.local_addrs()[2]).await;
+    c.send("EHLO c.test\r\n").await;
+    c.expect("250-").await;
+    c.send("AUTH LOGIN\r\n").await;
+    c.expect("334 ").await;
+    c.send(format!("{user}\r\n")).await;
+    c.expect("334 ").await;
+    c.send(format!("{password}\r\n")).await;
+    c.expect("235 ").await;
+    c.send("MAIL FROM:<a@x.test>\r\n").await;
+    c.expect("250 ").await;
+    c.send("RCPT TO:<b@y.test>\r\n").await;
+    c.expect("250 ").await;
+    c.send("DATA\r\n").await;
+    c.expect("354 ").await;
+    c.send(format!("{body}.\r\n")).await;
+    c.expect("250 ").await;
+    c.send("QUIT\r\n").await;
+    c.expect("221 ").await;
+    eventually(|| log.text().contains("session ended")).await;
+    handle.shutdown(T).await;
+
+    let text = log.text();
+    for expected in [
+        "C: EHLO c.test",
+        "S: 250-mx.test",
+        "C: AUTH LOGIN",
+        "C: <redacted>",
+        "S: 235 2.7.0",
+        "C: MAIL FROM:<a@x.test>",
+        "S: 250 2.1.5",
+        "C: DATA",
+        "S: 354 ",
+        &format!("C: <message content, {} octets>", body.len()),
+        "S: 221 ",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from {text}");
+    }
+    for secret in [user.as_str(), password.as_str(), "private words"] {
+        assert!(!text.contains(secret), "{secret:?} leaked into {text}");
+    }
+    // Each line is in the session's span.
+    let line = text.lines().find(|l| l.contains("C: EHLO")).unwrap();
+    assert!(line.contains("smtp{id="), "{line}");
+    // Once per line, not once per adapter layer.
+    assert_eq!(text.matches("C: MAIL FROM:<a@x.test>").count(), 1);
+}
