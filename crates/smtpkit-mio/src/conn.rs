@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use rustls::ServerConnection;
 use smtpkit_proto::Server;
 use smtpkit_server::driver::{ListenerConfig, SessionCore, is_disconnect, proxied};
-use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, parse_proxy_header};
+use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, ProxyTlvs, parse_proxy_header, proxy_tlvs};
 use smtpkit_server::{ConnectionGuard, Handler, ProxyHeader, SessionInfo, State, TlsInfo};
 use tracing::{Span, info_span};
 
@@ -85,8 +85,8 @@ pub(crate) struct Conn<S> {
     phase: Phase<S>,
     /// Bytes read past a PROXY header, for the session's input.
     ahead: Vec<u8>,
-    /// The PROXY header, for the session's info.
-    proxy: Option<ProxyHeader>,
+    /// The PROXY header and its TLVs, for the session's info.
+    proxy: Option<(ProxyHeader, Option<ProxyTlvs>)>,
     /// The earliest entry this connection has in the loop's deadline heap.
     pub(crate) queued: Option<Instant>,
     /// The interest the socket is registered with, if it is.
@@ -307,7 +307,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             Ok(Some((header, used))) => {
                 self.ahead = buf[used..].to_vec();
                 (self.peer, self.local) = proxied(&header, self.peer, self.local);
-                self.proxy = Some(header);
+                self.proxy = Some((header, proxy_tlvs(&buf[..used])));
                 self.proxy_deadline = None;
                 self.admit(shared)?;
                 Ok(true)
@@ -392,8 +392,8 @@ impl<S: smtpkit_server::Session> Conn<S> {
     ) {
         let kind = self.listener.settings.kind;
         let mut info = SessionInfo::new(self.peer, self.local, kind);
-        if let Some(header) = self.proxy.take() {
-            info = info.with_proxy(header);
+        if let Some((header, tlvs)) = self.proxy.take() {
+            info = info.with_proxy(header, tlvs);
         }
         if let Some(tls) = self.tls.as_deref() {
             info = info.with_tls_info(TlsInfo::from_connection(tls));

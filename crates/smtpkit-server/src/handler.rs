@@ -11,7 +11,7 @@ use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};
 
 use crate::envelope::Envelope;
 use crate::id::SessionId;
-use crate::proxy::ProxyHeader;
+use crate::proxy::{ProxyHeader, ProxyTlvs};
 use crate::settings::ListenerKind;
 use crate::tls_info::TlsInfo;
 
@@ -103,6 +103,9 @@ pub struct SessionInfo {
     pub transactions: u32,
     /// The PROXY header a trusted proxy sent, when the listener expects one.
     pub proxy: Option<ProxyHeader>,
+    /// The TLVs of a v2 PROXY header (ALPN, authority, unique id, the client's TLS with the
+    /// proxy); shared, so cloning the info stays cheap.
+    pub proxy_tlvs: Option<Arc<ProxyTlvs>>,
 }
 
 impl SessionInfo {
@@ -121,6 +124,7 @@ impl SessionInfo {
             envelope: None,
             transactions: 0,
             proxy: None,
+            proxy_tlvs: None,
         }
     }
 
@@ -133,10 +137,11 @@ impl SessionInfo {
         self
     }
 
-    /// The same info with the PROXY header the connection started with.
+    /// The same info with the PROXY header the connection started with, and its TLVs (v2).
     #[must_use]
-    pub fn with_proxy(mut self, header: ProxyHeader) -> Self {
+    pub fn with_proxy(mut self, header: ProxyHeader, tlvs: Option<ProxyTlvs>) -> Self {
         self.proxy = Some(header);
+        self.proxy_tlvs = tlvs.map(Arc::new);
         self
     }
 

@@ -61,7 +61,10 @@ pub use lifecycle::{Lifecycle, State, TaskGuard};
 pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
 pub use listen::{LISTEN_BACKLOG, ListenerSettings, bind_listener};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use proxy::{ProxyError, ProxyHeader, ProxySettings, TrustedNetworks, parse_proxy_header};
+pub use proxy::{
+    ProxyError, ProxyHeader, ProxySettings, ProxySsl, ProxyTlvs, TrustedNetworks,
+    parse_proxy_header,
+};
 pub use rate::{FailureLimiter, Verdict};
 pub use settings::{AUTH_MECHANISMS, ListenerKind, ServerSettings};
 pub use tls_info::TlsInfo;

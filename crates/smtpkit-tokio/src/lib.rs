@@ -73,8 +73,8 @@ use tokio::net::TcpListener;
 pub use smtpkit_server::{
     CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
     ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,
-    MetricsSnapshot, Parameters, ProxySettings, Recipient, Reply, ReplyCode, ReversePath,
-    ServerSettings, Session, SessionInfo, TlsInfo, TrustedNetworks,
+    MetricsSnapshot, Parameters, ProxyHeader, ProxySettings, ProxyTlvs, Recipient, Reply,
+    ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TlsInfo, TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 

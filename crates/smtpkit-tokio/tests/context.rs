@@ -1,21 +1,19 @@
 //! What a handler sees of its session over a real loopback connection: the TLS facts after
 //! STARTTLS and implicit TLS (a rustls client sending SNI), the STARTTLS hook refusing the
-//! upgrade, the greeting verb, the envelope and the transaction count; and the TRACE
-//! transcript of a session, captured with a test subscriber.
+//! upgrade, the greeting verb, the envelope and the transaction count, the PROXY v2 source and
+//! TLVs. (The transcript has its own test binary: `transcript.rs`.)
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{Raw, T, eventually, pki, settings};
+use common::{Raw, T, pki, settings};
 use rustls::{CipherSuite, ProtocolVersion};
 use smtp_test::support::blocking;
-use smtpkit_proto::auth::encode_base64;
 use smtpkit_proto::extension::BodyType;
 use smtpkit_tokio::{
-    Decision, EnhancedCode, Handler, HelloVerb, ListenerKind, Reply, ServerHandle, Session,
-    SessionInfo, SmtpServer,
+    Decision, EnhancedCode, Handler, HelloVerb, ListenerKind, ListenerSettings, ProxyHeader,
+    ProxySettings, Reply, ServerHandle, Session, SessionInfo, SmtpServer,
 };
 
 /// The infos the application was handed, step by step.
@@ -72,16 +70,19 @@ impl Session for Conn {
     }
 }
 
-/// Listeners: 0 SMTP with STARTTLS, 1 implicit TLS, 2 submission (AUTH in plaintext).
+/// Listeners: 0 SMTP with STARTTLS, 1 implicit TLS, 2 submission (AUTH in plaintext), 3 SMTP
+/// behind a PROXY from loopback.
 async fn start(watcher: &Watcher) -> ServerHandle {
     let mut s = settings();
     s.allow_insecure_auth = true;
     // For a RCPT parameter to see in the envelope.
     s.extensions.dsn = true;
+    let loopback = "127.0.0.0/8".parse().unwrap();
     let kinds = [
-        ListenerKind::Smtp,
-        ListenerKind::Smtps,
-        ListenerKind::Submission,
+        ListenerKind::Smtp.into(),
+        ListenerKind::Smtps.into(),
+        ListenerKind::Submission.into(),
+        ListenerSettings::new(ListenerKind::Smtp).proxy(ProxySettings::new(loopback)),
     ];
     let b = SmtpServer::builder(watcher.clone());
     let server = smtp_test::support::configure(b, s, &kinds, Some(pki().server.clone()));
@@ -228,92 +229,34 @@ async fn starttls_refused_by_the_hook() {
     handle.shutdown(T).await;
 }
 
-/// A `MakeWriter` into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
 #[tokio::test]
-async fn transcript_at_trace() {
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(log.clone())
-        .finish();
-    // The test's runtime has one thread, so the server's tasks log to this subscriber too.
-    let _guard = tracing::subscriber::set_default(subscriber);
+async fn proxy_v2_source_and_tlvs() {
     let w = Watcher::default();
     let handle = start(&w).await;
-    let user = encode_base64(b"user");
-    let password = encode_base64(b"secret");
-    let body = "Subject: private words\r\n\r\nhello\r\n";
-    let mut c = Raw::greeted(handle.local_addrs()[2]).await;
-    c.send("EHLO c.test\r\n").await;
-    c.expect("250-").await;
-    c.send("AUTH LOGIN\r\n").await;
-    c.expect("334 ").await;
-    c.send(format!("{user}\r\n")).await;
-    c.expect("334 ").await;
-    c.send(format!("{password}\r\n")).await;
-    c.expect("235 ").await;
-    c.send("MAIL FROM:<a@x.test>\r\n").await;
-    c.expect("250 ").await;
-    c.send("RCPT TO:<b@y.test>\r\n").await;
-    c.expect("250 ").await;
-    c.send("DATA\r\n").await;
-    c.expect("354 ").await;
-    c.send(format!("{body}.\r\n")).await;
-    c.expect("250 ").await;
+    // PROXY v2, TCP over IPv4: 192.0.2.7:4242 -> 198.51.100.1:25, then AUTHORITY and UNIQUE_ID.
+    let mut body = vec![192, 0, 2, 7, 198, 51, 100, 1];
+    body.extend_from_slice(&4242u16.to_be_bytes());
+    body.extend_from_slice(&25u16.to_be_bytes());
+    body.extend_from_slice(&[0x02, 0x00, 0x07]);
+    body.extend_from_slice(b"mx.test");
+    body.extend_from_slice(&[0x05, 0x00, 0x03, 9, 8, 7]);
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+    header.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    header.extend_from_slice(&body);
+    let mut c = Raw::connect(handle.local_addrs()[3]).await;
+    c.send(&header).await;
+    c.expect("220 ").await;
     c.send("QUIT\r\n").await;
     c.expect("221 ").await;
-    eventually(|| log.text().contains("session ended")).await;
+    let info = w.seen().connected[0].clone();
+    assert_eq!(info.peer, "192.0.2.7:4242".parse().unwrap());
+    assert!(matches!(
+        info.proxy,
+        Some(ProxyHeader::Proxied { version: 2, .. })
+    ));
+    let tlvs = info.proxy_tlvs.as_deref().expect("TLVs of the v2 header");
+    assert_eq!(tlvs.authority.as_deref(), Some("mx.test"));
+    assert_eq!(tlvs.unique_id.as_deref(), Some(&[9u8, 8, 7][..]));
+    assert!(tlvs.ssl.is_none());
     handle.shutdown(T).await;
-
-    let text = log.text();
-    for expected in [
-        "C: EHLO c.test",
-        "S: 250-mx.test",
-        "C: AUTH LOGIN",
-        "C: <redacted>",
-        "S: 235 2.7.0",
-        "C: MAIL FROM:<a@x.test>",
-        "S: 250 2.1.5",
-        "C: DATA",
-        "S: 354 ",
-        &format!("C: <message content, {} octets>", body.len()),
-        "S: 221 ",
-    ] {
-        assert!(text.contains(expected), "{expected:?} missing from {text}");
-    }
-    for secret in [user.as_str(), password.as_str(), "private words"] {
-        assert!(!text.contains(secret), "{secret:?} leaked into {text}");
-    }
-    // Each line is in the session's span.
-    let line = text.lines().find(|l| l.contains("C: EHLO")).unwrap();
-    assert!(line.contains("smtp{id="), "{line}");
-    // Once per line, not once per adapter layer.
-    assert_eq!(text.matches("C: MAIL FROM:<a@x.test>").count(), 1);
 }

@@ -34,7 +34,9 @@ use crate::lifecycle::{Lifecycle, State};
 use crate::limit::{ConnectionGuard, ConnectionLimiter};
 use crate::listen::ListenerSettings;
 use crate::metrics::Metrics;
-use crate::proxy::{MAX_V2_HEADER, ProxyError, ProxyHeader, parse_proxy_header};
+use crate::proxy::{
+    MAX_V2_HEADER, ProxyError, ProxyHeader, ProxyTlvs, parse_proxy_header, proxy_tlvs,
+};
 use crate::tls_info::TlsInfo;
 use crate::{Error, ServerSettings};
 
@@ -280,9 +282,9 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     let (peer, local, proxy) = match &listener.settings.proxy {
         None => (peer, local, None),
         Some(proxy) => match timeout::<R, _>(proxy.timeout, read_proxy_header(&mut io)).await {
-            Ok(Ok(header)) => {
+            Ok(Ok((header, tlvs))) => {
                 let (peer, local) = proxied(&header, peer, local);
-                (peer, local, Some(header))
+                (peer, local, Some((header, tlvs)))
             }
             Ok(Err(e)) | Err(e) => return ctx.proxy_failed(peer, &e),
         },
@@ -301,8 +303,8 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
         }
     };
     let mut info = SessionInfo::new(peer, local, listener.settings.kind);
-    if let Some(header) = proxy {
-        info = info.with_proxy(header);
+    if let Some((header, tlvs)) = proxy {
+        info = info.with_proxy(header, tlvs);
     }
     if let (true, Some(tls)) = (listener.settings.kind.implicit_tls(), &listener.tls) {
         let limit = ctx.settings.tls_handshake_timeout;
@@ -323,8 +325,10 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     .await;
 }
 
-/// Reads a PROXY header; the bytes read past it go back to the transport.
-async fn read_proxy_header<T: Transport>(io: &mut T) -> io::Result<ProxyHeader> {
+/// Reads a PROXY header and its TLVs; the bytes read past it go back to the transport.
+async fn read_proxy_header<T: Transport>(
+    io: &mut T,
+) -> io::Result<(ProxyHeader, Option<ProxyTlvs>)> {
     let mut buf = [0u8; MAX_V2_HEADER];
     let mut len = 0;
     // Every header is decided within MAX_V2_HEADER octets, so this ends in as many reads.
@@ -337,7 +341,7 @@ async fn read_proxy_header<T: Transport>(io: &mut T) -> io::Result<ProxyHeader> 
         match parse_proxy_header(&buf[..len]) {
             Ok(Some((header, used))) => {
                 io.unread(buf[used..len].to_vec());
-                return Ok(header);
+                return Ok((header, proxy_tlvs(&buf[..used])));
             }
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
