@@ -1,5 +1,6 @@
 //! What a handler sees of its session over a real loopback connection: the TLS facts after
-//! STARTTLS and implicit TLS (a rustls client sending SNI), the STARTTLS hook refusing the
+//! STARTTLS and implicit TLS (a rustls client sending SNI, one presenting a client certificate
+//! from an rcgen CA), the STARTTLS hook refusing the
 //! upgrade, the greeting verb, the envelope and the transaction count, the PROXY v2 source and
 //! TLVs. (The transcript has its own test binary: `transcript.rs`.)
 
@@ -8,6 +9,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{Raw, T, pki, settings};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{CipherSuite, ProtocolVersion};
 use smtp_test::support::blocking;
 use smtpkit_proto::extension::BodyType;
@@ -259,4 +262,97 @@ async fn proxy_v2_source_and_tlvs() {
     assert_eq!(tlvs.unique_id.as_deref(), Some(&[9u8, 8, 7][..]));
     assert!(tlvs.ssl.is_none());
     handle.shutdown(T).await;
+}
+
+/// TLS configs from a fresh CA: a server that asks for (but does not require) a client
+/// certificate, a client presenting one, and a client without one.
+struct ClientCertPki {
+    server: Arc<rustls::ServerConfig>,
+    with_cert: Arc<rustls::ClientConfig>,
+    without_cert: Arc<rustls::ClientConfig>,
+    client_cert: CertificateDer<'static>,
+}
+
+fn client_cert_pki() -> ClientCertPki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use smtpkit_server::tls::provider;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        (cert.der().clone(), key)
+    };
+    let (server_cert, server_key) = leaf("localhost");
+    let (client_cert, client_key) = leaf("client.test");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let roots = Arc::new(roots);
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server_cert], server_key)
+        .unwrap();
+    let client = || {
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(Arc::clone(&roots))
+    };
+    let with_cert = client()
+        .with_client_auth_cert(vec![client_cert.clone()], client_key)
+        .unwrap();
+    ClientCertPki {
+        server: Arc::new(server),
+        with_cert: Arc::new(with_cert),
+        without_cert: Arc::new(client().with_no_client_auth()),
+        client_cert,
+    }
+}
+
+#[test]
+fn client_certificate_reaches_the_handler() {
+    let rt = runtime();
+    let w = Watcher::default();
+    let pki = client_cert_pki();
+    let handle = rt.block_on(async {
+        let b = SmtpServer::builder(w.clone());
+        let kinds = [ListenerKind::Smtps, ListenerKind::Smtp];
+        let tls = Some(Arc::clone(&pki.server));
+        let server = smtp_test::support::configure(b, settings(), &kinds, tls);
+        server.build().await.unwrap().spawn()
+    });
+    // Implicit TLS with a certificate: the chain is in the info given to `connect`.
+    let mut c = blocking::Raw::connect(handle.local_addrs()[0]);
+    c.upgrade(Arc::clone(&pki.with_cert));
+    c.expect("220 ");
+    c.send("QUIT\r\n");
+    c.expect("221 ");
+    // STARTTLS without one: an empty chain in `secured`.
+    let mut c = blocking::Raw::greeted(handle.local_addrs()[1]);
+    c.send("EHLO c.test\r\nSTARTTLS\r\n");
+    c.expect("250-");
+    c.expect("220 ");
+    c.upgrade(Arc::clone(&pki.without_cert));
+    c.send("QUIT\r\n");
+    c.expect("221 ");
+    let seen = w.seen();
+    let tls = seen.connected[0].tls_info.as_deref().expect("TLS facts");
+    assert_eq!(tls.peer_certificates, std::slice::from_ref(&pki.client_cert));
+    let tls = seen.secured[0].tls_info.as_deref().expect("TLS facts");
+    assert!(tls.peer_certificates.is_empty());
+    assert_eq!(tls.sni.as_deref(), Some("localhost"));
+    drop(seen);
+    rt.block_on(handle.shutdown(T));
 }
