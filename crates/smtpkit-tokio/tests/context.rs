@@ -24,6 +24,7 @@ use smtpkit_tokio::{
 struct Seen {
     connected: Vec<SessionInfo>,
     secured: Vec<SessionInfo>,
+    mails: Vec<SessionInfo>,
     messages: Vec<SessionInfo>,
 }
 
@@ -64,6 +65,29 @@ impl Session for Conn {
             Decision::Accept
         } else {
             Decision::reply(535, EnhancedCode::AUTH_FAILED, "Bad credentials")
+        }
+    }
+
+    async fn mail_from(
+        &mut self,
+        info: &SessionInfo,
+        _: &smtpkit_tokio::ReversePath<'_>,
+        _: &smtpkit_tokio::Parameters<'_>,
+    ) -> Decision {
+        self.0.seen().mails.push(info.clone());
+        Decision::Accept
+    }
+
+    async fn rcpt_to(
+        &mut self,
+        _: &SessionInfo,
+        to: &smtpkit_tokio::ForwardPath<'_>,
+        _: &smtpkit_tokio::Parameters<'_>,
+    ) -> Decision {
+        if to.to_string() == "<nobody@y.test>" {
+            Decision::reply(550, EnhancedCode::new(5, 1, 1).unwrap(), "No such user")
+        } else {
+            Decision::Accept
         }
     }
 
@@ -121,6 +145,9 @@ fn starttls_facts_greeting_and_envelope() {
     c.expect("250 ");
     c.send("RCPT TO:<bad@y.test> NOTIFY=NEVER\r\n");
     c.expect("250 ");
+    // Refused: not part of the envelope.
+    c.send("RCPT TO:<nobody@y.test>\r\n");
+    c.expect("550 ");
     c.send("DATA\r\n");
     c.expect("354 ");
     c.send("hi\r\n.\r\n");
@@ -179,6 +206,11 @@ fn starttls_facts_greeting_and_envelope() {
         .collect();
     assert_eq!(rcpts, [("b@y.test", ""), ("bad@y.test", "NOTIFY=NEVER")]);
 
+    // The first transaction's envelope is gone once it ended; the count stays.
+    let second_mail = &seen.mails[1];
+    assert_eq!(second_mail.envelope, None);
+    assert_eq!(second_mail.transactions, 1);
+    assert_eq!(seen.mails[0].transactions, 0);
     assert_eq!(second.greeting, Some(HelloVerb::Helo));
     assert_eq!(second.ehlo.as_deref(), Some("c2.test"));
     assert_eq!(second.transactions, 2);
@@ -349,7 +381,10 @@ fn client_certificate_reaches_the_handler() {
     c.expect("221 ");
     let seen = w.seen();
     let tls = seen.connected[0].tls_info.as_deref().expect("TLS facts");
-    assert_eq!(tls.peer_certificates, std::slice::from_ref(&pki.client_cert));
+    assert_eq!(
+        tls.peer_certificates,
+        std::slice::from_ref(&pki.client_cert)
+    );
     let tls = seen.secured[0].tls_info.as_deref().expect("TLS facts");
     assert!(tls.peer_certificates.is_empty());
     assert_eq!(tls.sni.as_deref(), Some("localhost"));
