@@ -33,6 +33,18 @@ pub enum Call {
         /// The session was encrypted at the time.
         tls: bool,
     },
+    /// `Session::starttls` and whether it was accepted.
+    StartTls {
+        /// Whether the handler accepted it.
+        accepted: bool,
+    },
+    /// `Session::secured` with the SNI name and TLS version the handshake reported.
+    Secured {
+        /// `TlsInfo::sni`, `-` when absent.
+        sni: String,
+        /// `TlsInfo::version_name`.
+        version: &'static str,
+    },
     /// `Session::auth`: the user name and whether it was accepted.
     Auth {
         /// The authentication identity.
@@ -79,6 +91,8 @@ impl fmt::Display for Call {
         match self {
             Self::Connect { listener, tls: t } => write!(f, "connect {listener}{}", tls(*t)),
             Self::Ehlo { domain, tls: t } => write!(f, "ehlo {domain}{}", tls(*t)),
+            Self::StartTls { accepted } => write!(f, "starttls{}", ok(*accepted)),
+            Self::Secured { sni, version } => write!(f, "secured {sni} {version}"),
             Self::Auth { user, accepted } => write!(f, "auth {user}{}", ok(*accepted)),
             Self::MailFrom { from, user } => match user {
                 Some(u) => write!(f, "mail {from} as {u}"),
@@ -132,6 +146,8 @@ impl Record {
 
 /// A [`Handler`] that records every call in shared state and answers by fixed rules:
 ///
+/// - STARTTLS after a greeting with the name `notls.test` gets
+///   `454 4.7.0 TLS not available to this client`;
 /// - AUTH succeeds only for [`USER`] / [`PASSWORD`] (`535 5.7.8` otherwise);
 /// - RCPT to a local part `reject` or `Green` (the refused recipient of RFC 5321 D.1) gets
 ///   `550 5.1.1 No such user here`;
@@ -213,6 +229,26 @@ impl Session for RecordingSession {
             tls: info.tls,
         });
         Decision::Accept
+    }
+
+    async fn starttls(&mut self, info: &SessionInfo) -> Decision {
+        let accepted = info.ehlo.as_deref() != Some("notls.test");
+        self.push(Call::StartTls { accepted });
+        if accepted {
+            Decision::Accept
+        } else {
+            refusal(454, 4, 7, 0, "TLS not available to this client")
+        }
+    }
+
+    async fn secured(&mut self, info: &SessionInfo) {
+        let (sni, version) = info.tls_info.as_deref().map_or(("-".into(), "none"), |t| {
+            (
+                t.sni.clone().unwrap_or_else(|| "-".into()),
+                t.version_name(),
+            )
+        });
+        self.push(Call::Secured { sni, version });
     }
 
     async fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {

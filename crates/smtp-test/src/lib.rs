@@ -147,6 +147,7 @@ macro_rules! __with_conversation_names {
             d1_typical,
             pipelining_burst,
             starttls_injection,
+            starttls_refused_by_hook,
             auth_plain_after_starttls,
             auth_login_implicit_tls,
             bdat,

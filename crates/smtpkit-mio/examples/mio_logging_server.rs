@@ -1,16 +1,13 @@
-//! Logs the session id, sender, recipients and subject of every message, and accepts it.
+//! Logs the session id, client, TLS version and SNI name, sender, recipients and subject of
+//! every message, and accepts it.
 //! Run: `cargo run -p smtpkit-mio --example mio_logging_server`, then send mail to 127.0.0.1:2525.
 //! Plain synchronous code: no async runtime anywhere.
-use smtpkit_mio::{
-    Blocking, BlockingHandler, BlockingSession, Decision, ForwardPath, ListenerKind,
-};
-use smtpkit_mio::{Parameters, Reply, ReversePath, SessionInfo, SmtpServer};
+use smtpkit_mio::{Blocking, BlockingHandler, BlockingSession, Decision, ListenerKind};
+use smtpkit_mio::{Reply, SessionInfo, SmtpServer};
 
 struct Logger;
 #[derive(Default)]
 struct Mail {
-    from: String,
-    to: Vec<String>,
     head: Vec<u8>,
 }
 
@@ -22,19 +19,6 @@ impl BlockingHandler for Logger {
 }
 
 impl BlockingSession for Mail {
-    fn mail_from(
-        &mut self,
-        _: &SessionInfo,
-        from: &ReversePath<'_>,
-        _: &Parameters<'_>,
-    ) -> Decision {
-        self.from = from.to_string();
-        Decision::Accept
-    }
-    fn rcpt_to(&mut self, _: &SessionInfo, to: &ForwardPath<'_>, _: &Parameters<'_>) -> Decision {
-        self.to.push(to.to_string());
-        Decision::Accept
-    }
     fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
         // Keep only the header section (up to 64 KiB): the subject is all we log.
         let room = (64 * 1024usize).saturating_sub(self.head.len());
@@ -46,7 +30,21 @@ impl BlockingSession for Mail {
             .parse_headers(&self.head)
             .and_then(|m| m.subject().map(str::to_owned))
             .unwrap_or_default();
-        tracing::info!(session = %info.id, from = %self.from, to = ?self.to, %subject, "message");
+        // The dispatcher keeps the envelope, so the session need not collect it.
+        let (from, to) = info.envelope.as_ref().map_or_else(Default::default, |e| {
+            let to: Vec<_> = e
+                .recipients
+                .iter()
+                .map(|r| r.forward_path.as_str())
+                .collect();
+            (e.reverse_path.as_str(), to.join(","))
+        });
+        let tls = info
+            .tls_info
+            .as_deref()
+            .map_or("none", |t| t.version_name());
+        let sni = info.tls_info.as_deref().and_then(|t| t.sni.as_deref());
+        tracing::info!(session = %info.id, peer = %info.peer, tls, ?sni, from, to, %subject, "message");
         Decision::Accept
     }
     fn reset(&mut self, _: &SessionInfo) {

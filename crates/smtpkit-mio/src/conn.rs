@@ -11,9 +11,9 @@ use mio::net::TcpStream;
 use rustls::ServerConnection;
 use smtpkit_proto::Server;
 use smtpkit_server::driver::{ListenerConfig, SessionCore, is_disconnect, proxied};
-use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, parse_proxy_header};
-use smtpkit_server::{ConnectionGuard, Handler, SessionInfo, State};
-use tracing::{Span, debug, info_span};
+use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, ProxyTlvs, parse_proxy_header, proxy_tlvs};
+use smtpkit_server::{ConnectionGuard, Handler, ProxyHeader, SessionInfo, State, TlsInfo};
+use tracing::{Span, info_span};
 
 use crate::Shared;
 use crate::accept::Accepted;
@@ -85,6 +85,8 @@ pub(crate) struct Conn<S> {
     phase: Phase<S>,
     /// Bytes read past a PROXY header, for the session's input.
     ahead: Vec<u8>,
+    /// The PROXY header and its TLVs, for the session's info.
+    proxy: Option<(ProxyHeader, Option<ProxyTlvs>)>,
     /// The earliest entry this connection has in the loop's deadline heap.
     pub(crate) queued: Option<Instant>,
     /// The interest the socket is registered with, if it is.
@@ -121,6 +123,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             close_notify_sent: false,
             phase: Phase::Proxy(Vec::new()),
             ahead: Vec::new(),
+            proxy: None,
             queued: None,
             interest: None,
             proxy_deadline: None,
@@ -304,6 +307,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             Ok(Some((header, used))) => {
                 self.ahead = buf[used..].to_vec();
                 (self.peer, self.local) = proxied(&header, self.peer, self.local);
+                self.proxy = Some((header, proxy_tlvs(&buf[..used])));
                 self.proxy_deadline = None;
                 self.admit(shared)?;
                 Ok(true)
@@ -387,7 +391,13 @@ impl<S: smtpkit_server::Session> Conn<S> {
         guard: Option<ConnectionGuard>,
     ) {
         let kind = self.listener.settings.kind;
-        let info = SessionInfo::new(self.peer, self.local, kind).with_tls(self.tls.is_some());
+        let mut info = SessionInfo::new(self.peer, self.local, kind);
+        if let Some((header, tlvs)) = self.proxy.take() {
+            info = info.with_proxy(header, tlvs);
+        }
+        if let Some(tls) = self.tls.as_deref() {
+            info = info.with_tls_info(TlsInfo::from_connection(tls));
+        }
         self.span = info_span!("smtp", id = %info.id, peer = %self.peer, listener = %kind);
         let _enter = self.span.enter();
         let config = Arc::clone(&self.listener.config);
@@ -460,9 +470,8 @@ impl<S: smtpkit_server::Session> Conn<S> {
             }
         }
         if handshaking && !tls.is_handshaking() {
-            debug!("STARTTLS handshake done");
             self.handshake_deadline = None;
-            core.server.handle_tls_established(now());
+            block_on(core.secured(TlsInfo::from_connection(tls)));
             progress = true;
         } else if tls.is_handshaking() && self.tcp_eof {
             shared.tls_failed(&"connection closed");

@@ -83,10 +83,10 @@ use tracing::info;
 
 pub use smtpkit_server::blocking::{Blocking, BlockingHandler, BlockingSession};
 pub use smtpkit_server::{
-    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
-    Handler, ListenerKind, ListenerSettings, ListenerSource, Metrics, MetricsSnapshot, Parameters,
-    ProxySettings, Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo,
-    TrustedNetworks,
+    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
+    ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,
+    MetricsSnapshot, Parameters, ProxyHeader, ProxySettings, ProxyTlvs, Recipient, Reply,
+    ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TlsInfo, TrustedNetworks,
 };
 pub use smtpkit_server::{proxy, tls};
 

@@ -59,6 +59,17 @@ pub trait BlockingSession: Send + 'static {
         Decision::Accept
     }
 
+    /// STARTTLS, before its `220`; see [`Session::starttls`]. Default: accept.
+    fn starttls(&mut self, info: &SessionInfo) -> Decision {
+        let _ = info;
+        Decision::Accept
+    }
+
+    /// The STARTTLS handshake has finished; see [`Session::secured`]. Default: nothing.
+    fn secured(&mut self, info: &SessionInfo) {
+        let _ = info;
+    }
+
     /// AUTH credentials; see [`Session::auth`]. Default: refuse with `535 5.7.8`, so that no
     /// one authenticates (and may relay) unless the application says so.
     fn auth(&mut self, info: &SessionInfo, creds: &Credentials) -> Decision {
@@ -157,6 +168,15 @@ impl<H: BlockingHandler> Handler for Blocking<H> {
 impl<S: BlockingSession> Session for Blocking<S> {
     fn ehlo(&mut self, info: &SessionInfo, domain: &str) -> impl Future<Output = Decision> + Send {
         ready(self.0.ehlo(info, domain))
+    }
+
+    fn starttls(&mut self, info: &SessionInfo) -> impl Future<Output = Decision> + Send {
+        ready(self.0.starttls(info))
+    }
+
+    fn secured(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
+        self.0.secured(info);
+        ready(())
     }
 
     fn auth(

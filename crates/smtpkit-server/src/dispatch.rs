@@ -9,8 +9,10 @@ use smtpkit_proto::server::Protocol;
 use smtpkit_proto::{CloseReason, EnhancedCode, Event, Refusal, Reply, ReplyCode, Secret, Server};
 use tracing::{debug, warn};
 
+use crate::envelope::Envelope;
 use crate::handler::{Decision, Handler, Session, SessionInfo, local_error, static_reply};
 use crate::metrics::Metrics;
+use crate::tls_info::TlsInfo;
 
 /// Where an AUTH exchange stands between a 334 challenge and the client's response.
 #[derive(Debug, Default)]
@@ -133,10 +135,11 @@ impl<S: Session> Dispatcher<S> {
                 warn!("unexpected second connect event");
                 answer(server, &now, "connect", Decision::Accept);
             }
-            Event::Hello { domain, .. } => {
+            Event::Hello { verb, domain } => {
                 let decision = session.ehlo(info, domain).await;
                 if answer(server, &now, "ehlo", decision) {
                     self.info.ehlo = Some(domain.to_owned());
+                    self.info.greeting = Some(verb);
                 }
             }
             Event::Auth {
@@ -152,14 +155,21 @@ impl<S: Session> Dispatcher<S> {
                 params,
             } => {
                 let decision = session.mail_from(info, &reverse_path, &params).await;
-                answer(server, &now, "mail", decision);
+                if answer(server, &now, "mail", decision) {
+                    self.info.envelope = Some(Envelope::new(&reverse_path, &params));
+                    self.info.transactions += 1;
+                }
             }
             Event::RcptTo {
                 forward_path,
                 params,
             } => {
                 let decision = session.rcpt_to(info, &forward_path, &params).await;
-                answer(server, &now, "rcpt", decision);
+                if answer(server, &now, "rcpt", decision)
+                    && let Some(envelope) = self.info.envelope.as_mut()
+                {
+                    envelope.add(&forward_path, &params);
+                }
             }
             Event::DataStart => {
                 let decision = session.data_start(info).await;
@@ -194,7 +204,8 @@ impl<S: Session> Dispatcher<S> {
                 answer(server, &now, "bdat", Decision::Accept);
             }
             Event::StartTls => {
-                answer(server, &now, "starttls", Decision::Accept);
+                let decision = session.starttls(info).await;
+                answer(server, &now, "starttls", decision);
             }
             Event::Vrfy(_) => {
                 answer(server, &now, "vrfy", Decision::Accept);
@@ -208,6 +219,7 @@ impl<S: Session> Dispatcher<S> {
                 }
                 session.reset(info).await;
                 self.data_error = None;
+                self.info.envelope = None;
             }
             Event::Rset | Event::Noop | Event::Help | Event::Quit => {}
             Event::Rejected { code, reason } => {
@@ -244,6 +256,26 @@ impl<S: Session> Dispatcher<S> {
         }
     }
 
+    /// The STARTTLS handshake finished with `tls`: the info gets its facts and the session
+    /// hears of it. Call it after `server.handle_tls_established`.
+    pub async fn secured(&mut self, server: &Server, tls: TlsInfo) {
+        self.info.tls_info = Some(Arc::new(tls));
+        self.sync(server);
+        if let Some(session) = self.session.as_mut() {
+            session.secured(&self.info).await;
+        }
+    }
+
+    /// The session's info as the application last saw it.
+    pub fn info(&self) -> &SessionInfo {
+        &self.info
+    }
+
+    /// Whether an AUTH exchange waits for the client's next line (a secret, not to be logged).
+    pub fn in_auth_exchange(&self) -> bool {
+        !matches!(self.auth, AuthStep::None)
+    }
+
     /// Copies what the core knows into the session info: TLS, and the loss of EHLO and AUTH
     /// state after STARTTLS (RFC 3207 4.2).
     fn sync(&mut self, server: &Server) {
@@ -253,6 +285,7 @@ impl<S: Session> Dispatcher<S> {
         }
         if server.hello().is_none() {
             self.info.ehlo = None;
+            self.info.greeting = None;
         }
     }
 

@@ -2,14 +2,18 @@
 //! answers one step of the conversation with a [`Decision`].
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use smtpkit_proto::address::{ForwardPath, ReversePath};
 use smtpkit_proto::auth::Credentials;
 use smtpkit_proto::extension::Parameters;
-use smtpkit_proto::{CloseReason, EnhancedCode, Reply, ReplyCode};
+use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};
 
+use crate::envelope::Envelope;
 use crate::id::SessionId;
+use crate::proxy::{ProxyHeader, ProxyTlvs};
 use crate::settings::ListenerKind;
+use crate::tls_info::TlsInfo;
 
 /// What a session method decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +90,22 @@ pub struct SessionInfo {
     pub authenticated: Option<String>,
     /// The name given in the last accepted EHLO, HELO or LHLO.
     pub ehlo: Option<String>,
+    /// Which greeting was accepted last (`None` before one, and again after STARTTLS).
+    pub greeting: Option<HelloVerb>,
+    /// The TLS handshake's facts once the session is encrypted; shared, so cloning the info
+    /// stays cheap.
+    pub tls_info: Option<Arc<TlsInfo>>,
+    /// The transaction in progress: from an accepted MAIL FROM until it ends (after
+    /// [`Session::reset`]).
+    pub envelope: Option<Envelope>,
+    /// How many transactions this session has started (accepted MAIL FROMs), the current one
+    /// included.
+    pub transactions: u32,
+    /// The PROXY header a trusted proxy sent, when the listener expects one.
+    pub proxy: Option<ProxyHeader>,
+    /// The TLVs of a v2 PROXY header (ALPN, authority, unique id, the client's TLS with the
+    /// proxy); shared, so cloning the info stays cheap.
+    pub proxy_tlvs: Option<Arc<ProxyTlvs>>,
 }
 
 impl SessionInfo {
@@ -99,7 +119,30 @@ impl SessionInfo {
             tls: false,
             authenticated: None,
             ehlo: None,
+            greeting: None,
+            tls_info: None,
+            envelope: None,
+            transactions: 0,
+            proxy: None,
+            proxy_tlvs: None,
         }
+    }
+
+    /// The same info for a session encrypted from the start (implicit TLS), with the
+    /// handshake's facts.
+    #[must_use]
+    pub fn with_tls_info(mut self, tls: TlsInfo) -> Self {
+        self.tls = true;
+        self.tls_info = Some(Arc::new(tls));
+        self
+    }
+
+    /// The same info with the PROXY header the connection started with, and its TLVs (v2).
+    #[must_use]
+    pub fn with_proxy(mut self, header: ProxyHeader, tlvs: Option<ProxyTlvs>) -> Self {
+        self.proxy = Some(header);
+        self.proxy_tlvs = tlvs.map(Arc::new);
+        self
     }
 
     /// The same info marked as encrypted (implicit TLS).
@@ -148,6 +191,21 @@ pub trait Session: Send + 'static {
     fn ehlo(&mut self, info: &SessionInfo, domain: &str) -> impl Future<Output = Decision> + Send {
         let _ = (info, domain);
         async { Decision::Accept }
+    }
+
+    /// STARTTLS, before its `220`: accept to start the handshake, or refuse with a reply
+    /// (`454 4.7.0`, say) and the session goes on in plaintext. Default: accept.
+    fn starttls(&mut self, info: &SessionInfo) -> impl Future<Output = Decision> + Send {
+        let _ = info;
+        async { Decision::Accept }
+    }
+
+    /// The STARTTLS handshake has finished: `info.tls_info` holds its facts (version, cipher,
+    /// SNI, client certificates). The client must greet again. Not called for implicit TLS,
+    /// whose facts are in the info given to [`Handler::connect`]. Default: nothing.
+    fn secured(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
+        let _ = info;
+        async {}
     }
 
     /// AUTH credentials (PLAIN or LOGIN, already decoded). Accept authenticates as

@@ -35,6 +35,7 @@ mod builder;
 pub mod collect;
 mod dispatch;
 pub mod driver;
+mod envelope;
 mod error;
 mod handler;
 mod id;
@@ -48,9 +49,11 @@ pub mod rdns;
 pub mod reader;
 mod settings;
 pub mod tls;
+mod tls_info;
 
 pub use builder::{Adapter, Builder, ListenerSource, Parts, WithExecutor, WithThreads};
 pub use dispatch::Dispatcher;
+pub use envelope::{Envelope, Recipient};
 pub use error::Error;
 pub use handler::{Decision, Handler, Session, SessionInfo};
 pub use id::SessionId;
@@ -58,12 +61,16 @@ pub use lifecycle::{Lifecycle, State, TaskGuard};
 pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
 pub use listen::{LISTEN_BACKLOG, ListenerSettings, bind_listener};
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use proxy::{ProxyError, ProxyHeader, ProxySettings, TrustedNetworks, parse_proxy_header};
+pub use proxy::{
+    ProxyError, ProxyHeader, ProxySettings, ProxySsl, ProxyTlvs, TrustedNetworks,
+    parse_proxy_header,
+};
 pub use rate::{FailureLimiter, Verdict};
 pub use settings::{AUTH_MECHANISMS, ListenerKind, ServerSettings};
+pub use tls_info::TlsInfo;
 
 // The types an application needs to implement a `Session`, so it can depend on this crate alone.
 pub use smtpkit_proto::address::{ForwardPath, ReversePath};
 pub use smtpkit_proto::auth::Credentials;
-pub use smtpkit_proto::extension::Parameters;
-pub use smtpkit_proto::{CloseReason, EnhancedCode, Reply, ReplyCode};
+pub use smtpkit_proto::extension::{BodyType, Parameters};
+pub use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};

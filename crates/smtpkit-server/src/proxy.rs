@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+mod tlv;
+
+pub use self::tlv::{ProxySsl, ProxyTlvs};
+
 /// The v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// The v1 prefix.
@@ -90,6 +94,23 @@ pub fn parse_proxy_header(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, Pr
     } else {
         Err(ProxyError::NotProxy)
     }
+}
+
+/// The TLVs of a v2 PROXY header: `header` is the complete header, as measured by
+/// [`parse_proxy_header`]. `None` for v1, for LOCAL, and for an incomplete header.
+pub fn proxy_tlvs(header: &[u8]) -> Option<ProxyTlvs> {
+    if header.len() < 16 || header[..12] != V2_SIGNATURE[..] || header[12] & 0x0f != 0x1 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([header[14], header[15]]));
+    let body = header.get(16..16 + len)?;
+    let addresses = match header[13] {
+        0x11 | 0x12 => 12,
+        0x21 | 0x22 => 36,
+        0x31 | 0x32 => 216,
+        _ => 0,
+    };
+    body.get(addresses..).map(ProxyTlvs::parse)
 }
 
 fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
@@ -382,6 +403,20 @@ mod tests {
             Err(ProxyError::NotProxy)
         );
         assert_eq!(parse_proxy_header(b"proxy "), Err(ProxyError::NotProxy));
+    }
+
+    #[test]
+    fn tlvs_after_the_addresses() {
+        let mut v4 = vec![192, 0, 2, 1, 198, 51, 100, 2, 0, 1, 0, 25];
+        v4.extend_from_slice(&[0x02, 0x00, 0x07]);
+        v4.extend_from_slice(b"mx.test");
+        let header = v2(1, 0x11, &v4);
+        let tlvs = proxy_tlvs(&header).expect("TLVs of a v2 PROXY header");
+        assert_eq!(tlvs.authority.as_deref(), Some("mx.test"));
+        // LOCAL and v1 headers carry none.
+        assert_eq!(proxy_tlvs(&v2(0, 0x11, &v4)), None);
+        assert_eq!(proxy_tlvs(b"PROXY UNKNOWN\r\n"), None);
+        assert_eq!(proxy_tlvs(&header[..20]), None);
     }
 
     #[test]

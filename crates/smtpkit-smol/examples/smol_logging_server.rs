@@ -1,13 +1,11 @@
-//! Logs the session id, sender, recipients and subject of every message, and accepts it.
+//! Logs the session id, client, TLS version and SNI name, sender, recipients and subject of
+//! every message, and accepts it.
 //! Run: `cargo run -p smtpkit-smol --example smol_logging_server`, then send mail to 127.0.0.1:2525.
-use smtpkit_smol::{Decision, ForwardPath, Handler, ListenerKind, Parameters, Reply, ReversePath};
-use smtpkit_smol::{Session, SessionInfo, SmtpServer};
+use smtpkit_smol::{Decision, Handler, ListenerKind, Reply, Session, SessionInfo, SmtpServer};
 
 struct Logger;
 #[derive(Default)]
 struct Mail {
-    from: String,
-    to: Vec<String>,
     head: Vec<u8>,
 }
 
@@ -19,24 +17,6 @@ impl Handler for Logger {
 }
 
 impl Session for Mail {
-    async fn mail_from(
-        &mut self,
-        _: &SessionInfo,
-        from: &ReversePath<'_>,
-        _: &Parameters<'_>,
-    ) -> Decision {
-        self.from = from.to_string();
-        Decision::Accept
-    }
-    async fn rcpt_to(
-        &mut self,
-        _: &SessionInfo,
-        to: &ForwardPath<'_>,
-        _: &Parameters<'_>,
-    ) -> Decision {
-        self.to.push(to.to_string());
-        Decision::Accept
-    }
     async fn data_chunk(&mut self, _: &SessionInfo, chunk: &[u8]) -> Result<(), Reply<'static>> {
         // Keep only the header section (up to 64 KiB): the subject is all we log.
         let room = (64 * 1024usize).saturating_sub(self.head.len());
@@ -48,7 +28,21 @@ impl Session for Mail {
             .parse_headers(&self.head)
             .and_then(|m| m.subject().map(str::to_owned))
             .unwrap_or_default();
-        tracing::info!(session = %info.id, from = %self.from, to = ?self.to, %subject, "message");
+        // The dispatcher keeps the envelope, so the session need not collect it.
+        let (from, to) = info.envelope.as_ref().map_or_else(Default::default, |e| {
+            let to: Vec<_> = e
+                .recipients
+                .iter()
+                .map(|r| r.forward_path.as_str())
+                .collect();
+            (e.reverse_path.as_str(), to.join(","))
+        });
+        let tls = info
+            .tls_info
+            .as_deref()
+            .map_or("none", |t| t.version_name());
+        let sni = info.tls_info.as_deref().and_then(|t| t.sni.as_deref());
+        tracing::info!(session = %info.id, peer = %info.peer, tls, ?sni, from, to, %subject, "message");
         Decision::Accept
     }
     async fn reset(&mut self, _: &SessionInfo) {

@@ -79,10 +79,10 @@ use smtpkit_server::driver::{self, Accept, Context, ListenerConfig, Spawn};
 use smtpkit_server::{Adapter, Parts, WithExecutor};
 
 pub use smtpkit_server::{
-    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Error, ForwardPath,
-    Handler, ListenerKind, ListenerSettings, ListenerSource, Metrics, MetricsSnapshot, Parameters,
-    ProxySettings, Reply, ReplyCode, ReversePath, ServerSettings, Session, SessionInfo,
-    TrustedNetworks,
+    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
+    ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,
+    MetricsSnapshot, Parameters, ProxyHeader, ProxySettings, ProxyTlvs, Recipient, Reply,
+    ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TlsInfo, TrustedNetworks,
 };
 // `reader` is already the futures-io form of the message reader.
 pub use smtpkit_server::{proxy, reader, tls};

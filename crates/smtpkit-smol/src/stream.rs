@@ -10,6 +10,7 @@ use async_net::TcpStream;
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
+use smtpkit_server::TlsInfo;
 use smtpkit_server::driver::{ReadAhead, Transport};
 
 /// TCP that first yields bytes read ahead: those after a PROXY header (an SMTP command, or
@@ -108,12 +109,13 @@ impl Transport for Stream {
         }
     }
 
-    async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+    async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<TlsInfo> {
         let Self::Plain(plain) = std::mem::replace(self, Self::Closed) else {
             return Err(io::Error::other("TLS is already on"));
         };
         let tls = TlsAcceptor::from(config).accept(plain).await?;
+        let facts = TlsInfo::from_connection(tls.get_ref().1);
         *self = Self::Tls(Box::new(tls));
-        Ok(())
+        Ok(facts)
     }
 }

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use std::io::Cursor;
 
+use smtpkit_server::TlsInfo;
 use smtpkit_server::driver::Transport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Chain, Join, ReadBuf};
 use tokio::net::TcpStream;
@@ -86,12 +87,13 @@ impl Transport for Stream {
         }
     }
 
-    async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<()> {
+    async fn start_tls(&mut self, config: Arc<rustls::ServerConfig>) -> io::Result<TlsInfo> {
         let Self::Plain(plain) = std::mem::replace(self, Self::Closed) else {
             return Err(io::Error::other("TLS is already on"));
         };
         let tls = TlsAcceptor::from(config).accept(plain).await?;
+        let facts = TlsInfo::from_connection(tls.get_ref().1);
         *self = Self::Tls(Box::new(tls));
-        Ok(())
+        Ok(facts)
     }
 }

@@ -13,6 +13,7 @@
 //! [`SessionCore`], [`State`]) from its event loop.
 
 mod session;
+mod transcript;
 
 use std::io;
 use std::marker::PhantomData;
@@ -33,7 +34,10 @@ use crate::lifecycle::{Lifecycle, State};
 use crate::limit::{ConnectionGuard, ConnectionLimiter};
 use crate::listen::ListenerSettings;
 use crate::metrics::Metrics;
-use crate::proxy::{MAX_V2_HEADER, ProxyError, ProxyHeader, parse_proxy_header};
+use crate::proxy::{
+    MAX_V2_HEADER, ProxyError, ProxyHeader, ProxyTlvs, parse_proxy_header, proxy_tlvs,
+};
+use crate::tls_info::TlsInfo;
 use crate::{Error, ServerSettings};
 
 /// After a failed accept (out of file descriptors, say), wait this long instead of spinning.
@@ -80,12 +84,13 @@ pub trait Transport: Send + Unpin + 'static {
     fn poll_close(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>>;
     /// Bytes read past a PROXY header: the next reads (of TLS as well) must see them first.
     fn unread(&mut self, bytes: Vec<u8>);
-    /// Runs the server side of a TLS handshake and continues encrypted; after an error the
-    /// transport is closed (reads see the end, writes fail).
+    /// Runs the server side of a TLS handshake and continues encrypted, returning the
+    /// handshake's facts ([`TlsInfo::from_connection`]); after an error the transport is
+    /// closed (reads see the end, writes fail).
     fn start_tls(
         &mut self,
         config: Arc<rustls::ServerConfig>,
-    ) -> impl Future<Output = io::Result<()>> + Send;
+    ) -> impl Future<Output = io::Result<TlsInfo>> + Send;
 }
 
 async fn read<T: Transport>(io: &mut T, buf: &mut [u8]) -> io::Result<usize> {
@@ -274,10 +279,13 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     if ctx.untrusted_proxy(&listener, peer) {
         return;
     }
-    let (peer, local) = match &listener.settings.proxy {
-        None => (peer, local),
+    let (peer, local, proxy) = match &listener.settings.proxy {
+        None => (peer, local, None),
         Some(proxy) => match timeout::<R, _>(proxy.timeout, read_proxy_header(&mut io)).await {
-            Ok(Ok(header)) => proxied(&header, peer, local),
+            Ok(Ok((header, tlvs))) => {
+                let (peer, local) = proxied(&header, peer, local);
+                (peer, local, Some((header, tlvs)))
+            }
             Ok(Err(e)) | Err(e) => return ctx.proxy_failed(peer, &e),
         },
     };
@@ -294,15 +302,17 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
             return;
         }
     };
-    let implicit_tls = listener.settings.kind.implicit_tls();
-    if let (true, Some(tls)) = (implicit_tls, &listener.tls) {
+    let mut info = SessionInfo::new(peer, local, listener.settings.kind);
+    if let Some((header, tlvs)) = proxy {
+        info = info.with_proxy(header, tlvs);
+    }
+    if let (true, Some(tls)) = (listener.settings.kind.implicit_tls(), &listener.tls) {
         let limit = ctx.settings.tls_handshake_timeout;
         match timeout::<R, _>(limit, io.start_tls(Arc::clone(tls))).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(facts)) => info = info.with_tls_info(facts),
             Ok(Err(e)) | Err(e) => return ctx.tls_failed(&e),
         }
     }
-    let info = SessionInfo::new(peer, local, listener.settings.kind).with_tls(implicit_tls);
     let span = info_span!("smtp", id = %info.id, %peer, listener = %listener.settings.kind);
     async {
         let state = ctx.lifecycle.state();
@@ -315,8 +325,10 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     .await;
 }
 
-/// Reads a PROXY header; the bytes read past it go back to the transport.
-async fn read_proxy_header<T: Transport>(io: &mut T) -> io::Result<ProxyHeader> {
+/// Reads a PROXY header and its TLVs; the bytes read past it go back to the transport.
+async fn read_proxy_header<T: Transport>(
+    io: &mut T,
+) -> io::Result<(ProxyHeader, Option<ProxyTlvs>)> {
     let mut buf = [0u8; MAX_V2_HEADER];
     let mut len = 0;
     // Every header is decided within MAX_V2_HEADER octets, so this ends in as many reads.
@@ -329,7 +341,7 @@ async fn read_proxy_header<T: Transport>(io: &mut T) -> io::Result<ProxyHeader> 
         match parse_proxy_header(&buf[..len]) {
             Ok(Some((header, used))) => {
                 io.unread(buf[used..len].to_vec());
-                return Ok(header);
+                return Ok((header, proxy_tlvs(&buf[..used])));
             }
             Ok(None) => {}
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
@@ -386,7 +398,10 @@ async fn run_session<R: Runtime, H: Handler, T: Transport>(
         if core.server.wants_tls_handshake() {
             let all = core.inbuf.data().len();
             core.inbuf.consume(all);
-            start_tls::<R, H, T>(ctx, listener, &mut io, &mut core.server).await;
+            match start_tls::<R, H, T>(ctx, listener, &mut io).await {
+                Some(facts) => core.secured(facts).await,
+                None => core.server.handle_tls_failed(now()),
+            }
             continue;
         }
         if core.server.is_closed() {
@@ -475,28 +490,23 @@ async fn flush<R: Runtime, T: Transport>(
     timeout::<R, _>(limit, std::future::poll_fn(|cx| io.poll_flush(cx))).await?
 }
 
-/// Runs the STARTTLS handshake and reports it to the core.
+/// Runs the STARTTLS handshake; its facts, or `None` when it failed.
 async fn start_tls<R: Runtime, H, T: Transport>(
     ctx: &Context<H>,
     listener: &ListenerConfig,
     io: &mut T,
-    server: &mut Server,
-) {
+) -> Option<TlsInfo> {
     let Some(tls) = &listener.tls else {
         // The core offers STARTTLS only on listeners with TLS.
         warn!("STARTTLS accepted on a listener without TLS");
-        server.handle_tls_failed(now());
-        return;
+        return None;
     };
     let limit = ctx.settings.tls_handshake_timeout;
     match timeout::<R, _>(limit, io.start_tls(Arc::clone(tls))).await {
-        Ok(Ok(())) => {
-            debug!("STARTTLS handshake done");
-            server.handle_tls_established(now());
-        }
+        Ok(Ok(facts)) => Some(facts),
         Ok(Err(e)) | Err(e) => {
             ctx.tls_failed(&e);
-            server.handle_tls_failed(now());
+            None
         }
     }
 }

@@ -18,6 +18,8 @@ use crate::limit::ConnectionGuard;
 use crate::metrics::Metrics;
 
 use super::Runtime;
+use super::transcript::{self, Transcript};
+use crate::tls_info::TlsInfo;
 
 /// The input buffer starts at 4 KiB, enough for a pipelined envelope, so idle sessions stay
 /// small; it grows to 64 KiB for bulk content.
@@ -63,6 +65,7 @@ pub struct SessionCore<S> {
     seen: State,
     aborted: bool,
     started: Instant,
+    transcript: Transcript,
 }
 
 impl<S: Session> SessionCore<S> {
@@ -84,6 +87,10 @@ impl<S: Session> SessionCore<S> {
         }
         let dispatcher =
             Dispatcher::connect(handler, &mut server, info, Some(Arc::clone(metrics)), now).await;
+        let transcript = Transcript::default();
+        if transcript::enabled() {
+            transcript.server(server.poll_transmit());
+        }
         let mut this = Self {
             server,
             dispatcher,
@@ -92,6 +99,7 @@ impl<S: Session> SessionCore<S> {
             seen: State::Running,
             aborted: false,
             started,
+            transcript,
         };
         this.apply_state(state);
         this
@@ -104,12 +112,22 @@ impl<S: Session> SessionCore<S> {
     /// that does not answer in time gets the session `421 4.4.2` from the core's own
     /// timeout, and the session is over: the dispatcher is only ever asked to close after that.
     pub async fn handle_input<R: Runtime>(&mut self) {
+        let tracing = transcript::enabled();
         loop {
+            let mark = self.server.poll_transmit().len();
             let progress = self.server.handle_input(now(), self.inbuf.data());
             let Some(event) = progress.event else {
+                if tracing {
+                    self.transcript.server(&self.server.poll_transmit()[mark..]);
+                }
                 self.inbuf.consume(progress.consumed);
                 break;
             };
+            if tracing {
+                let input = &self.inbuf.data()[..progress.consumed];
+                let in_auth = self.dispatcher.in_auth_exchange();
+                self.transcript.client(&event, input, in_auth);
+            }
             let deadline = self.server.poll_timeout();
             let call = self.dispatcher.handle(&mut self.server, event, now);
             if until::<R, _>(deadline, call).await.is_err() {
@@ -120,18 +138,49 @@ impl<S: Session> SessionCore<S> {
                     .handle_timeout(now().max(deadline.unwrap_or_else(now)));
                 let all = self.inbuf.data().len();
                 self.inbuf.consume(all);
+                if tracing {
+                    self.transcript.server(&self.server.poll_transmit()[mark..]);
+                }
                 break;
+            }
+            if tracing {
+                self.transcript.server(&self.server.poll_transmit()[mark..]);
             }
             self.inbuf.consume(progress.consumed);
         }
         self.release_if_closed();
     }
 
+    /// The STARTTLS handshake has finished with `tls`: the core and the application hear of it.
+    pub async fn secured(&mut self, tls: TlsInfo) {
+        self.server.handle_tls_established(now());
+        tracing::debug!(
+            version = tls.version_name(),
+            sni = tls.sni.as_deref().unwrap_or(""),
+            "STARTTLS handshake done"
+        );
+        self.dispatcher.secured(&self.server, tls).await;
+    }
+
+    /// The session's info as the application last saw it.
+    pub fn info(&self) -> &SessionInfo {
+        self.dispatcher.info()
+    }
+
+    /// Runs `step` on the core and logs the replies it queued.
+    fn traced(&mut self, step: impl FnOnce(&mut Self)) {
+        let mark = self.server.poll_transmit().len();
+        step(self);
+        if transcript::enabled() {
+            self.transcript.server(&self.server.poll_transmit()[mark..]);
+        }
+    }
+
     /// Passes a lifecycle change to the core (once per state).
     pub fn apply_state(&mut self, state: State) {
         if state > self.seen {
             self.seen = state;
-            self.aborted |= state.apply(&mut self.server, now());
+            self.traced(|this| this.aborted |= state.apply(&mut this.server, now()));
             self.release_if_closed();
         }
     }
@@ -143,13 +192,13 @@ impl<S: Session> SessionCore<S> {
 
     /// Tells the core a deadline may have passed.
     pub fn handle_timeout(&mut self) {
-        self.server.handle_timeout(now());
+        self.traced(|this| this.server.handle_timeout(now()));
         self.release_if_closed();
     }
 
     /// Tells the core the client has gone.
     pub fn handle_eof(&mut self) {
-        self.server.handle_eof(now());
+        self.traced(|this| this.server.handle_eof(now()));
         self.release_if_closed();
     }
 
