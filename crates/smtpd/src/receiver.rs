@@ -624,11 +624,17 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         let address = one.trim_start_matches('<').trim_end_matches('>');
         let _ = write!(h, "Delivered-To: {address}\r\n");
     }
-    let _ = write!(
-        h,
-        "Received: from {helo} ({literal})\r\n\tby {hostname} with {protocol} id {}",
-        info.id
-    );
+    let _ = write!(h, "Received: from {helo} ({literal})\r\n");
+    // The TLS facts as Postfix writes them (a comment between `from` and `by`): what a reader
+    // of the message needs to judge how it travelled.
+    if let Some(tls) = &info.tls_info {
+        let _ = write!(h, "\t(using {}", tls.version_name());
+        if let Some(cipher) = tls.cipher_suite {
+            let _ = write!(h, " with cipher {cipher:?}");
+        }
+        let _ = write!(h, ")\r\n");
+    }
+    let _ = write!(h, "\tby {hostname} with {protocol} id {}", info.id);
     // A single recipient is named; naming several would disclose the Bcc list (RFC 5321 7.2).
     if let [one] = rcpts {
         let _ = write!(h, "\r\n\tfor {one}");

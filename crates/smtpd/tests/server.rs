@@ -458,6 +458,14 @@ maildir = "md"
             .find(|s| s.body == *expected)
             .unwrap_or_else(|| panic!("not stored:\n{}", escaped(expected)));
         assert!(found.trace.contains("with ESMTPSA id "), "{}", found.trace);
+        // RFC 5321 4.4 allows comments in the trace: the TLS facts, as Postfix writes them.
+        assert!(
+            found
+                .trace
+                .contains("\r\n\t(using TLSv1.3 with cipher TLS13_"),
+            "{}",
+            found.trace
+        );
     }
     assert!(files_in(&mailbox.join("tmp")).is_empty());
 }
