@@ -57,6 +57,8 @@ enum Command {
     },
     /// Read a password from standard input and print its Argon2 hash for a [[user]] entry.
     HashPassword,
+    /// Print the example configuration, every option with its default and its source.
+    ExampleConfig,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,10 @@ fn main() -> ExitCode {
     match &cli.command {
         Some(Command::CheckConfig { file }) => return check_config(file),
         Some(Command::HashPassword) => return hash_password(),
+        Some(Command::ExampleConfig) => {
+            print!("{}", include_str!("../config/example.toml"));
+            return ExitCode::SUCCESS;
+        }
         None => {}
     }
     let mut config = match &cli.config {
@@ -89,7 +95,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config, cli.config))
+    runtime.block_on(run(config, cli))
 }
 
 fn apply_overrides(config: &mut Config, cli: &Cli) {
@@ -208,7 +214,7 @@ fn listener_settings(config: &Config, l: &config::Listener) -> ListenerSettings 
     ))
 }
 
-async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
+async fn run(config: Config, cli: Cli) -> ExitCode {
     // Install the handlers before any listener binds: a client (or a supervisor) may act as soon
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
     // exist would kill the process with the default action instead of reloading or draining.
@@ -283,9 +289,7 @@ async fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     };
     info!(storage = %storage, "smtpd ready");
     smtpd::housekeeping::notify_ready();
-    signals
-        .wait(&receiver, certs.as_deref(), path.as_deref())
-        .await;
+    signals.wait(&receiver, certs.as_deref(), &cli).await;
     info!("shutting down");
     handle.shutdown(grace).await;
     let m = metrics.snapshot();
@@ -319,7 +323,7 @@ impl Signals {
         self,
         receiver: &Receiver,
         certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
-        path: Option<&std::path::Path>,
+        cli: &Cli,
     ) {
         let Some([mut term, mut int, mut hup]) = self.streams else {
             warn!("cannot install signal handlers; stop with SIGKILL");
@@ -330,25 +334,26 @@ impl Signals {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => reload(receiver, certs, path),
+                _ = hup.recv() => reload(receiver, certs, cli),
             }
         }
     }
 }
 
-fn reload(
-    receiver: &Receiver,
-    certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
-    path: Option<&std::path::Path>,
-) {
+fn reload(receiver: &Receiver, certs: Option<&smtpkit_tokio::tls::ReloadableCert>, cli: &Cli) {
     if let Some(certs) = certs {
         match certs.reload() {
             Ok(()) => info!("TLS certificate reloaded"),
             Err(e) => warn!("TLS certificate reload failed, keeping the old one: {e}"),
         }
     }
-    let Some(path) = path else { return };
+    let Some(path) = &cli.config else { return };
+    // The command line still wins over the file, as it did at startup (`--maildir`, `--sink`).
     match Config::load(path)
+        .map(|mut c| {
+            apply_overrides(&mut c, cli);
+            c
+        })
         .map_err(|e| e.to_string())
         .and_then(|c| build_state(&c))
     {

@@ -885,6 +885,13 @@ fn port_in_use_exits_3() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
     assert!(out.stderr.contains("cannot listen"), "{}", out.stderr);
+    // It says which address.
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen: {}: ", addr(port))),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -1015,6 +1022,60 @@ fn sighup_reloads_domains_and_mailboxes() {
     assert_body(
         &Stored::read(&only_message(&dir.path().join("md/new.test/dave"))),
         body,
+    );
+}
+
+/// `smtpd example-config` prints the documented example, and it is a valid configuration.
+#[test]
+fn example_config_is_printed_and_valid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_bounded(smtpd().arg("example-config"), None);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let file = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+        .expect("read example");
+    assert_eq!(out.stdout, file);
+    let path = dir.path().join("example.toml");
+    fs::write(&path, &out.stdout).expect("write");
+    let checked = run_bounded(smtpd().arg("check-config").arg(&path), None);
+    assert_eq!(checked.status.code(), Some(0), "{}", checked.stderr);
+}
+
+/// A reload reads the file again but keeps what the command line overrode: `--maildir` still
+/// decides where mail goes after SIGHUP.
+#[test]
+fn sighup_keeps_command_line_overrides() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_path_buf();
+    let server = Server::start(dir.path(), 1, |p| {
+        let config = write_domains_config(&root, p[0], "");
+        vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--maildir".into(),
+            "md_cli".into(),
+        ]
+    });
+    let send = |subject: &str| {
+        let mut c = Client::connect(server.port(0));
+        c.expect("EHLO reload.test", 250);
+        c.expect("MAIL FROM:<a@sender.test>", 250);
+        c.expect("RCPT TO:<alice@example.test>", 250);
+        assert_eq!(
+            c.data(format!("Subject: {subject}\r\n\r\nx\r\n").as_bytes())
+                .code,
+            250
+        );
+        c.expect("QUIT", 221);
+    };
+    send("before");
+    server.signal("HUP");
+    server.wait_log("the reload", |log| log.contains("configuration reloaded"));
+    send("after");
+    let mailbox = dir.path().join("md_cli/example.test/alice/new");
+    assert_eq!(files_in(&mailbox).len(), 2, "both messages under --maildir");
+    assert!(
+        !dir.path().join("md").exists(),
+        "the file's maildir was never used"
     );
 }
 

@@ -76,8 +76,13 @@ impl From<ListenerKind> for ListenerSettings {
 pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// Binds `addr` for accepting SMTP connections: `SO_REUSEADDR` (so a restarted server can rebind
-/// while old connections linger in TIME_WAIT), the [`LISTEN_BACKLOG`], non-blocking.
+/// while old connections linger in TIME_WAIT), the [`LISTEN_BACKLOG`], non-blocking. An error
+/// names the address (the kind is kept), so an operator with several listeners knows which one.
 pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind(addr).map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -103,6 +108,8 @@ mod tests {
         let (_, peer) = listener.accept().unwrap();
         assert!(peer.ip().is_loopback());
         // A second bind of the same port fails: reuse-address does not mean sharing.
-        assert!(bind_listener(addr).is_err());
+        let err = bind_listener(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().starts_with(&addr.to_string()), "{err}");
     }
 }
