@@ -3,6 +3,7 @@
 //!
 //! The library holds the parts of the server that do not speak SMTP:
 //!
+//! - [`check`]: what `check-config` finds on this machine (certificate, Maildir root, warnings);
 //! - [`config`]: the TOML configuration, its defaults and its validation;
 //! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
 //!   directory names;
@@ -11,6 +12,7 @@
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
 //! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio.
 
+pub mod check;
 pub mod config;
 pub mod housekeeping;
 pub mod maildir;

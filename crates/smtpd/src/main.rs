@@ -152,7 +152,18 @@ fn check_config(file: &PathBuf) -> ExitCode {
         Ok(config) => match smtpd::routing::Router::from_config(&config) {
             Ok(_) => {
                 print!("{}", config.to_toml());
-                ExitCode::SUCCESS
+                let findings = smtpd::check::check(&config);
+                for w in &findings.warnings {
+                    eprintln!("smtpd: {}: warning: {w}", file.display());
+                }
+                for e in &findings.errors {
+                    eprintln!("smtpd: {}: {e}", file.display());
+                }
+                if findings.errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                }
             }
             Err(e) => {
                 eprintln!("smtpd: {}: {e}", file.display());

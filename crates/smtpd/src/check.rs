@@ -1,0 +1,131 @@
+//! What `smtpd check-config` finds beyond a configuration's syntax and consistency: the things
+//! that only fail when the server meets the machine (a certificate that does not load, a
+//! Maildir root it cannot write) and settings that are valid but almost certainly not meant.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::Path;
+
+use smtpkit_server::ListenerKind;
+
+use crate::config::Config;
+
+/// The findings about one configuration on this machine.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Findings {
+    /// The server would not start, or could not store mail.
+    pub errors: Vec<String>,
+    /// It would run, but not as the operator probably meant.
+    pub warnings: Vec<String>,
+}
+
+/// Looks at `config` against the files and directories it names. Reads the certificate and key,
+/// and writes (then removes) one empty file in the Maildir root; changes nothing else.
+#[must_use]
+pub fn check(config: &Config) -> Findings {
+    let mut f = Findings::default();
+    if let Some(tls) = &config.tls
+        && let Err(e) = smtpkit_server::tls::ReloadableCert::from_files(&tls.cert, &tls.key)
+    {
+        f.errors.push(format!(
+            "[tls] cannot load certificate {} / key {}: {e}",
+            tls.cert.display(),
+            tls.key.display()
+        ));
+    }
+    if !config.storage.sink
+        && let Err(e) = writable(&config.storage.maildir)
+    {
+        f.errors.push(format!(
+            "storage.maildir {} is not writable: {e}",
+            config.storage.maildir.display()
+        ));
+    }
+    for (i, l) in config.listeners.iter().enumerate() {
+        if l.kind == ListenerKind::Submission && !l.uses_tls() && !config.allow_insecure_auth {
+            f.warnings.push(format!(
+                "listener[{i}] ({} submission) has no TLS: AUTH is never offered without it, so it can never accept mail (add [tls], or allow_insecure_auth = true for a test setup)",
+                l.address
+            ));
+        }
+    }
+    if !config.hostname.contains('.') {
+        f.warnings.push(format!(
+            "hostname `{}` is not fully qualified: other servers check the greeting and HELO name against DNS (set hostname = \"mx.example.org\")",
+            config.hostname
+        ));
+    }
+    f
+}
+
+/// Whether a file can be created in `dir`, or in its nearest existing ancestor (the server creates
+/// the rest at startup).
+fn writable(dir: &Path) -> io::Result<()> {
+    let mut existing = dir;
+    while !existing.as_os_str().is_empty() && !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new(""));
+    }
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    let probe = existing.join(format!(".smtpd-check-{}", std::process::id()));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_name_the_file_and_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_embedded();
+        config.hostname = "vm".to_owned();
+        config.storage.maildir = dir.path().join("not/yet/there");
+        let f = check(&config);
+        assert!(f.errors.is_empty(), "{f:?}");
+        assert_eq!(f.warnings.len(), 1, "{f:?}");
+        assert!(
+            f.warnings[0].contains("`vm` is not fully qualified"),
+            "{f:?}"
+        );
+
+        config.hostname = "mx.example.org".to_owned();
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        config.storage.maildir = file.join("md");
+        config.tls = Some(crate::config::Tls {
+            cert: dir.path().join("missing.pem"),
+            key: dir.path().join("key.pem"),
+        });
+        let f = check(&config);
+        assert_eq!(f.errors.len(), 2, "{f:?}");
+        assert!(f.errors[0].contains("missing.pem"), "{f:?}");
+        assert!(f.errors[1].contains("storage.maildir"), "{f:?}");
+        assert!(f.warnings.is_empty(), "{f:?}");
+
+        config.tls = None;
+        config.storage.maildir = dir.path().join("md");
+        config.listeners.push(crate::config::Listener {
+            address: "127.0.0.1:2587".parse().unwrap(),
+            kind: ListenerKind::Submission,
+            tls: Some(false),
+            proxy_protocol: false,
+        });
+        let f = check(&config);
+        assert!(f.errors.is_empty(), "{f:?}");
+        assert_eq!(f.warnings.len(), 1, "{f:?}");
+        assert!(
+            f.warnings[0].contains("127.0.0.1:2587 submission) has no TLS"),
+            "{f:?}"
+        );
+        config.allow_insecure_auth = true;
+        assert!(check(&config).warnings.is_empty());
+    }
+}
