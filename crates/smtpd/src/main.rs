@@ -125,8 +125,11 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
 }
 
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // smtpd writes its own line per session (with the message count and the user), so the
+    // library driver's "session ended" line would only repeat it: warnings only from there
+    // unless RUST_LOG says otherwise.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,smtpkit_server::driver::session=warn".into());
     // Colour codes only for a terminal: in a log file or journal they are noise that breaks
     // grep and log parsers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

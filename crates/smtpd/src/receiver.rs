@@ -22,7 +22,7 @@ use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, FailureLimiter, ForwardPath, Handler,
     ListenerKind, Parameters, Reply, ReplyCode, ReversePath, Session, SessionInfo, Verdict,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
@@ -142,7 +142,9 @@ impl Handler for Receiver {
     type Session = Conversation;
 
     async fn connect(&self, info: &SessionInfo) -> Result<Conversation, Reply<'static>> {
-        info!(session = %info.id, peer = %info.peer, listener = %info.listener, tls = info.tls, "connect");
+        // At debug: the session line at the end says all of it, and a line per connection is
+        // CPU that one-message-per-connection load pays on every message.
+        debug!(session = %info.id, peer = %info.peer, listener = %info.listener, tls = info.tls, "connect");
         Ok(Conversation {
             state: self.current(),
             guards: Arc::clone(&self.guards),
