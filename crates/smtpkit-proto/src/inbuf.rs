@@ -4,7 +4,8 @@
 /// [`Server::handle_input`](crate::Server::handle_input) and drops what was consumed.
 ///
 /// It starts small so idle sessions stay cheap, and doubles (up to a maximum) whenever a read
-/// fills all of its free space, so bulk DATA is read in large pieces.
+/// fills all of its free space, so bulk DATA is read in large pieces. A session waiting for its
+/// client can give the memory back with [`release_if_empty`](Self::release_if_empty).
 ///
 /// ```
 /// use smtpkit_proto::InBuf;
@@ -21,6 +22,7 @@ pub struct InBuf {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    initial: usize,
     max: usize,
     grow: bool,
 }
@@ -33,6 +35,7 @@ impl InBuf {
             buf: vec![0; initial],
             start: 0,
             end: 0,
+            initial,
             max: max.max(initial),
             grow: false,
         }
@@ -55,6 +58,9 @@ impl InBuf {
     /// Free space to read into; moves unconsumed bytes to the front or grows if needed.
     /// Empty only when the buffer is full at its maximum size.
     pub fn spare(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.initial];
+        }
         if self.grow && self.buf.len() < self.max {
             let len = (self.buf.len() * 2).min(self.max);
             self.buf.resize(len, 0);
@@ -77,6 +83,18 @@ impl InBuf {
         let free = self.buf.len() - self.end;
         self.grow = n >= free;
         self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Frees the allocation if no byte is waiting to be consumed; the next
+    /// [`spare`](Self::spare) allocates the initial size again. Meant for a read that would
+    /// block: an idle connection then costs no buffer.
+    pub fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.grow = false;
+        }
     }
 
     /// Bytes currently allocated.
@@ -110,5 +128,27 @@ mod tests {
         b.commit(3);
         assert!(b.spare().is_empty());
         assert_eq!(b.data().len(), 16);
+    }
+
+    #[test]
+    fn releases_only_when_empty() {
+        let mut b = InBuf::new(8, 64);
+        b.spare()[..3].copy_from_slice(b"abc");
+        b.commit(3);
+        b.release_if_empty();
+        assert_eq!(b.data(), b"abc", "unconsumed bytes are kept");
+        assert_eq!(b.capacity(), 8);
+        b.consume(3);
+        b.release_if_empty();
+        assert_eq!(b.capacity(), 0);
+        assert!(b.data().is_empty());
+        assert_eq!(
+            b.spare().len(),
+            8,
+            "the next read gets the initial size again"
+        );
+        b.spare()[..2].copy_from_slice(b"de");
+        b.commit(2);
+        assert_eq!(b.data(), b"de");
     }
 }

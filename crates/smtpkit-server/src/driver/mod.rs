@@ -30,7 +30,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use self::session::now;
 pub use self::session::{ABORT_FLUSH, SessionCore};
 use crate::handler::{Handler, SessionInfo};
-use crate::lifecycle::{Lifecycle, State};
+use crate::lifecycle::{Lifecycle, State, TaskGuard};
 use crate::limit::{ConnectionGuard, ConnectionLimiter};
 use crate::listen::ListenerSettings;
 use crate::metrics::Metrics;
@@ -267,17 +267,45 @@ impl Drop for OpenGauge {
 }
 
 /// Serves one accepted connection to its end: PROXY header, limits, implicit TLS, then the
-/// session.
+/// session. `task` keeps the server's shutdown waiting until the connection is closed.
+///
+/// This future is what an idle connection costs (its size is that of its largest state), so
+/// every step that runs once or rarely (admission with its PROXY header and TLS handshake, the
+/// session's start and end, a handler call) is boxed: it occupies memory only while it runs,
+/// and the task itself holds little more than the session.
 pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     ctx: Arc<Context<H>>,
     listener: Arc<ListenerConfig>,
+    io: T,
+    peer: SocketAddr,
+    local: SocketAddr,
+    task: TaskGuard,
+) {
+    let _task = task;
+    let _gauge = OpenGauge::new(&ctx.metrics);
+    let Some((io, info, guard)) =
+        Box::pin(admit::<R, H, T>(&ctx, &listener, io, peer, local)).await
+    else {
+        return;
+    };
+    let span =
+        info_span!("smtp", id = %info.id, peer = %info.peer, listener = %listener.settings.kind);
+    session::<R, H, T>(&ctx, &listener, io, info, guard)
+        .instrument(span)
+        .await;
+}
+
+/// Admits a connection: PROXY header, connection limits, implicit TLS. The transport, what
+/// the session knows so far, and its slot under the limits; `None` if it was turned away.
+async fn admit<R: Runtime, H: Handler, T: Transport>(
+    ctx: &Context<H>,
+    listener: &ListenerConfig,
     mut io: T,
     peer: SocketAddr,
     local: SocketAddr,
-) {
-    let _gauge = OpenGauge::new(&ctx.metrics);
-    if ctx.untrusted_proxy(&listener, peer) {
-        return;
+) -> Option<(T, Box<SessionInfo>, ConnectionGuard)> {
+    if ctx.untrusted_proxy(listener, peer) {
+        return None;
     }
     let (peer, local, proxy) = match &listener.settings.proxy {
         None => (peer, local, None),
@@ -286,10 +314,13 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
                 let (peer, local) = proxied(&header, peer, local);
                 (peer, local, Some((header, tlvs)))
             }
-            Ok(Err(e)) | Err(e) => return ctx.proxy_failed(peer, &e),
+            Ok(Err(e)) | Err(e) => {
+                ctx.proxy_failed(peer, &e);
+                return None;
+            }
         },
     };
-    let guard = match ctx.admit(&listener, peer) {
+    let guard = match ctx.admit(listener, peer) {
         Ok(guard) => guard,
         Err(line) => {
             if !line.is_empty() {
@@ -299,7 +330,7 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
                 })
                 .await;
             }
-            return;
+            return None;
         }
     };
     let mut info = SessionInfo::new(peer, local, listener.settings.kind);
@@ -310,19 +341,38 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
         let limit = ctx.settings.tls_handshake_timeout;
         match timeout::<R, _>(limit, io.start_tls(Arc::clone(tls))).await {
             Ok(Ok(facts)) => info = info.with_tls_info(facts),
-            Ok(Err(e)) | Err(e) => return ctx.tls_failed(&e),
+            Ok(Err(e)) | Err(e) => {
+                ctx.tls_failed(&e);
+                return None;
+            }
         }
     }
-    let span = info_span!("smtp", id = %info.id, %peer, listener = %listener.settings.kind);
-    async {
-        let state = ctx.lifecycle.state();
-        let config = Arc::clone(&listener.config);
-        let core =
-            SessionCore::start(&ctx.handler, &ctx.metrics, config, info, Some(guard), state).await;
-        run_session::<R, H, T>(&ctx, &listener, io, core).await;
-    }
-    .instrument(span)
-    .await;
+    Some((io, Box::new(info), guard))
+}
+
+/// An admitted connection's session: the handler's connect, the run loop, the end.
+/// `info` comes boxed: an argument is stored in the future for its whole life.
+async fn session<R: Runtime, H: Handler, T: Transport>(
+    ctx: &Context<H>,
+    listener: &ListenerConfig,
+    io: T,
+    info: Box<SessionInfo>,
+    guard: ConnectionGuard,
+) {
+    let state = ctx.lifecycle.state();
+    let config = Arc::clone(&listener.config);
+    let start = SessionCore::start(
+        &ctx.handler,
+        &ctx.metrics,
+        config,
+        *info,
+        Some(guard),
+        state,
+    );
+    let mut core = Box::pin(start).await;
+    // Borrowed, not moved: a moved-in session would be stored twice in the future.
+    let error = run_session::<R, H, T>(ctx, listener, io, &mut core).await;
+    Box::pin(core.end(error.as_ref().map(|e| e as &(dyn std::fmt::Display + Sync)))).await;
 }
 
 /// Reads a PROXY header and its TLVs; the bytes read past it go back to the transport.
@@ -363,13 +413,14 @@ enum Wake {
     Timeout,
 }
 
-/// The core's run loop (see the `smtpkit_proto` crate docs) over `io`.
+/// The core's run loop (see the `smtpkit_proto` crate docs) over `io`, until the session is
+/// over and the socket closed; the I/O error that ended it, if one did.
 async fn run_session<R: Runtime, H: Handler, T: Transport>(
     ctx: &Context<H>,
     listener: &ListenerConfig,
     mut io: T,
-    mut core: SessionCore<H::Session>,
-) {
+    core: &mut SessionCore<H::Session>,
+) -> Option<io::Error> {
     let lifecycle = &ctx.lifecycle;
     // Listen before reading the state, so a change in between still wakes us.
     let mut changes = lifecycle.listen();
@@ -433,7 +484,16 @@ async fn run_session<R: Runtime, H: Handler, T: Transport>(
         };
         let read = async {
             if wants_input {
-                Wake::Read(read(&mut io, core.inbuf.spare()).await)
+                // A connection waiting for its client holds no input buffer: a read that
+                // would block gives it back (the next wake-up takes a fresh one).
+                let read = std::future::poll_fn(|cx| {
+                    let polled = io.poll_read(cx, core.inbuf.spare());
+                    if polled.is_pending() {
+                        core.inbuf.release_if_empty();
+                    }
+                    polled
+                });
+                Wake::Read(read.await)
             } else {
                 future::pending().await
             }
@@ -468,8 +528,7 @@ async fn run_session<R: Runtime, H: Handler, T: Transport>(
         let _ = timeout::<R, _>(ABORT_FLUSH, std::future::poll_fn(|cx| io.poll_close(cx))).await;
     }
     drop(io);
-    core.end(error.as_ref().map(|e| e as &(dyn std::fmt::Display + Sync)))
-        .await;
+    error
 }
 
 /// Writes all of `poll_transmit`; each write may take at most `limit`, so a client that
@@ -502,7 +561,8 @@ async fn start_tls<R: Runtime, H, T: Transport>(
         return None;
     };
     let limit = ctx.settings.tls_handshake_timeout;
-    match timeout::<R, _>(limit, io.start_tls(Arc::clone(tls))).await {
+    // Boxed: the handshake's state is large and short-lived (see `serve`).
+    match timeout::<R, _>(limit, Box::pin(io.start_tls(Arc::clone(tls)))).await {
         Ok(Ok(facts)) => Some(facts),
         Ok(Err(e)) | Err(e) => {
             ctx.tls_failed(&e);
@@ -532,18 +592,16 @@ async fn accept_loop<R: Runtime, H: Handler, A: Accept>(
         match future::or(async { Some(acceptor.accept().await) }, stopped).await {
             None => break,
             Some(Ok((io, peer, local))) => {
-                let task = lifecycle.task();
-                let conn = serve::<R, H, A::Transport>(
+                // Spawned as it is: wrapping it in an `async move` block would store the
+                // future twice (once captured, once awaited), doubling each connection's task.
+                spawner.spawn(serve::<R, H, A::Transport>(
                     Arc::clone(&ctx),
                     Arc::clone(&listener),
                     io,
                     peer,
                     local,
-                );
-                spawner.spawn(async move {
-                    conn.await;
-                    drop(task);
-                });
+                    lifecycle.task(),
+                ));
             }
             Some(Err(e)) => {
                 warn!(error = %e, %addr, "accept failed");

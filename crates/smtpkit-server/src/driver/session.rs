@@ -129,7 +129,10 @@ impl<S: Session> SessionCore<S> {
                 self.transcript.client(&event, input, in_auth);
             }
             let deadline = self.server.poll_timeout();
-            let call = self.dispatcher.handle(&mut self.server, event, now);
+            // Boxed: the handler's future is the largest state of a session's task, and
+            // kept inline it would be paid for by every idle connection, not only by those
+            // inside a handler call.
+            let call = Box::pin(self.dispatcher.handle(&mut self.server, event, now));
             if until::<R, _>(deadline, call).await.is_err() {
                 warn!("handler did not answer within the core's deadline");
                 // The runtime's timer fired for the core's deadline; a timer wheel may round
