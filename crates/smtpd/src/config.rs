@@ -133,6 +133,36 @@ pub struct Config {
     /// Log line format. Default `text`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The Prometheus endpoint. Default: off.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Who smtpd runs as once its listeners are bound.
+    #[serde(default)]
+    pub privileges: Privileges,
+}
+
+/// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address to serve on, e.g. `"127.0.0.1:9187"`. Default: none, no endpoint. The page is
+    /// unauthenticated: keep it on loopback or a management network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[privileges]`: the account smtpd switches to after binding its listeners, when started as
+/// root (Postfix's `mail_owner`). Ignored when not started as root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privileges {
+    /// User name (or numeric uid). Default: none: a server started as root keeps running as
+    /// root, with a warning at startup and from `check-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group name (or numeric gid). Default: the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// One `[[listener]]`.
@@ -153,6 +183,11 @@ pub struct Listener {
     /// `[proxy] trusted` addresses. Default `false`.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Under socket activation, the name of the inherited socket to use
+    /// (`FileDescriptorName=` in the systemd `.socket` unit). Default: none; an inherited
+    /// socket bound to `address` is used instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Listener {
@@ -606,6 +641,7 @@ fn default_listeners() -> Vec<Listener> {
         kind: ListenerKind::Smtp,
         tls: None,
         proxy_protocol: false,
+        name: None,
     }]
 }
 
