@@ -395,3 +395,122 @@ fn socket_unit_verifies_and_matches_the_example_listeners() {
     // It exits 0 on unknown settings too, and says so on stderr.
     assert!(out.stderr.trim().is_empty(), "{}", out.stderr);
 }
+
+/// A throw-away Dovecot instance (no listeners, its sockets in a temporary directory), stopped
+/// when dropped so nothing keeps running after the test.
+struct Dovecot {
+    config: std::path::PathBuf,
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = common::run_bounded(
+            Command::new("doveadm")
+                .arg("-c")
+                .arg(&self.config)
+                .arg("stop"),
+            None,
+        );
+    }
+}
+
+/// Dovecot reads what smtpd's Maildir writer stored: `doveadm fetch` finds the message, its
+/// Subject and its body, with `mail_location` pointing at one of smtpd's mailboxes as
+/// `contrib/dovecot/smtpd.conf` describes.
+#[test]
+fn dovecot_reads_a_message_smtpd_stored() {
+    // Found on PATH at all (doveadm has no --version: any exit status will do).
+    let present = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !present("dovecot") || !present("doveadm") {
+        eprintln!("skipped: Dovecot is not installed (apt-get install dovecot-core)");
+        return;
+    }
+    let root = fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    if !root {
+        eprintln!("skipped: the Dovecot check runs Dovecot's master, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), 1, |ports| {
+        vec![
+            "--listen".into(),
+            addr(ports[0]),
+            "--maildir".into(),
+            "md".into(),
+        ]
+    });
+    let body = b"Subject: read by dovecot\r\n\r\nstored by smtpd\r\n";
+    assert_eq!(send(server.port(0), body), 250);
+    let mailbox = dir.path().join("md/example.test/b");
+    assert_eq!(files_in(&mailbox.join("new")).len(), 1);
+    // Dovecot's mail processes refuse uid 0: the mailbox (and the private directories above
+    // it) are nobody's for the test.
+    for entry in [
+        dir.path().join("md"),
+        dir.path().join("md/example.test"),
+        mailbox.clone(),
+        mailbox.join("new"),
+        mailbox.join("cur"),
+        mailbox.join("tmp"),
+    ]
+    .into_iter()
+    .chain(files_in(&mailbox.join("new")))
+    {
+        std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).expect("chown");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = dir.path().join("dovecot.conf");
+    fs::write(
+        &config,
+        format!(
+            "base_dir = {d}/dovecot-run\nstate_dir = {d}/dovecot-state\n\
+             log_path = {d}/dovecot.log\nprotocols =\nssl = no\n\
+             mail_location = maildir:{m}\n\
+             userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={m}\n}}\n\
+             passdb {{\n  driver = static\n  args = nopassword=y\n}}\n",
+            d = dir.path().display(),
+            m = mailbox.display()
+        ),
+    )
+    .expect("write dovecot.conf");
+    let started = common::run_bounded(Command::new("dovecot").arg("-c").arg(&config), None);
+    assert!(started.status.success(), "dovecot: {}", started.stderr);
+    let _dovecot = Dovecot {
+        config: config.clone(),
+    };
+    let fetched = common::run_bounded(
+        Command::new("doveadm").arg("-c").arg(&config).args([
+            "fetch",
+            "-u",
+            "smtpd-test",
+            "hdr.subject body",
+            "all",
+        ]),
+        None,
+    );
+    assert!(
+        fetched.status.success(),
+        "{}\n{}",
+        fetched.stderr,
+        fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default()
+    );
+    assert!(
+        fetched.stdout.contains("hdr.subject: read by dovecot"),
+        "{}",
+        fetched.stdout
+    );
+    assert!(
+        fetched.stdout.contains("stored by smtpd"),
+        "{}",
+        fetched.stdout
+    );
+}
