@@ -514,3 +514,35 @@ fn dovecot_reads_a_message_smtpd_stored() {
         fetched.stdout
     );
 }
+
+/// `check-config` reports every routing error of the file in one run, not the first only.
+#[test]
+fn check_config_reports_every_routing_error_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("smtpd.toml");
+    fs::write(
+        &path,
+        "hostname = \"mx.test\"\n\n[storage]\nmaildir = \"md\"\n\n\
+         [[domain]]\nname = \"a.test\"\nmailboxes = [\"x\"]\ncatch_all = \"ghost\"\n\n\
+         [domain.aliases]\nteam = [\"x@elsewhere.test\"]\n\n\
+         [[domain]]\nname = \"b.test\"\nmailboxes = [\"y\"]\n\n\
+         [domain.aliases]\nsales = [\"nobody\"]\n",
+    )
+    .expect("write config");
+    let out = common::run_bounded(
+        common::smtpd()
+            .current_dir(dir.path())
+            .arg("check-config")
+            .arg(&path),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    for part in [
+        "3 routing errors",
+        "`catch_all of a.test` points at `ghost@a.test`",
+        "`team@a.test` points at `x@elsewhere.test`",
+        "`sales@b.test` points at `nobody@b.test`",
+    ] {
+        assert!(out.stderr.contains(part), "{part}:\n{}", out.stderr);
+    }
+}
