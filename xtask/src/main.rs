@@ -88,6 +88,17 @@ fn ci(sh: &Shell) -> Result<()> {
             .run()?)
     })?;
     step("tidy", || tidy::check(&root))?;
+    // Packages the published crates together: each one's path dependencies on the others are
+    // served from a temporary local registry of the fresh packages, so this works before any
+    // of them is on crates.io. Verification builds each .crate on its own, from the packaged
+    // sources and the versions a new user would resolve: it catches a file left out of the
+    // package, a missing version on a path dependency and a feature that only builds inside
+    // the workspace. It does not run the packaged tests (their dev-dependencies on unpublished
+    // crates are stripped) and cannot tell whether the names are still free on crates.io.
+    step("package", || {
+        let packages = tidy::PUBLISHED.iter().flat_map(|name| ["-p", name]);
+        Ok(cmd!(sh, "cargo package --allow-dirty {packages...}").run()?)
+    })?;
     step("fuzz corpus replay", || {
         Ok(cmd!(sh, "cargo test --manifest-path fuzz/Cargo.toml").run()?)
     })?;

@@ -25,6 +25,20 @@ const FORBIDDEN_IN_CORE: &[&str] = &[
     ".unwrap()",
 ];
 
+/// The crates meant for crates.io, in dependency order. `cargo xtask ci` packages them;
+/// every other member of `crates/` must say `publish = false`.
+pub(crate) const PUBLISHED: &[&str] = &[
+    "smtpkit-proto",
+    "smtpkit-server",
+    "smtpkit-tokio",
+    "smtpkit-smol",
+    "smtpkit-mio",
+];
+
+/// What crates.io shows for a crate, and what the license asks to ship with it.
+const PUBLISHED_KEYS: &[&str] = &["description", "readme", "keywords", "categories"];
+const PUBLISHED_FILES: &[&str] = &["README.md", "LICENSE-MIT", "LICENSE-APACHE"];
+
 /// Runs every check; the error lists all violations.
 pub(crate) fn check(root: &Path) -> Result<()> {
     let mut problems = Vec::new();
@@ -33,6 +47,7 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     fuzz_targets_listed(root, &mut problems)?;
     transcripts_end_in_newline(root, &mut problems)?;
     no_trailing_whitespace(root, &mut problems)?;
+    published_crates(root, &mut problems)?;
     if problems.is_empty() {
         return Ok(());
     }
@@ -164,6 +179,47 @@ fn bin_names(manifest: &str) -> Vec<String> {
         }
     }
     names
+}
+
+fn published_crates(root: &Path, problems: &mut Vec<String>) -> Result<()> {
+    for entry in fs::read_dir(root.join("crates"))? {
+        let dir = entry?.path();
+        let manifest_path = dir.join("Cargo.toml");
+        let Ok(manifest) = fs::read_to_string(&manifest_path) else {
+            continue;
+        };
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let unpublished = manifest.lines().any(|l| l.trim() == "publish = false");
+        let listed = PUBLISHED.contains(&name);
+        if unpublished && listed {
+            problems.push(format!(
+                "crates/{name}: in PUBLISHED but says `publish = false`"
+            ));
+        }
+        if unpublished || listed {
+            if !listed {
+                continue;
+            }
+        } else {
+            problems.push(format!(
+                "crates/{name}: add it to PUBLISHED in xtask/src/tidy.rs, or say `publish = false`"
+            ));
+            continue;
+        }
+        for key in PUBLISHED_KEYS {
+            if !manifest.lines().any(|l| l.starts_with(&format!("{key} ="))) {
+                problems.push(format!(
+                    "crates/{name}/Cargo.toml: no `{key}` (crates.io shows it)"
+                ));
+            }
+        }
+        for file in PUBLISHED_FILES {
+            if !dir.join(file).exists() {
+                problems.push(format!("crates/{name}: no {file} to ship in the package"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn transcripts_end_in_newline(root: &Path, problems: &mut Vec<String>) -> Result<()> {

@@ -49,6 +49,7 @@ pub fn check(config: &Config) -> Findings {
             ));
         }
     }
+    privileges(config, &mut f);
     if !config.hostname.contains('.') {
         f.warnings.push(format!(
             "hostname `{}` is not fully qualified: other servers check the greeting and HELO name against DNS (set hostname = \"mx.example.org\")",
@@ -56,6 +57,69 @@ pub fn check(config: &Config) -> Findings {
         ));
     }
     f
+}
+
+/// `[privileges]`: the account exists and can write the Maildir root; or, checked as root
+/// with a listener on a port below 1024, the warning that smtpd would serve as root.
+fn privileges(config: &Config, f: &mut Findings) {
+    let Some(user) = &config.privileges.user else {
+        let privileged = config.listeners.iter().any(|l| l.address.port() < 1024);
+        if privileged && crate::privilege::is_root() {
+            f.warnings.push(
+                "no [privileges] user: started as root to bind ports below 1024, smtpd would keep running as root (set user = \"smtpd\", or run it unprivileged with CAP_NET_BIND_SERVICE)".to_owned(),
+            );
+        }
+        return;
+    };
+    let account = match crate::privilege::lookup(user, config.privileges.group.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return f.errors.push(e),
+    };
+    if !config.storage.sink
+        && let Err(e) = writable_by(&config.storage.maildir, account)
+    {
+        f.errors.push(format!(
+            "storage.maildir {} is not writable by [privileges] user {user}: {e}",
+            config.storage.maildir.display()
+        ));
+    }
+}
+
+/// Whether `account` may create entries in `dir` (or its nearest existing ancestor), from the
+/// directory's owner, group and mode: the same rule the kernel applies, without becoming the
+/// account (check-config changes nothing).
+fn writable_by(dir: &Path, account: crate::privilege::Account) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut existing = dir;
+    while !existing.as_os_str().is_empty() && !existing.exists() {
+        existing = existing.parent().unwrap_or(Path::new(""));
+    }
+    let existing = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    let meta = fs::metadata(existing).map_err(|e| format!("{}: {e}", existing.display()))?;
+    let mode = meta.mode();
+    // Write and search permission of the class the account falls in: owner, group, other.
+    let bits = if meta.uid() == account.uid {
+        mode >> 6
+    } else if meta.gid() == account.gid {
+        mode >> 3
+    } else {
+        mode
+    } & 0o3;
+    if bits == 0o3 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is owned by {}:{} with mode {:o}",
+            existing.display(),
+            meta.uid(),
+            meta.gid(),
+            mode & 0o7777
+        ))
+    }
 }
 
 /// Whether a file can be created in `dir`, or in its nearest existing ancestor (the server creates
@@ -81,6 +145,33 @@ fn writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_privileges_account_must_exist_and_write_the_maildir() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_embedded();
+        config.hostname = "mx.example.org".to_owned();
+        config.storage.maildir = dir.path().join("md");
+        config.privileges.user = Some("no-such-user-smtpd-check".to_owned());
+        let f = check(&config);
+        assert_eq!(f.errors.len(), 1, "{f:?}");
+        assert!(f.errors[0].contains("does not exist"), "{f:?}");
+
+        // uid 65534 owns nothing here: the temporary directory (0700) is closed to it.
+        config.privileges.user = Some("65534".to_owned());
+        config.privileges.group = Some("65534".to_owned());
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        let f = check(&config);
+        assert_eq!(f.errors.len(), 1, "{f:?}");
+        assert!(
+            f.errors[0].contains("not writable by [privileges] user 65534"),
+            "{f:?}"
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let f = check(&config);
+        assert!(f.errors.is_empty(), "{f:?}");
+    }
 
     #[test]
     fn findings_name_the_file_and_the_setting() {
@@ -117,6 +208,7 @@ mod tests {
             kind: ListenerKind::Submission,
             tls: Some(false),
             proxy_protocol: false,
+            name: None,
         });
         let f = check(&config);
         assert!(f.errors.is_empty(), "{f:?}");

@@ -133,6 +133,36 @@ pub struct Config {
     /// Log line format. Default `text`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The Prometheus endpoint. Default: off.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Who smtpd runs as once its listeners are bound.
+    #[serde(default)]
+    pub privileges: Privileges,
+}
+
+/// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Address to serve on, e.g. `"127.0.0.1:9187"`. Default: none, no endpoint. The page is
+    /// unauthenticated: keep it on loopback or a management network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[privileges]`: the account smtpd switches to after binding its listeners, when started as
+/// root (Postfix's `mail_owner`). Ignored when not started as root.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Privileges {
+    /// User name (or numeric uid). Default: none: a server started as root keeps running as
+    /// root, with a warning at startup and from `check-config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Group name (or numeric gid). Default: the user's primary group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// One `[[listener]]`.
@@ -153,6 +183,11 @@ pub struct Listener {
     /// `[proxy] trusted` addresses. Default `false`.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Under socket activation, the name of the inherited socket to use
+    /// (`FileDescriptorName=` in the systemd `.socket` unit). Default: none; an inherited
+    /// socket bound to `address` is used instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl Listener {
@@ -606,6 +641,7 @@ fn default_listeners() -> Vec<Listener> {
         kind: ListenerKind::Smtp,
         tls: None,
         proxy_protocol: false,
+        name: None,
     }]
 }
 
@@ -692,16 +728,31 @@ mod cidr_list {
     }
 }
 
-/// The machine's host name: `/proc/sys/kernel/hostname` (Linux), else `/etc/hostname`, else
-/// `localhost`.
+/// The machine's fully qualified name, as `hostname --fqdn` finds it: `gethostname(3)`, then
+/// the canonical name `getaddrinfo(3)` gives it (`AI_CANONNAME`: `/etc/hosts`, then DNS, as
+/// the system's resolver is configured). Falls back to the plain host name when that is not
+/// a valid, longer name, and to `localhost` when there is no usable host name at all.
 #[must_use]
 pub fn detect_hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|text| text.trim().to_owned())
-        .find(|name| is_valid_hostname(name))
-        .unwrap_or_else(|| "localhost".to_owned())
+    let Some(short) = dns_lookup::get_hostname()
+        .ok()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| is_valid_hostname(h))
+    else {
+        return "localhost".to_owned();
+    };
+    let hints = dns_lookup::AddrInfoHints {
+        flags: libc::AI_CANONNAME,
+        ..dns_lookup::AddrInfoHints::default()
+    };
+    let canonical = dns_lookup::getaddrinfo(Some(&short), None, Some(hints))
+        .ok()
+        .and_then(|mut infos| infos.find_map(|i| i.ok()?.canonname))
+        .map(|c| c.trim_end_matches('.').to_ascii_lowercase());
+    match canonical {
+        Some(fqdn) if fqdn.len() > short.len() && is_valid_hostname(&fqdn) => fqdn,
+        _ => short,
+    }
 }
 
 /// Whether `name` can be used as our host name in SMTP: dot-separated labels of letters,
@@ -1407,6 +1458,30 @@ mod tests {
             matches!(missing, LoadError::Io { .. }) && missing.to_string().contains("nope.toml"),
             "{missing}"
         );
+    }
+
+    /// The same answer as the C library gives Python for the same two calls (an independent
+    /// caller of gethostname and getaddrinfo with AI_CANONNAME).
+    #[test]
+    fn detected_hostname_is_the_canonical_name() {
+        let detected = detect_hostname();
+        assert!(is_valid_hostname(&detected), "{detected}");
+        let python = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket; h = socket.gethostname(); \
+                 print(socket.getaddrinfo(h, None, flags=socket.AI_CANONNAME)[0][3] or h)",
+            ])
+            .output();
+        let Some(out) = python.ok().filter(|o| o.status.success()) else {
+            eprintln!("skipped the comparison: python3 is not installed");
+            return;
+        };
+        let expected = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        assert_eq!(detected, expected);
     }
 
     #[test]

@@ -10,12 +10,18 @@
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
 //! - [`password`]: Argon2 password hashes for SMTP AUTH accounts, checked through a bounded pool;
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
-//! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio.
+//! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio;
+//! - [`metrics_endpoint`]: the opt-in Prometheus endpoint;
+//! - [`privilege`]: the switch from root to `[privileges] user` after binding;
+//! - [`activation`]: listeners inherited from systemd (socket activation).
 
+pub mod activation;
 pub mod check;
 pub mod config;
 pub mod housekeeping;
 pub mod maildir;
+pub mod metrics_endpoint;
 pub mod password;
+pub mod privilege;
 pub mod receiver;
 pub mod routing;

@@ -1,8 +1,13 @@
 //! `smtpd`: receive mail, store it in Maildirs, log every session and message.
 //!
-//! Exit codes: 0 after a clean shutdown, 1 on a runtime error, 2 for a bad configuration,
-//! 3 when a listener cannot bind (port in use, permission), 4 when the TLS certificate or key
-//! cannot be loaded.
+//! Exit codes: 0 after a clean shutdown, 1 on a runtime error, 2 for a bad configuration
+//! (including a `[privileges]` account that does not exist), 3 when a listener cannot bind
+//! (port in use, permission) or an inherited socket matches no listener, 4 when the TLS
+//! certificate or key cannot be loaded, 5 when the switch to the `[privileges]` account fails.
+//!
+//! Startup order: sockets first (inherited from systemd or bound), then the switch away from
+//! root, and only then the first thread (the log writer, the runtime): see
+//! `smtpd::privilege`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,8 +88,37 @@ fn main() -> ExitCode {
         None => Config::default_embedded(),
     };
     apply_overrides(&mut config, &cli);
+    let bound = match Bound::new(&config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("smtpd: cannot listen: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let was_root = smtpd::privilege::is_root();
+    if let (true, Some(user)) = (was_root, &config.privileges.user) {
+        let account = match smtpd::privilege::lookup(user, config.privileges.group.as_deref()) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("smtpd: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = smtpd::privilege::drop_to(account) {
+            eprintln!("smtpd: {e}");
+            return ExitCode::from(5);
+        }
+    }
     // Held to the end of `main`: dropping it flushes the lines still queued.
     let _log_writer = init_logging(config.log_format);
+    match (was_root, &config.privileges.user) {
+        (true, None) => warn!(
+            "running as root: set [privileges] user to switch to an unprivileged account once \
+             the listeners are bound"
+        ),
+        (true, Some(user)) => info!(%user, "switched from root after binding"),
+        (false, _) => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,7 +129,36 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(run(config, cli))
+    runtime.block_on(run(config, cli, bound))
+}
+
+/// The sockets, bound (or inherited) before anything else happens.
+struct Bound {
+    /// One per `config.listeners`, in order.
+    listeners: Vec<std::net::TcpListener>,
+    /// The `[metrics]` endpoint's.
+    metrics: Option<std::net::TcpListener>,
+}
+
+impl Bound {
+    fn new(config: &Config) -> Result<Self, String> {
+        let inherited = smtpd::activation::take()?;
+        let assigned = smtpd::activation::assign(&config.listeners, inherited)?;
+        let mut listeners = Vec::with_capacity(assigned.len());
+        for (l, inherited) in config.listeners.iter().zip(assigned) {
+            listeners.push(match inherited {
+                Some(socket) => socket,
+                None => smtpkit_server::bind_listener(l.address).map_err(|e| e.to_string())?,
+            });
+        }
+        let metrics = match config.metrics.listen {
+            Some(addr) => {
+                Some(smtpkit_server::bind_listener(addr).map_err(|e| format!("[metrics] {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Self { listeners, metrics })
+    }
 }
 
 fn apply_overrides(config: &mut Config, cli: &Cli) {
@@ -108,6 +171,7 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
                 kind: ListenerKind::Smtp,
                 tls: Some(config.tls.is_some()),
                 proxy_protocol: false,
+                name: None,
             })
             .collect();
     }
@@ -228,7 +292,7 @@ fn listener_settings(config: &Config, l: &config::Listener) -> ListenerSettings 
     ))
 }
 
-async fn run(config: Config, cli: Cli) -> ExitCode {
+async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     // Install the handlers before any listener binds: a client (or a supervisor) may act as soon
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
     // exist would kill the process with the default action instead of reloading or draining.
@@ -266,6 +330,28 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
         },
         None => (None, None),
     };
+    if let Some(listener) = bound.metrics {
+        let handle = match smtpd::metrics_endpoint::install() {
+            Ok(h) => h,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        // Non-blocking already (bind_listener), as tokio needs.
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => {
+                if let Ok(addr) = listener.local_addr() {
+                    info!(%addr, "metrics endpoint listening");
+                }
+                smtpd::metrics_endpoint::spawn(listener, handle);
+            }
+            Err(e) => {
+                error!("cannot listen: [metrics] {e}");
+                return ExitCode::from(3);
+            }
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     // One server for every listener: TLS and PROXY are set per listener, so the connection
     // limits span all of them and one shutdown stops them all at once.
@@ -277,8 +363,8 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
     if let Some(tls) = &tls {
         builder = builder.tls(tls.clone());
     }
-    for l in &config.listeners {
-        builder = builder.listener(l.address, listener_settings(&config, l));
+    for (l, socket) in config.listeners.iter().zip(bound.listeners) {
+        builder = builder.listener(socket, listener_settings(&config, l));
     }
     let handle = match builder.build().await {
         Ok(server) => {
@@ -307,7 +393,18 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
     info!("shutting down");
     handle.shutdown(grace).await;
     let m = metrics.snapshot();
-    info!(?m, "stopped");
+    info!(
+        connections = m.connections_total,
+        connections_refused = m.connections_refused,
+        sessions = m.sessions_total,
+        messages_accepted = m.messages_accepted,
+        messages_rejected = m.messages_rejected,
+        bytes_received = m.bytes_received,
+        tls_handshakes = m.tls_handshakes,
+        tls_handshake_failures = m.tls_handshake_failures,
+        auth_failures = m.auth_failures,
+        "stopped"
+    );
     ExitCode::SUCCESS
 }
 

@@ -206,6 +206,36 @@ pub enum RoutingError {
     /// An alias chain is longer than [`MAX_ALIAS_DEPTH`].
     #[error("alias chain longer than {MAX_ALIAS_DEPTH}: {}", .0.join(" -> "))]
     AliasTooDeep(Vec<String>),
+    /// More than one of the above: every problem is reported at once, so an operator fixes
+    /// the file in one pass.
+    #[error("{} routing errors:\n  - {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
+    Several(Vec<Self>),
+}
+
+impl RoutingError {
+    /// `Ok` without errors, the error itself for one, [`RoutingError::Several`] for more
+    /// (sorted, so the report does not depend on hash order).
+    fn all(mut errors: Vec<Self>) -> Result<(), Self> {
+        // A loop is found once from each alias in it: report it once.
+        let mut loops = HashSet::new();
+        errors.retain(|e| match e {
+            Self::AliasLoop(chain) => {
+                let mut members = chain.clone();
+                members.sort();
+                members.dedup();
+                loops.insert(members)
+            }
+            _ => true,
+        });
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => {
+                errors.sort_by_cached_key(ToString::to_string);
+                Err(Self::Several(errors))
+            }
+        }
+    }
 }
 
 /// Resolves envelope recipients to mailboxes; see the [module documentation](self).
@@ -246,7 +276,7 @@ impl Router {
     /// [`MAX_ALIAS_DEPTH`], targets that do not exist or are not local) are reported at startup
     /// and [`Router::resolve`] is a hash lookup.
     pub fn new(wildcard: bool, domains: &[config::Domain]) -> Result<Self, RoutingError> {
-        let raw = collect_domains(domains)?;
+        let (raw, mut errors) = collect_domains(domains);
         let mut tables = HashMap::with_capacity(raw.len());
         let expander = Expander {
             wildcard,
@@ -255,30 +285,38 @@ impl Router {
         for (key, domain) in &raw {
             let mut addresses = HashMap::new();
             for mailbox in &domain.mailboxes {
-                let path = MailboxPath::new(&domain.name, mailbox)
-                    .ok_or_else(|| RoutingError::TooLong(format!("{mailbox}@{}", domain.name)))?;
-                addresses.insert(mailbox.clone(), vec![path]);
+                match MailboxPath::new(&domain.name, mailbox) {
+                    Some(path) => _ = addresses.insert(mailbox.clone(), vec![path]),
+                    None => {
+                        errors.push(RoutingError::TooLong(format!("{mailbox}@{}", domain.name)))
+                    }
+                }
             }
             for alias in domain.aliases.keys() {
                 let mut out = Vec::new();
-                expander.expand(&domain.name, alias, 0, &mut Vec::new(), &mut out)?;
-                addresses.insert(alias.clone(), out);
-            }
-            let catch_all = match domain.catch_all {
-                Some(target) => {
-                    let from = format!("catch_all of {}", domain.name);
-                    let (t_domain, t_local) = split_target(target, &domain.name);
-                    let mut out = Vec::new();
-                    // The catch-all counts as one alias step.
-                    expander.expand(&t_domain, &t_local, 1, &mut vec![from], &mut out)?;
-                    Some(out)
+                match expander.expand(&domain.name, alias, 0, &mut Vec::new(), &mut out) {
+                    Ok(()) => _ = addresses.insert(alias.clone(), out),
+                    Err(e) => errors.push(e),
                 }
-                None => None,
+            }
+            let catch_all = domain.catch_all.and_then(|target| {
+                let from = format!("catch_all of {}", domain.name);
+                let (t_domain, t_local) = split_target(target, &domain.name);
+                let mut out = Vec::new();
+                // The catch-all counts as one alias step.
+                match expander.expand(&t_domain, &t_local, 1, &mut vec![from], &mut out) {
+                    Ok(()) => Some(out),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                }
+            });
+            let Some(postmaster) = MailboxPath::new(&domain.name, POSTMASTER) else {
+                errors.push(RoutingError::TooLong(domain.name.clone()));
+                continue;
             };
-            let postmaster = vec![
-                MailboxPath::new(&domain.name, POSTMASTER)
-                    .ok_or_else(|| RoutingError::TooLong(domain.name.clone()))?,
-            ];
+            let postmaster = vec![postmaster];
             tables.insert(
                 key.clone(),
                 DomainTable {
@@ -288,6 +326,7 @@ impl Router {
                 },
             );
         }
+        RoutingError::all(errors)?;
         Ok(Self {
             wildcard,
             domains: tables,
@@ -390,55 +429,68 @@ impl Router {
 }
 
 /// Lowercases and checks the configured domains.
+/// The domains that are well-formed, and the problems of the others.
 fn collect_domains(
     domains: &[config::Domain],
-) -> Result<HashMap<String, RawDomain<'_>>, RoutingError> {
+) -> (HashMap<String, RawDomain<'_>>, Vec<RoutingError>) {
     let mut raw = HashMap::with_capacity(domains.len());
+    let mut errors = Vec::new();
     for domain in domains {
-        let name = domain.name.to_ascii_lowercase();
-        if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
-            return Err(RoutingError::InvalidDomain(domain.name.clone()));
-        }
-        if encode_component(&name).is_none() {
-            return Err(RoutingError::TooLong(domain.name.clone()));
-        }
-        let check_local = |local: &str| -> Result<String, RoutingError> {
-            if local.is_empty() || local.contains('@') {
-                return Err(RoutingError::InvalidLocalPart {
-                    domain: name.clone(),
-                    name: local.to_owned(),
-                });
+        match raw_domain(domain) {
+            Ok(entry) => {
+                if raw.contains_key(&entry.name) {
+                    errors.push(RoutingError::DuplicateDomain(domain.name.clone()));
+                } else {
+                    raw.insert(entry.name.clone(), entry);
+                }
             }
-            Ok(local.to_ascii_lowercase())
-        };
-        let duplicate = |local: &str| RoutingError::DuplicateAddress {
-            domain: name.clone(),
-            name: local.to_owned(),
-        };
-        let mut mailboxes = HashSet::with_capacity(domain.mailboxes.len());
-        for mailbox in &domain.mailboxes {
-            if !mailboxes.insert(check_local(mailbox)?) {
-                return Err(duplicate(mailbox));
-            }
-        }
-        let mut aliases = HashMap::with_capacity(domain.aliases.len());
-        for (alias, targets) in &domain.aliases {
-            let key = check_local(alias)?;
-            if mailboxes.contains(&key) || aliases.insert(key, targets.as_slice()).is_some() {
-                return Err(duplicate(alias));
-            }
-        }
-        let entry = RawDomain {
-            name: name.clone(),
-            mailboxes,
-            aliases,
-            catch_all: domain.catch_all.as_deref(),
-        };
-        if raw.insert(name, entry).is_some() {
-            return Err(RoutingError::DuplicateDomain(domain.name.clone()));
+            Err(e) => errors.push(e),
         }
     }
-    Ok(raw)
+    (raw, errors)
+}
+
+/// One `[[domain]]` with its names checked and lowercased.
+fn raw_domain(domain: &config::Domain) -> Result<RawDomain<'_>, RoutingError> {
+    let name = domain.name.to_ascii_lowercase();
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c == '@' || c == '/') {
+        return Err(RoutingError::InvalidDomain(domain.name.clone()));
+    }
+    if encode_component(&name).is_none() {
+        return Err(RoutingError::TooLong(domain.name.clone()));
+    }
+    let check_local = |local: &str| -> Result<String, RoutingError> {
+        if local.is_empty() || local.contains('@') {
+            return Err(RoutingError::InvalidLocalPart {
+                domain: name.clone(),
+                name: local.to_owned(),
+            });
+        }
+        Ok(local.to_ascii_lowercase())
+    };
+    let duplicate = |local: &str| RoutingError::DuplicateAddress {
+        domain: name.clone(),
+        name: local.to_owned(),
+    };
+    let mut mailboxes = HashSet::with_capacity(domain.mailboxes.len());
+    for mailbox in &domain.mailboxes {
+        if !mailboxes.insert(check_local(mailbox)?) {
+            return Err(duplicate(mailbox));
+        }
+    }
+    let mut aliases = HashMap::with_capacity(domain.aliases.len());
+    for (alias, targets) in &domain.aliases {
+        let key = check_local(alias)?;
+        if mailboxes.contains(&key) || aliases.insert(key, targets.as_slice()).is_some() {
+            return Err(duplicate(alias));
+        }
+    }
+    Ok(RawDomain {
+        name,
+        mailboxes,
+        aliases,
+        catch_all: domain.catch_all.as_deref(),
+    })
 }
 
 /// Splits an alias target into (domain, local part), both lowercased. A target without `@`
@@ -800,6 +852,36 @@ mod tests {
             build(MAX_ALIAS_DEPTH + 1),
             Err(RoutingError::AliasTooDeep(_))
         ));
+    }
+
+    /// One pass over the configuration finds every problem, in every domain.
+    #[test]
+    fn every_routing_error_is_reported_at_once() {
+        let err = Router::new(
+            false,
+            &[
+                domain("u.test", &["a"], &[("x", &["nobody"])], Some("ghost")),
+                domain("v.test", &["b"], &[("y", &["b@elsewhere.test"])], None),
+                domain("bad domain", &[], &[], None),
+                domain("U.test", &[], &[], None),
+            ],
+        )
+        .unwrap_err();
+        let RoutingError::Several(all) = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(all.len(), 5, "{err}");
+        let text = err.to_string();
+        assert!(text.starts_with("5 routing errors:\n  - "), "{text}");
+        for part in [
+            "`x@u.test` points at `nobody@u.test`",
+            "`catch_all of u.test` points at `ghost@u.test`",
+            "`y@v.test` points at `b@elsewhere.test`",
+            "domain name `bad domain` is invalid",
+            "domain `U.test` is configured twice",
+        ] {
+            assert!(text.contains(part), "{part} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -95,6 +95,11 @@
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 #![forbid(unsafe_code)]
 
+// The crate README's examples are compiled and run as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod address;
 pub mod auth;
 pub mod client;

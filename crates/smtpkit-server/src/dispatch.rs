@@ -295,6 +295,7 @@ impl<S: Session> Dispatcher<S> {
         };
         let lmtp = server.config().options().protocol == Protocol::Lmtp;
         let n = server.replies_owed() as usize;
+        let content_ended = now();
         let decisions = match self.data_error.take() {
             Some(err) => vec![Decision::Reply(err); n],
             None if lmtp => {
@@ -320,6 +321,7 @@ impl<S: Session> Dispatcher<S> {
             any_accepted |= answer(server, now, "message", decision);
         }
         if let Some(m) = &self.metrics {
+            m.message_decided(now().saturating_duration_since(content_ended));
             if any_accepted {
                 m.message_accepted();
             } else {

@@ -14,7 +14,8 @@
 //! - [`rdns`]: the client's forward-confirmed reverse-DNS name over a pluggable
 //!   [`Resolver`](rdns::Resolver), with a timeout and a cache.
 //! - [`tls`]: certificate loading, a reloadable certificate resolver and the rustls config.
-//! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops.
+//! - [`ConnectionLimiter`] and [`Metrics`]: connection bookkeeping shared by the accept loops;
+//!   [`metrics`] also records every count through the `metrics` facade.
 //! - [`FailureLimiter`]: failure counts across sessions (AUTH per client and per user).
 //! - [`ServerSettings`] (what all listeners of a server share) and [`ListenerSettings`] (what
 //!   may differ per listener: kind, TLS, PROXY): build each listener's core
@@ -30,6 +31,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The crate README's examples are compiled and run as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod blocking;
 mod builder;
 pub mod collect;
@@ -42,7 +48,7 @@ mod id;
 mod lifecycle;
 mod limit;
 mod listen;
-mod metrics;
+pub mod metrics;
 pub mod proxy;
 mod rate;
 pub mod rdns;
@@ -51,6 +57,7 @@ mod settings;
 pub mod tls;
 mod tls_info;
 
+pub use crate::metrics::{Metrics, MetricsSnapshot};
 pub use builder::{Adapter, Builder, ListenerSource, Parts, WithExecutor, WithThreads};
 pub use dispatch::Dispatcher;
 pub use envelope::{Envelope, Recipient};
@@ -60,7 +67,6 @@ pub use id::SessionId;
 pub use lifecycle::{Lifecycle, State, TaskGuard};
 pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
 pub use listen::{LISTEN_BACKLOG, ListenerSettings, bind_listener};
-pub use metrics::{Metrics, MetricsSnapshot};
 pub use proxy::{
     ProxyError, ProxyHeader, ProxySettings, ProxySsl, ProxyTlvs, TrustedNetworks,
     parse_proxy_header,

@@ -44,11 +44,19 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The provider every config of this crate uses: ring, chosen explicitly so nothing depends on
-/// a process-wide default provider.
+/// The provider every config of this crate uses, chosen explicitly so nothing depends on a
+/// process-wide default provider: ring with the `ring` feature (the default), aws-lc-rs with
+/// `aws-lc-rs` alone.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "ring")]
+    let provider = rustls::crypto::ring::default_provider();
+    #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    Arc::new(provider)
 }
+
+#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+compile_error!("smtpkit-server needs a rustls crypto provider: enable `ring` or `aws-lc-rs`");
 
 /// Loads a certificate chain and a private key (PKCS#8, PKCS#1 or SEC1) from PEM files into a
 /// server config with rustls' safe default protocol versions (TLS 1.2 and 1.3).

@@ -64,6 +64,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The crate README's examples are compiled and run as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod stream;
 
 use std::io;

@@ -55,6 +55,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+// The crate README's examples are compiled and run as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(feature = "rdns")]
 pub mod rdns;
 pub mod reader;

@@ -66,6 +66,7 @@ pub struct SessionCore<S> {
     aborted: bool,
     started: Instant,
     transcript: Transcript,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Session> SessionCore<S> {
@@ -82,8 +83,10 @@ impl<S: Session> SessionCore<S> {
     ) -> Self {
         let started = now();
         let mut server = Server::new(config, started);
+        metrics.session_started();
         if info.tls {
             server.handle_tls_established(now());
+            metrics.tls_handshake_succeeded();
         }
         let dispatcher =
             Dispatcher::connect(handler, &mut server, info, Some(Arc::clone(metrics)), now).await;
@@ -100,6 +103,7 @@ impl<S: Session> SessionCore<S> {
             aborted: false,
             started,
             transcript,
+            metrics: Arc::clone(metrics),
         };
         this.apply_state(state);
         this
@@ -157,6 +161,7 @@ impl<S: Session> SessionCore<S> {
     /// The STARTTLS handshake has finished with `tls`: the core and the application hear of it.
     pub async fn secured(&mut self, tls: TlsInfo) {
         self.server.handle_tls_established(now());
+        self.metrics.tls_handshake_succeeded();
         tracing::debug!(
             version = tls.version_name(),
             sni = tls.sni.as_deref().unwrap_or(""),
@@ -228,7 +233,9 @@ impl<S: Session> SessionCore<S> {
     /// ended it, if any.
     pub async fn end(mut self, error: Option<&(dyn fmt::Display + Sync)>) {
         self.guard = None;
-        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let duration = self.started.elapsed();
+        self.metrics.session_ended(duration);
+        let duration_ms = duration.as_millis() as u64;
         match error {
             Some(e) => info!(error = %e, duration_ms, "session ended"),
             None => info!(
