@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use smtpkit_server::rdns::ReverseName;
 use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
     Parameters, Reply, ReversePath, Session, SessionInfo,
@@ -19,12 +20,15 @@ pub const PASSWORD: &str = "secret";
 /// content is joined into one body, because how it is split into chunks depends on timing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// `Handler::connect`: the listener and whether the session started encrypted.
+    /// `Handler::connect`: the listener, whether the session started encrypted, and the
+    /// client's reverse-DNS name when the server looks names up.
     Connect {
         /// The listener that accepted the connection.
         listener: ListenerKind,
         /// Implicit TLS.
         tls: bool,
+        /// `SessionInfo::reverse_name`.
+        reverse_name: Option<ReverseName>,
     },
     /// `Session::ehlo` with the domain and whether the session was encrypted.
     Ehlo {
@@ -89,7 +93,17 @@ impl fmt::Display for Call {
         let tls = |t: bool| if t { " tls" } else { "" };
         let ok = |a: bool| if a { "" } else { " refused" };
         match self {
-            Self::Connect { listener, tls: t } => write!(f, "connect {listener}{}", tls(*t)),
+            Self::Connect {
+                listener,
+                tls: t,
+                reverse_name,
+            } => {
+                write!(f, "connect {listener}{}", tls(*t))?;
+                match reverse_name {
+                    Some(name) => write!(f, " rdns {name:?}"),
+                    None => Ok(()),
+                }
+            }
             Self::Ehlo { domain, tls: t } => write!(f, "ehlo {domain}{}", tls(*t)),
             Self::StartTls { accepted } => write!(f, "starttls{}", ok(*accepted)),
             Self::Secured { sni, version } => write!(f, "secured {sni} {version}"),
@@ -206,6 +220,7 @@ impl Handler for RecordingHandler {
         record.sessions.push(vec![Call::Connect {
             listener: info.listener,
             tls: info.tls,
+            reverse_name: info.reverse_name.clone(),
         }]);
         Ok(RecordingSession {
             record: Arc::clone(&self.record),

@@ -12,6 +12,7 @@ use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};
 use crate::envelope::Envelope;
 use crate::id::SessionId;
 use crate::proxy::{ProxyHeader, ProxyTlvs};
+use crate::rdns::ReverseName;
 use crate::settings::ListenerKind;
 use crate::tls_info::TlsInfo;
 
@@ -106,6 +107,12 @@ pub struct SessionInfo {
     /// The TLVs of a v2 PROXY header (ALPN, authority, unique id, the client's TLS with the
     /// proxy); shared, so cloning the info stays cheap.
     pub proxy_tlvs: Option<Arc<ProxyTlvs>>,
+    /// The client's reverse-DNS name as the server found it before the greeting: confirmed,
+    /// unconfirmed, none, or a temporary failure. `None` when the listener looks no names up
+    /// (no resolver given to the builder, or [`ListenerSettings::reverse_dns`] off).
+    ///
+    /// [`ListenerSettings::reverse_dns`]: crate::ListenerSettings::reverse_dns
+    pub reverse_name: Option<ReverseName>,
 }
 
 impl SessionInfo {
@@ -125,7 +132,15 @@ impl SessionInfo {
             transactions: 0,
             proxy: None,
             proxy_tlvs: None,
+            reverse_name: None,
         }
+    }
+
+    /// The same info with the client's reverse-DNS name.
+    #[must_use]
+    pub fn with_reverse_name(mut self, name: ReverseName) -> Self {
+        self.reverse_name = Some(name);
+        self
     }
 
     /// The same info for a session encrypted from the start (implicit TLS), with the

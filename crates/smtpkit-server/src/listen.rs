@@ -34,6 +34,11 @@ pub struct ListenerSettings {
     pub tls: bool,
     /// PROXY protocol: `None` (the default) reads no header.
     pub proxy: Option<ProxySettings>,
+    /// Whether the client's reverse-DNS name is looked up before the greeting, when the server
+    /// has a resolver ([`Builder::reverse_dns`](crate::Builder::reverse_dns)). Default on, as
+    /// Postfix always looks the client up; an internal listener (LMTP from the local MTA) may
+    /// turn it off.
+    pub reverse_dns: bool,
 }
 
 impl ListenerSettings {
@@ -43,6 +48,7 @@ impl ListenerSettings {
             kind,
             tls: true,
             proxy: None,
+            reverse_dns: true,
         }
     }
 
@@ -50,6 +56,13 @@ impl ListenerSettings {
     #[must_use]
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+
+    /// Turns the reverse-DNS lookup of clients on or off for this listener.
+    #[must_use]
+    pub fn reverse_dns(mut self, on: bool) -> Self {
+        self.reverse_dns = on;
         self
     }
 

@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{
     MAX_V2_HEADER, ProxyError, ProxyHeader, ProxyTlvs, parse_proxy_header, proxy_tlvs,
 };
+use crate::rdns::{ReverseLookup, ReverseName};
 use crate::tls_info::TlsInfo;
 use crate::{Error, ServerSettings};
 
@@ -160,6 +161,8 @@ pub struct Context<H> {
     pub metrics: Arc<Metrics>,
     /// Running, draining or aborting; and the tasks alive.
     pub lifecycle: Arc<Lifecycle>,
+    /// The clients' reverse-DNS lookup, when the application gave one.
+    pub reverse_dns: Option<Arc<dyn ReverseLookup>>,
 }
 
 impl<H> Context<H> {
@@ -171,7 +174,16 @@ impl<H> Context<H> {
             settings,
             metrics: metrics.unwrap_or_default(),
             lifecycle: Arc::new(Lifecycle::new()),
+            reverse_dns: None,
         }
+    }
+
+    /// The reverse-DNS lookup for a client of `listener`, if the server has one and the
+    /// listener wants names.
+    pub fn reverse_lookup(&self, listener: &ListenerConfig) -> Option<&dyn ReverseLookup> {
+        self.reverse_dns
+            .as_deref()
+            .filter(|_| listener.settings.reverse_dns)
     }
 
     /// Whether a connection from `peer` must be closed at once because the listener expects
@@ -219,6 +231,24 @@ impl<H> Context<H> {
         debug!(error = %why, "TLS handshake failed");
         self.metrics.tls_handshake_failed();
     }
+}
+
+/// The reverse-DNS name of `peer`, bounded by the lookup's own timeout on `R`'s timer: a
+/// lookup that does not finish in time is [`ReverseName::TempError`].
+pub async fn reverse_name<R: Runtime>(lookup: &dyn ReverseLookup, peer: SocketAddr) -> ReverseName {
+    let start = now();
+    let timer = R::timer(start + lookup.timeout());
+    let name = lookup
+        .reverse_name(
+            peer.ip(),
+            start,
+            Box::pin(async move {
+                timer.await;
+            }),
+        )
+        .await;
+    debug!(%peer, ?name, "reverse DNS");
+    name
 }
 
 /// The client and server addresses a PROXY header reports (the socket's own otherwise).
@@ -312,6 +342,10 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
             Ok(Ok(facts)) => info = info.with_tls_info(facts),
             Ok(Err(e)) | Err(e) => return ctx.tls_failed(&e),
         }
+    }
+    // Before the greeting, as Postfix does: the connect handler decides with the name.
+    if let Some(lookup) = ctx.reverse_lookup(&listener) {
+        info = info.with_reverse_name(reverse_name::<R>(lookup, peer).await);
     }
     let span = info_span!("smtp", id = %info.id, %peer, listener = %listener.settings.kind);
     async {
