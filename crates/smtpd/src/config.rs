@@ -133,6 +133,9 @@ pub struct Config {
     /// Log line format. Default `text`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Nameservers and the clients' reverse lookup (`[dns]`).
+    #[serde(default)]
+    pub dns: crate::dns::Dns,
 }
 
 /// One `[[listener]]`.
@@ -824,6 +827,7 @@ impl Config {
             problems.push("storage.maildir is empty".to_owned());
         }
         self.validate_limits(&mut problems);
+        problems.extend(self.dns.problems());
         if problems.is_empty() {
             // The library's own checks (AUTH mechanisms, BINARYMIME without CHUNKING, output
             // cap...), once the ones above, which name the TOML fields, found nothing.

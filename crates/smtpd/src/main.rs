@@ -277,6 +277,14 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
     if let Some(tls) = &tls {
         builder = builder.tls(tls.clone());
     }
+    match config.dns.reverse_dns() {
+        Ok(Some(lookup)) => builder = builder.reverse_dns(lookup),
+        Ok(None) => {}
+        Err(e) => {
+            error!("[dns]: {e}");
+            return ExitCode::from(2);
+        }
+    }
     for l in &config.listeners {
         builder = builder.listener(l.address, listener_settings(&config, l));
     }

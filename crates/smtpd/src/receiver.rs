@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use smtpkit_proto::address::DomainPart;
+use smtpkit_server::rdns::ReverseName;
 use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, FailureLimiter, ForwardPath, Handler,
     ListenerKind, Parameters, Reply, ReplyCode, ReversePath, Session, SessionInfo, Verdict,
@@ -590,10 +591,24 @@ impl Session for Conversation {
     async fn close(&mut self, info: &SessionInfo, reason: CloseReason) {
         self.abort();
         info!(
-            session = %info.id, peer = %info.peer, ehlo = info.ehlo.as_deref().unwrap_or(""),
-            tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
+            session = %info.id, peer = %info.peer, client = %ClientName(info),
+            ehlo = info.ehlo.as_deref().unwrap_or(""), tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
             messages = self.messages, failed = self.rejected, %reason, "session"
         );
+    }
+}
+
+/// The client's reverse name for the log: the confirmed name, `unknown`, `unknown
+/// (temporary failure)`, or empty when names are not looked up.
+struct ClientName<'a>(&'a SessionInfo);
+
+impl std::fmt::Display for ClientName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.reverse_name {
+            None => Ok(()),
+            Some(ReverseName::TempError) => f.write_str("unknown (temporary failure)"),
+            Some(name) => name.fmt(f),
+        }
     }
 }
 
@@ -626,7 +641,16 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         let address = one.trim_start_matches('<').trim_end_matches('>');
         let _ = write!(h, "Delivered-To: {address}\r\n");
     }
-    let _ = write!(h, "Received: from {helo} ({literal})\r\n");
+    // TCP-info (RFC 5321 4.4): the forward-confirmed name before the literal when the client
+    // was looked up, `unknown` when it has none we can trust (Postfix's word).
+    match &info.reverse_name {
+        Some(name) => {
+            let _ = write!(h, "Received: from {helo} ({name} {literal})\r\n");
+        }
+        None => {
+            let _ = write!(h, "Received: from {helo} ({literal})\r\n");
+        }
+    }
     // The TLS facts as Postfix writes them (a comment between `from` and `by`): what a reader
     // of the message needs to judge how it travelled.
     if let Some(tls) = &info.tls_info {
@@ -888,6 +912,40 @@ mod tests {
         assert!(
             message.ends_with("Subject: hi\r\n\r\nbody\r\n"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn received_names_the_client_as_reverse_dns_found_it() {
+        let i = info("192.0.2.9:1000");
+        let received = |i: &SessionInfo| {
+            let h = trace_headers("mx.test", i, "<>", &[]);
+            h.lines()
+                .find(|l| l.starts_with("Received:"))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(received(&i), "Received: from [192.0.2.9] ([192.0.2.9])");
+        let confirmed = i
+            .clone()
+            .with_reverse_name(ReverseName::Confirmed("mail.example.org".into()));
+        assert_eq!(
+            received(&confirmed),
+            "Received: from [192.0.2.9] (mail.example.org [192.0.2.9])"
+        );
+        assert_eq!(format!("{}", ClientName(&confirmed)), "mail.example.org");
+        // A name that does not resolve back is whatever the address's owner claims.
+        let liar = i
+            .clone()
+            .with_reverse_name(ReverseName::Unconfirmed("mail.bank.example".into()));
+        assert_eq!(
+            received(&liar),
+            "Received: from [192.0.2.9] (unknown [192.0.2.9])"
+        );
+        let failed = i.with_reverse_name(ReverseName::TempError);
+        assert_eq!(
+            format!("{}", ClientName(&failed)),
+            "unknown (temporary failure)"
         );
     }
 
