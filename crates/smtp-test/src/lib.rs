@@ -179,6 +179,7 @@ macro_rules! __with_conversation_names {
             per_listener_tls_proxy,
             connection_limit_across_listeners,
             shutdown_all_listeners,
+            disabled_commands_hidden_extensions,
         }
     };
 }

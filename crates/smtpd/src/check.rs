@@ -117,6 +117,8 @@ mod tests {
             kind: ListenerKind::Submission,
             tls: Some(false),
             proxy_protocol: false,
+            disabled_commands: Vec::new(),
+            hidden_extensions: Vec::new(),
         });
         let f = check(&config);
         assert!(f.errors.is_empty(), "{f:?}");

@@ -156,6 +156,12 @@ pub struct Listener {
     /// `[proxy] trusted` addresses. Default `false`.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// Commands answered `502 5.5.1` on this listener (`"VRFY"`, `"EXPN"`, ...). Default none.
+    #[serde(default)]
+    pub disabled_commands: Vec<String>,
+    /// EHLO keywords not offered on this listener (`"STARTTLS"`, `"SIZE"`, ...). Default none.
+    #[serde(default)]
+    pub hidden_extensions: Vec<String>,
 }
 
 impl Listener {
@@ -292,6 +298,8 @@ impl Default for Storage {
 pub struct Extensions {
     /// RFC 2920 PIPELINING. Default `true`.
     pub pipelining: bool,
+    /// RFC 1870 SIZE: the limit advertised and `SIZE=` accepted. Default `true`.
+    pub size: bool,
     /// RFC 6152 8BITMIME. Default `true`.
     pub eight_bit_mime: bool,
     /// RFC 6531 SMTPUTF8. Default `true`.
@@ -314,6 +322,7 @@ impl Default for Extensions {
         let e = ServerSettings::default().extensions;
         Self {
             pipelining: e.pipelining,
+            size: e.size,
             eight_bit_mime: e.eight_bit_mime,
             smtputf8: e.smtputf8,
             chunking: e.chunking,
@@ -609,6 +618,8 @@ fn default_listeners() -> Vec<Listener> {
         kind: ListenerKind::Smtp,
         tls: None,
         proxy_protocol: false,
+        disabled_commands: Vec::new(),
+        hidden_extensions: Vec::new(),
     }]
 }
 
@@ -833,7 +844,8 @@ impl Config {
             // cap...), once the ones above, which name the TOML fields, found nothing.
             let settings = self.server_settings();
             for listener in &self.listeners {
-                if let Err(e) = settings.server_config(listener.kind, listener.uses_tls()) {
+                let l = self.listener_settings(listener);
+                if let Err(e) = settings.listener_config(&l, listener.uses_tls()) {
                     problems.push(format!(
                         "listener {} ({}): {e}",
                         listener.address, listener.kind
@@ -847,6 +859,21 @@ impl Config {
         } else {
             Err(LoadError::Invalid(problems))
         }
+    }
+
+    /// The library's settings for listener `l`: kind, TLS, PROXY trust, disabled commands and
+    /// hidden extensions.
+    #[must_use]
+    pub fn listener_settings(&self, l: &Listener) -> smtpkit_server::ListenerSettings {
+        let mut listener = smtpkit_server::ListenerSettings::new(l.kind).tls(l.uses_tls());
+        listener.disabled_commands.clone_from(&l.disabled_commands);
+        listener.hidden_extensions.clone_from(&l.hidden_extensions);
+        if !l.proxy_protocol {
+            return listener;
+        }
+        listener.proxy(smtpkit_server::ProxySettings::new(
+            smtpkit_server::TrustedNetworks::new(self.proxy.trusted.iter().copied()),
+        ))
     }
 
     /// The library settings for this configuration: every core option, mapped one to one.
@@ -903,6 +930,7 @@ impl Config {
         };
         s.extensions = smtpkit_proto::server::Extensions {
             pipelining: e.pipelining,
+            size: e.size,
             eight_bit_mime: e.eight_bit_mime,
             smtputf8: e.smtputf8,
             chunking: e.chunking,

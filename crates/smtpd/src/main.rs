@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use smtpd::config::{self, Config, ListenerKind, LogFormat};
 use smtpd::receiver::{Receiver, State};
-use smtpkit_tokio::{ListenerSettings, Metrics, SmtpServer};
+use smtpkit_tokio::{Metrics, SmtpServer};
 use tracing::{error, info, warn};
 
 /// A mail server that receives mail over SMTP/LMTP and stores it in Maildir mailboxes.
@@ -108,6 +108,8 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
                 kind: ListenerKind::Smtp,
                 tls: Some(config.tls.is_some()),
                 proxy_protocol: false,
+                disabled_commands: Vec::new(),
+                hidden_extensions: Vec::new(),
             })
             .collect();
     }
@@ -218,16 +220,6 @@ fn build_state(config: &Config) -> Result<State, String> {
 }
 
 /// One listener's settings: its kind, TLS on or off, PROXY from `[proxy] trusted`.
-fn listener_settings(config: &Config, l: &config::Listener) -> ListenerSettings {
-    let listener = ListenerSettings::new(l.kind).tls(l.uses_tls());
-    if !l.proxy_protocol {
-        return listener;
-    }
-    listener.proxy(smtpkit_tokio::proxy::ProxySettings::new(
-        smtpkit_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
-    ))
-}
-
 async fn run(config: Config, cli: Cli) -> ExitCode {
     // Install the handlers before any listener binds: a client (or a supervisor) may act as soon
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
@@ -286,7 +278,7 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
         }
     }
     for l in &config.listeners {
-        builder = builder.listener(l.address, listener_settings(&config, l));
+        builder = builder.listener(l.address, config.listener_settings(l));
     }
     let handle = match builder.build().await {
         Ok(server) => {

@@ -126,6 +126,8 @@ fn options(o: &mut ServerOptions, split: &mut bool, key: &str, value: &str) {
         "data_timeout" => o.timeouts.data_block = secs(value),
         "greeting_delay" => o.timeouts.greeting_delay = Some(secs(value)),
         "mail_param" => o.extra_mail_params.push(value.into()),
+        "disable" => o.disabled_commands.push(value.into()),
+        "hide" => o.extensions.hide(value).unwrap(),
         "nosplit" => *split = false,
         other => panic!("unknown option {other}"),
     }

@@ -39,6 +39,13 @@ pub struct ListenerSettings {
     /// Postfix always looks the client up; an internal listener (LMTP from the local MTA) may
     /// turn it off.
     pub reverse_dns: bool,
+    /// Commands answered `502 5.5.1` on this listener, as Node's `disabledCommands` (see
+    /// [`ServerOptions::disabled_commands`](smtpkit_proto::ServerOptions::disabled_commands)).
+    /// Default none.
+    pub disabled_commands: Vec<String>,
+    /// EHLO keywords not offered on this listener, as Node's `hideSTARTTLS`, `hideSize`...
+    /// (see [`Extensions::hide`](smtpkit_proto::server::Extensions::hide)). Default none.
+    pub hidden_extensions: Vec<String>,
 }
 
 impl ListenerSettings {
@@ -49,7 +56,23 @@ impl ListenerSettings {
             tls: true,
             proxy: None,
             reverse_dns: true,
+            disabled_commands: Vec::new(),
+            hidden_extensions: Vec::new(),
         }
+    }
+
+    /// Answers `verb` with `502 5.5.1` on this listener.
+    #[must_use]
+    pub fn disable_command(mut self, verb: impl Into<String>) -> Self {
+        self.disabled_commands.push(verb.into());
+        self
+    }
+
+    /// Stops offering the extension with EHLO keyword `keyword` on this listener.
+    #[must_use]
+    pub fn hide_extension(mut self, keyword: impl Into<String>) -> Self {
+        self.hidden_extensions.push(keyword.into());
+        self
     }
 
     /// Turns TLS on or off for this listener.

@@ -10,6 +10,7 @@ use smtpkit_proto::server::{ConfigError, Extensions, Limits, Protocol, Timeouts}
 use smtpkit_proto::{ServerConfig, ServerOptions};
 
 use crate::limit::ConnectionLimiter;
+use crate::listen::ListenerSettings;
 use crate::proxy::TrustedNetworks;
 
 /// What a listener serves.
@@ -183,6 +184,7 @@ impl ServerSettings {
             require_tls: self.require_tls,
             extra_mail_params: self.extra_mail_params.clone(),
             extra_rcpt_params: self.extra_rcpt_params.clone(),
+            disabled_commands: Vec::new(),
         };
         o.extensions.starttls = tls_available && !kind.implicit_tls();
         o.extensions.auth_mechanisms = Vec::new();
@@ -204,14 +206,35 @@ impl ServerSettings {
         kind: ListenerKind,
         tls_available: bool,
     ) -> Result<Arc<ServerConfig>, ConfigError> {
-        if let Some(m) = self
+        self.check_mechanisms()?;
+        ServerConfig::new(self.server_options(kind, tls_available)).map(Arc::new)
+    }
+
+    /// The validated core config for `listener`: [`server_config`](Self::server_config) for
+    /// its kind, with its disabled commands and hidden extensions.
+    pub fn listener_config(
+        &self,
+        listener: &ListenerSettings,
+        tls_available: bool,
+    ) -> Result<Arc<ServerConfig>, ConfigError> {
+        self.check_mechanisms()?;
+        let mut o = self.server_options(listener.kind, tls_available);
+        for keyword in &listener.hidden_extensions {
+            o.extensions.hide(keyword)?;
+        }
+        o.disabled_commands.clone_from(&listener.disabled_commands);
+        ServerConfig::new(o).map(Arc::new)
+    }
+
+    fn check_mechanisms(&self) -> Result<(), ConfigError> {
+        match self
             .auth_mechanisms
             .iter()
             .find(|m| !AUTH_MECHANISMS.contains(&m.as_str()))
         {
-            return Err(ConfigError::UnsupportedMechanism(m.clone()));
+            Some(m) => Err(ConfigError::UnsupportedMechanism(m.clone())),
+            None => Ok(()),
         }
-        ServerConfig::new(self.server_options(kind, tls_available)).map(Arc::new)
     }
 }
 
@@ -287,6 +310,34 @@ mod tests {
             ..Default::default()
         };
         assert!(s.server_config(ListenerKind::Submission, false).is_err());
+    }
+
+    #[test]
+    fn listeners_disable_commands_and_hide_extensions() {
+        let s = ServerSettings::default();
+        let listener = ListenerSettings::new(ListenerKind::Smtp)
+            .disable_command("vrfy")
+            .disable_command("STARTTLS")
+            .hide_extension("size")
+            .hide_extension("PIPELINING");
+        let config = s.listener_config(&listener, true).unwrap();
+        let caps = caps(&config, false);
+        for hidden in ["STARTTLS", "PIPELINING"] {
+            assert!(!caps.contains(&hidden.into()), "{caps:?}");
+        }
+        assert!(!caps.iter().any(|c| c.starts_with("SIZE")), "{caps:?}");
+        assert_eq!(config.options().disabled_commands, ["VRFY", "STARTTLS"]);
+
+        let bad = ListenerSettings::new(ListenerKind::Smtp).hide_extension("VRFY");
+        assert_eq!(
+            s.listener_config(&bad, false).unwrap_err(),
+            ConfigError::UnknownExtension("VRFY".into())
+        );
+        let bad = ListenerSettings::new(ListenerKind::Smtp).disable_command("QUIT");
+        assert!(matches!(
+            s.listener_config(&bad, false),
+            Err(ConfigError::CannotDisable(_))
+        ));
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl Server {
         if self.refused && cmd != Command::Quit {
             return self.refuse(Refusal::NoService);
         }
+        // A disabled BDAT turns CHUNKING off, and `cmd_bdat` then refuses it while skipping
+        // its chunk, so the chunk's bytes are never read as commands.
+        if self.config.disabled(cmd.verb()) && !matches!(cmd, Command::Bdat { .. }) {
+            return self.refuse(Refusal::NotImplemented);
+        }
         if more && self.config.options.pipelining_sync_check && !self.may_pipeline(&cmd) {
             self.pipelining_violation();
             return Event::Rejected {
@@ -177,10 +182,10 @@ impl Server {
             let e = &o.extensions;
             let supported = match p {
                 Parameter::Size(n) => {
-                    if n > o.limits.message_size {
+                    if e.size && n > o.limits.message_size {
                         return self.refuse(Refusal::MessageTooBig);
                     }
-                    true
+                    e.size
                 }
                 Parameter::Body(b) => {
                     body = b;

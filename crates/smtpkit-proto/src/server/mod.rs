@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{
-    ConfigError, Extensions, Limits, Protocol, ServerConfig, ServerOptions, Timeouts,
+    COMMAND_VERBS, ConfigError, EXTENSION_KEYWORDS, Extensions, Limits, Protocol, ServerConfig,
+    ServerOptions, Timeouts,
 };
 pub use event::{Event, Progress};
 

@@ -139,7 +139,7 @@ impl ListenerConfig {
         if listener.kind.implicit_tls() && tls.is_none() {
             return Err(Error::MissingTls(listener.kind));
         }
-        let config = settings.server_config(listener.kind, tls.is_some())?;
+        let config = settings.listener_config(&listener, tls.is_some())?;
         Ok(Self {
             settings: listener,
             config,
