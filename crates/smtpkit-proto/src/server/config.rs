@@ -256,9 +256,9 @@ pub struct ServerOptions {
 }
 
 /// The command verbs the server knows, upper case.
-pub const COMMAND_VERBS: [&str; 15] = [
+pub const COMMAND_VERBS: [&str; 17] = [
     "HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP",
-    "NOOP", "QUIT", "STARTTLS", "AUTH",
+    "NOOP", "QUIT", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD",
 ];
 
 impl Default for ServerOptions {
@@ -345,7 +345,9 @@ pub struct ServerConfig {
     pub(crate) options: ServerOptions,
     pub(crate) greeting: Vec<u8>,
     /// EHLO replies: `[plaintext, tls]`, since STARTTLS, AUTH and REQUIRETLS depend on it.
-    pub(crate) ehlo: [Vec<u8>; 2],
+    /// The EHLO reply, indexed by [`ehlo_index`]: TLS or not, XCLIENT and XFORWARD offered
+    /// or not (to trusted front ends only).
+    pub(crate) ehlo: [Vec<u8>; 8],
     pub(crate) helo: Vec<u8>,
 }
 
@@ -405,7 +407,9 @@ impl ServerConfig {
         write_line(&mut greeting, ReplyCode::READY, None, &text, true);
         let mut helo = Vec::new();
         write_line(&mut helo, ReplyCode::OK, None, &o.hostname, true);
-        let ehlo = [encode_ehlo(o, false), encode_ehlo(o, true)];
+        let ehlo = core::array::from_fn(|i| {
+            encode_ehlo(o, i & 1 != 0, i & 2 != 0, i & 4 != 0)
+        });
         Ok(Self {
             options,
             greeting,
@@ -487,13 +491,25 @@ fn capabilities(o: &ServerOptions, tls: bool) -> Vec<Capability<'_>> {
     caps
 }
 
-fn encode_ehlo(o: &ServerOptions, tls: bool) -> Vec<u8> {
+/// Where the EHLO reply for a session is in [`ServerConfig::ehlo`].
+pub(crate) fn ehlo_index(tls: bool, xclient: bool, xforward: bool) -> usize {
+    usize::from(tls) | usize::from(xclient) << 1 | usize::from(xforward) << 2
+}
+
+fn encode_ehlo(o: &ServerOptions, tls: bool, xclient: bool, xforward: bool) -> Vec<u8> {
     let mut lines = vec![o.hostname.clone()];
     for cap in capabilities(o, tls) {
         lines.push(match cap {
             Capability::Auth(_) => format!("AUTH {}", o.extensions.auth_mechanisms.join(" ")),
             other => other.to_string(),
         });
+    }
+    let disabled = |verb| o.disabled_commands.iter().any(|v| v == verb);
+    if xclient && !disabled("XCLIENT") {
+        lines.push(crate::command::front_end::FrontEnd::Xclient.ehlo_line());
+    }
+    if xforward && !disabled("XFORWARD") {
+        lines.push(crate::command::front_end::FrontEnd::Xforward.ehlo_line());
     }
     let mut out = Vec::new();
     let last = lines.len() - 1;
