@@ -233,6 +233,18 @@ macro_rules! ehlo {
     };
 }
 
+/// The EHLO reply to a trusted front end: XCLIENT and XFORWARD offered.
+macro_rules! ehlo_front_end {
+    () => {
+        concat!(
+            ehlo_common!(),
+            "250-ENHANCEDSTATUSCODES\r\n",
+            "250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n",
+            "250 XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n"
+        )
+    };
+}
+
 /// The EHLO reply offering STARTTLS.
 macro_rules! ehlo_starttls {
     () => {
@@ -1238,6 +1250,63 @@ pub static CONVERSATIONS: &[Conversation] = &[
                 "reset",
                 "close quit",
             ],
+        ]),
+    },
+    Conversation {
+        name: "xclient_xforward",
+        about: "Postfix XCLIENT and XFORWARD: offered to a client in xclient_networks / \
+                xforward_networks only; XCLIENT replaces the client's facts (the session hook \
+                sees them, LOGIN counts as AUTH) and restarts with a new 220; XFORWARD \
+                describes the next transaction's client; a client outside the networks (here by \
+                a PROXY header) is not offered them and gets 550 5.7.0",
+        listeners: &[
+            Listen::new(ListenerKind::Smtp),
+            Listen::new(ListenerKind::Smtp).proxied(),
+        ],
+        tls: false,
+        settings: |s| {
+            s.xclient_networks = "127.0.0.0/8".parse().expect("a valid network");
+            s.xforward_networks = "127.0.0.0/8".parse().expect("a valid network");
+        },
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO proxy.test\r\n"),
+            Step::Expect(b!(ehlo_front_end!())),
+            Step::Send(b"XCLIENT ADDR=192.0.2.1 LOGIN=nobody bad\r\n"),
+            Step::Expect(b"501 5.5.4 Bad attribute syntax\r\n"),
+            Step::Send(b"XCLIENT NAME=Mail.Example.test ADDR=192.0.2.1 PORT=4242 LOGIN=user\r\n"),
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO client.test\r\n"),
+            Step::Expect(b!(ehlo_front_end!())),
+            Step::Send(b"XFORWARD ADDR=198.51.100.2 HELO=orig+2Etest\r\n"),
+            Step::Expect(OK.as_bytes()),
+            message!(b"hi\r\n.\r\n", ACCEPTED.as_bytes()),
+            quit!(),
+            Step::ConnectTo(1),
+            Step::Send(b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 25\r\nEHLO c.test\r\n"),
+            Step::Expect(b!(greeting!(), ehlo!())),
+            Step::Send(b"XCLIENT ADDR=192.0.2.1\r\n"),
+            Step::Expect(b"550 5.7.0 Insufficient authorization\r\n"),
+            Step::Send(b"XFORWARD ADDR=192.0.2.1\r\n"),
+            Step::Expect(b"550 5.7.0 Insufficient authorization\r\n"),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[
+            &[
+                "connect smtp",
+                "ehlo proxy.test",
+                "xclient 192.0.2.1:4242 mail.example.test as user",
+                "ehlo client.test",
+                "forwarded 198.51.100.2 orig.test",
+                "mail <a@x.test> as user",
+                "rcpt <b@y.test>",
+                "data_start",
+                r#"data_end "hi\r\n""#,
+                "reset",
+                "close quit",
+            ],
+            &["connect smtp", "ehlo c.test", "close quit"],
         ]),
     },
 ];

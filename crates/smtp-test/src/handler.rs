@@ -49,6 +49,22 @@ pub enum Call {
         /// `TlsInfo::version_name`.
         version: &'static str,
     },
+    /// `Session::xclient`: the client the front end named, as `SessionInfo` has it now.
+    Xclient {
+        /// `SessionInfo::peer`.
+        peer: String,
+        /// `SessionInfo::reverse_name`, shown as its `Display` (`-` when none).
+        name: String,
+        /// `SessionInfo::authenticated`.
+        user: Option<String>,
+    },
+    /// `SessionInfo::xforward` at `Session::mail_from`, when XFORWARD came first.
+    Forwarded {
+        /// The original client's address (`-` when not given).
+        addr: String,
+        /// The name it greeted the front end with (`-` when not given).
+        helo: String,
+    },
     /// `Session::auth`: the user name and whether it was accepted.
     Auth {
         /// The authentication identity.
@@ -107,6 +123,11 @@ impl fmt::Display for Call {
             Self::Ehlo { domain, tls: t } => write!(f, "ehlo {domain}{}", tls(*t)),
             Self::StartTls { accepted } => write!(f, "starttls{}", ok(*accepted)),
             Self::Secured { sni, version } => write!(f, "secured {sni} {version}"),
+            Self::Xclient { peer, name, user } => match user {
+                Some(u) => write!(f, "xclient {peer} {name} as {u}"),
+                None => write!(f, "xclient {peer} {name}"),
+            },
+            Self::Forwarded { addr, helo } => write!(f, "forwarded {addr} {helo}"),
             Self::Auth { user, accepted } => write!(f, "auth {user}{}", ok(*accepted)),
             Self::MailFrom { from, user } => match user {
                 Some(u) => write!(f, "mail {from} as {u}"),
@@ -266,6 +287,18 @@ impl Session for RecordingSession {
         self.push(Call::Secured { sni, version });
     }
 
+    async fn xclient(&mut self, info: &SessionInfo) -> Decision {
+        self.push(Call::Xclient {
+            peer: info.peer.to_string(),
+            name: info
+                .reverse_name
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            user: info.authenticated.clone(),
+        });
+        Decision::Accept
+    }
+
     async fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {
         let accepted = creds.authcid == USER && creds.password.expose() == PASSWORD;
         self.push(Call::Auth {
@@ -285,6 +318,12 @@ impl Session for RecordingSession {
         from: &ReversePath<'_>,
         _: &Parameters<'_>,
     ) -> Decision {
+        if let Some(fwd) = info.xforward.as_deref() {
+            self.push(Call::Forwarded {
+                addr: fwd.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                helo: fwd.helo.clone().unwrap_or_else(|| "-".to_owned()),
+            });
+        }
         let from = from.to_string();
         self.busy = from.starts_with("<busy@");
         self.push(Call::MailFrom {

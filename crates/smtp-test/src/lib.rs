@@ -180,6 +180,7 @@ macro_rules! __with_conversation_names {
             connection_limit_across_listeners,
             shutdown_all_listeners,
             disabled_commands_hidden_extensions,
+            xclient_xforward,
         }
     };
 }

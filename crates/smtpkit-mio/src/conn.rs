@@ -416,6 +416,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             guard,
             state,
         ));
+        shared.allow_front_end(&mut core, self.peer);
         let ahead = std::mem::take(&mut self.ahead);
         core.inbuf.spare()[..ahead.len()].copy_from_slice(&ahead);
         core.inbuf.commit(ahead.len());

@@ -118,6 +118,15 @@ pub struct ServerSettings {
     /// Default loopback (`127.0.0.0/8`, `::1`), as Postfix exempts `$mynetworks`
     /// (`smtpd_client_event_limit_exceptions`); empty exempts no one.
     pub trusted_networks: TrustedNetworks,
+    /// Clients allowed to send XCLIENT (Postfix's `smtpd_authorized_xclient_hosts`, Node's
+    /// `useXClient`): front ends such as a proxy or webmail that name the real client. It is
+    /// offered in their EHLO reply only; anyone else gets `550 5.7.0`. Default none, as
+    /// Postfix: whoever may send it can claim any address and any login.
+    pub xclient_networks: TrustedNetworks,
+    /// Clients allowed to send XFORWARD (Postfix's `smtpd_authorized_xforward_hosts`, Node's
+    /// `useXForward`): content filters and relays that pass on the original client of a
+    /// message. Default none.
+    pub xforward_networks: TrustedNetworks,
     /// Longest TLS handshake (implicit TLS and STARTTLS). Default 60 s: Postfix's
     /// `smtpd_starttls_timeout` is 300 s (10 s under stress); a handshake is a few round
     /// trips, and a minute holds a slot for a stalled peer only so long.
@@ -151,6 +160,8 @@ impl Default for ServerSettings {
             max_connections: 1000,
             max_per_ip: 50,
             trusted_networks: "127.0.0.0/8, ::1/128".parse().unwrap_or_default(),
+            xclient_networks: TrustedNetworks::default(),
+            xforward_networks: TrustedNetworks::default(),
             tls_handshake_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
         }

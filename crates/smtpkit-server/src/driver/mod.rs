@@ -178,6 +178,17 @@ impl<H> Context<H> {
         }
     }
 
+    /// Lets `core`'s client send XCLIENT and XFORWARD if it is in the server's
+    /// `xclient_networks` / `xforward_networks`.
+    pub fn allow_front_end<S>(&self, core: &mut SessionCore<S>, peer: SocketAddr) {
+        let s = &self.settings;
+        let xclient = s.xclient_networks.contains(peer.ip());
+        let xforward = s.xforward_networks.contains(peer.ip());
+        if xclient || xforward {
+            core.server.allow_front_end(xclient, xforward);
+        }
+    }
+
     /// The reverse-DNS lookup for a client of `listener`, if the server has one and the
     /// listener wants names.
     pub fn reverse_lookup(&self, listener: &ListenerConfig) -> Option<&dyn ReverseLookup> {
@@ -351,8 +362,9 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     async {
         let state = ctx.lifecycle.state();
         let config = Arc::clone(&listener.config);
-        let core =
+        let mut core =
             SessionCore::start(&ctx.handler, &ctx.metrics, config, info, Some(guard), state).await;
+        ctx.allow_front_end(&mut core, peer);
         run_session::<R, H, T>(&ctx, &listener, io, core).await;
     }
     .instrument(span)
