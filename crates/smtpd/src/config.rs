@@ -587,6 +587,16 @@ pub struct Proxy {
     /// listener is closed. Default: none.
     #[serde(default, with = "cidr_list")]
     pub trusted: Vec<IpNet>,
+    /// Front ends allowed to send XCLIENT (Postfix `smtpd_authorized_xclient_hosts`): a proxy
+    /// or webmail naming the real client, whose address, name and login then stand in the
+    /// `Received:` header and the log. Default: none.
+    #[serde(default, with = "cidr_list")]
+    pub xclient_networks: Vec<IpNet>,
+    /// Content filters and relays allowed to send XFORWARD (Postfix
+    /// `smtpd_authorized_xforward_hosts`): the original client of each message, for its
+    /// `Received:` header and the log. Default: none.
+    #[serde(default, with = "cidr_list")]
+    pub xforward_networks: Vec<IpNet>,
 }
 
 impl Proxy {
@@ -904,6 +914,12 @@ impl Config {
                 l.trusted_networks.iter().copied(),
             ),
             shutdown_grace: t.shutdown_grace(),
+            xclient_networks: smtpkit_server::TrustedNetworks::new(
+                self.proxy.xclient_networks.iter().copied(),
+            ),
+            xforward_networks: smtpkit_server::TrustedNetworks::new(
+                self.proxy.xforward_networks.iter().copied(),
+            ),
             ..ServerSettings::default()
         };
         // Whole struct literals: a new core option fails to compile here until it is mapped.

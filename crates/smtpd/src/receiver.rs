@@ -320,7 +320,8 @@ impl Conversation {
                 // escapes them (no raw control characters, no forged `key=value`), JSON
                 // escapes them its own way.
                 info!(
-                    session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(),
+                    session = %info.id, peer = %info.peer, forwarded = %Forwarded(info), ehlo,
+                    from = txn.from.as_str(),
                     to = to.as_str(), subject = subject.as_str(), size = receipt.size,
                     id = receipt.id.as_str(), outcome = "stored", "message"
                 );
@@ -592,6 +593,7 @@ impl Session for Conversation {
         self.abort();
         info!(
             session = %info.id, peer = %info.peer, client = %ClientName(info),
+            front_end = %info.front_end.map_or_else(String::new, |a| a.to_string()),
             ehlo = info.ehlo.as_deref().unwrap_or(""), tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
             messages = self.messages, failed = self.rejected, %reason, "session"
         );
@@ -612,6 +614,25 @@ impl std::fmt::Display for ClientName<'_> {
     }
 }
 
+/// The original client XFORWARD named for this message, `address` or `address name`; empty
+/// without XFORWARD.
+struct Forwarded<'a>(&'a SessionInfo);
+
+impl std::fmt::Display for Forwarded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(fwd) = self.0.xforward.as_deref() else {
+            return Ok(());
+        };
+        if let Some(addr) = fwd.addr {
+            write!(f, "{addr}")?;
+        }
+        if let Some(name) = &fwd.name {
+            write!(f, " {name}")?;
+        }
+        Ok(())
+    }
+}
+
 /// `Return-Path:` (RFC 5321 4.4) and `Received:` (RFC 5321 4.4, RFC 3848 protocol names).
 fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String]) -> String {
     let protocol = match (info.listener, info.tls, info.authenticated.is_some()) {
@@ -622,15 +643,27 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         (_, false, true) => "ESMTPA",
         (_, true, true) => "ESMTPSA",
     };
-    let literal = address_literal(info.peer.ip());
+    // XFORWARD from a trusted content filter or relay names the message's original client
+    // (Postfix writes it in the Received header the same way); XCLIENT has already replaced
+    // the session's own facts.
+    let forwarded = info.xforward.as_deref().filter(|f| f.addr.is_some());
+    let (ip, ehlo, reverse_name) = match forwarded {
+        Some(f) => (
+            f.addr.unwrap_or(info.peer.ip()),
+            f.helo.as_deref(),
+            Some(f.name.clone().unwrap_or(ReverseName::NotFound)),
+        ),
+        None => (
+            info.peer.ip(),
+            info.ehlo.as_deref(),
+            info.reverse_name.clone(),
+        ),
+    };
+    let literal = address_literal(ip);
     // RFC 5321 4.4 Extended-Domain: the client's name as it gave it, then the address literal
     // that TCP says. A name that is not a plain domain or address literal (control characters,
     // non-ASCII without SMTPUTF8, spaces) is never copied into the header: the literal stands in.
-    let helo = info
-        .ehlo
-        .as_deref()
-        .filter(|h| is_plain_helo(h))
-        .unwrap_or(&literal);
+    let helo = ehlo.filter(|h| is_plain_helo(h)).unwrap_or(&literal);
     let mut h = String::with_capacity(256);
     let _ = write!(h, "Return-Path: {from}\r\n");
     // `Delivered-To:` names the envelope recipient as given, extension included (`user+tag@`),
@@ -643,7 +676,7 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
     }
     // TCP-info (RFC 5321 4.4): the forward-confirmed name before the literal when the client
     // was looked up, `unknown` when it has none we can trust (Postfix's word).
-    match &info.reverse_name {
+    match &reverse_name {
         Some(name) => {
             let _ = write!(h, "Received: from {helo} ({name} {literal})\r\n");
         }
@@ -942,10 +975,29 @@ mod tests {
             received(&liar),
             "Received: from [192.0.2.9] (unknown [192.0.2.9])"
         );
-        let failed = i.with_reverse_name(ReverseName::TempError);
+        let failed = i.clone().with_reverse_name(ReverseName::TempError);
         assert_eq!(
             format!("{}", ClientName(&failed)),
             "unknown (temporary failure)"
+        );
+
+        // XFORWARD names the message's original client instead.
+        let mut fwd = smtpkit_server::Forwarded::default();
+        let attrs = smtpkit_proto::command::front_end::Attributes::parse(
+            "NAME=orig.example.net ADDR=198.51.100.2 HELO=orig.example.net",
+            smtpkit_proto::command::front_end::FrontEnd::Xforward,
+        )
+        .unwrap();
+        fwd.merge(&attrs);
+        let mut forwarded = i;
+        forwarded.xforward = Some(Arc::new(fwd));
+        assert_eq!(
+            received(&forwarded),
+            "Received: from orig.example.net (orig.example.net [198.51.100.2])"
+        );
+        assert_eq!(
+            format!("{}", Forwarded(&forwarded)),
+            "198.51.100.2 orig.example.net"
         );
     }
 
