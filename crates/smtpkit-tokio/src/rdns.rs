@@ -26,6 +26,8 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData};
 use smtpkit_server::rdns::{AddressFamily, Answer, LookupError, Resolver};
+// What a server that looks its clients up needs, in one place.
+pub use smtpkit_server::rdns::{ReverseDns, ReverseDnsSettings, ReverseLookup, ReverseName};
 
 /// A [`Resolver`] over hickory-resolver's tokio resolver.
 ///
