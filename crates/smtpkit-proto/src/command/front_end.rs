@@ -47,7 +47,15 @@ impl FrontEnd {
                 A::DestAddr,
                 A::DestPort,
             ],
-            Self::Xforward => &[A::Name, A::Addr, A::Port, A::Proto, A::Helo, A::Ident, A::Source],
+            Self::Xforward => &[
+                A::Name,
+                A::Addr,
+                A::Port,
+                A::Proto,
+                A::Helo,
+                A::Ident,
+                A::Source,
+            ],
         }
     }
 
@@ -172,10 +180,13 @@ impl<'a> Attributes<'a> {
 
     /// The attributes in the order sent.
     pub fn iter(&self) -> impl Iterator<Item = (Attribute, AttributeValue)> + 'a {
-        self.text.split(' ').filter(|p| !p.is_empty()).filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            Some((Attribute::from_name(name)?, decode(value).ok()?))
-        })
+        self.text
+            .split(' ')
+            .filter(|p| !p.is_empty())
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                Some((Attribute::from_name(name)?, decode(value).ok()?))
+            })
     }
 
     /// The text as sent.
@@ -199,9 +210,12 @@ fn decode(text: &str) -> Result<AttributeValue, ParseError> {
     while let Some(b) = bytes.next() {
         let c = match b {
             b'+' => {
-                let hex = [bytes.next().ok_or(bad)?, bytes.next().ok_or(bad)?];
-                let hex = core::str::from_utf8(&hex).map_err(|_| bad)?;
-                u8::from_str_radix(hex, 16).map_err(|_| bad)?
+                let digit = |b: Option<u8>| {
+                    b.and_then(|b| char::from(b).to_digit(16))
+                        .and_then(|d| u8::try_from(d).ok())
+                        .ok_or(bad)
+                };
+                digit(bytes.next())? << 4 | digit(bytes.next())?
             }
             b'=' => return Err(bad),
             b => b,
@@ -272,21 +286,41 @@ mod tests {
             "ADDR=[TEMPUNAVAIL]",
             "HELO=a+2",
             "HELO=a+0Ab",
+            "HELO=a++41",
+            "HELO=a+-1",
             "IDENT=x",
             "SOURCE=LOCAL",
         ];
         for text in bad {
-            assert!(Attributes::parse(text, FrontEnd::Xclient).is_err(), "{text}");
+            assert!(
+                Attributes::parse(text, FrontEnd::Xclient).is_err(),
+                "{text}"
+            );
         }
         assert!(Attributes::parse("IDENT=q1 SOURCE=remote", FrontEnd::Xforward).is_ok());
         assert!(Attributes::parse("LOGIN=x", FrontEnd::Xforward).is_err());
     }
 
+    proptest::proptest! {
+        /// Network input: never a panic, and what is accepted decodes whole.
+        #[test]
+        fn any_text_is_checked_without_panicking(text in "[ -~\u{80}-\u{10ffff}]{0,80}") {
+            for command in [FrontEnd::Xclient, FrontEnd::Xforward] {
+                if let Ok(attrs) = Attributes::parse(&text, command) {
+                    let pairs = text.split(' ').filter(|p| !p.is_empty()).count();
+                    proptest::prop_assert_eq!(attrs.iter().count(), pairs);
+                }
+            }
+        }
+    }
+
     #[test]
     fn values_are_decoded_in_order() {
-        let attrs =
-            Attributes::parse("name=[TEMPUNAVAIL]  ADDR=IPV6:2001:db8::1 LOGIN=a+2Bb+3D", FrontEnd::Xclient)
-                .unwrap();
+        let attrs = Attributes::parse(
+            "name=[TEMPUNAVAIL]  ADDR=IPV6:2001:db8::1 LOGIN=a+2Bb+3D",
+            FrontEnd::Xclient,
+        )
+        .unwrap();
         let all: Vec<_> = attrs.iter().collect();
         assert_eq!(
             all,

@@ -348,9 +348,9 @@ impl Server {
                 // The session starts over as for a new connection (Postfix): the client
                 // greets again; a LOGIN attribute stands for AUTH with the front end.
                 self.hello = None;
-                self.authenticated = attrs.iter().any(|(a, v)| {
-                    a == Attribute::Login && matches!(v, AttributeValue::Value(_))
-                });
+                self.authenticated = attrs
+                    .iter()
+                    .any(|(a, v)| a == Attribute::Login && matches!(v, AttributeValue::Value(_)));
                 self.pending = Some(Pending::Connect);
                 self.timers.stop(Timer::Idle);
                 self.timers

@@ -257,8 +257,8 @@ pub struct ServerOptions {
 
 /// The command verbs the server knows, upper case.
 pub const COMMAND_VERBS: [&str; 17] = [
-    "HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP",
-    "NOOP", "QUIT", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD",
+    "HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP", "NOOP",
+    "QUIT", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD",
 ];
 
 impl Default for ServerOptions {
@@ -407,9 +407,7 @@ impl ServerConfig {
         write_line(&mut greeting, ReplyCode::READY, None, &text, true);
         let mut helo = Vec::new();
         write_line(&mut helo, ReplyCode::OK, None, &o.hostname, true);
-        let ehlo = core::array::from_fn(|i| {
-            encode_ehlo(o, i & 1 != 0, i & 2 != 0, i & 4 != 0)
-        });
+        let ehlo = core::array::from_fn(|i| encode_ehlo(o, i & 1 != 0, i & 2 != 0, i & 4 != 0));
         Ok(Self {
             options,
             greeting,
