@@ -128,6 +128,10 @@ pub struct Listen {
     pub tls: bool,
     /// Expects PROXY headers from loopback.
     pub proxy: bool,
+    /// Commands answered 502 on this listener.
+    pub disabled: &'static [&'static str],
+    /// Extensions not offered on this listener.
+    pub hidden: &'static [&'static str],
 }
 
 impl Listen {
@@ -137,6 +141,21 @@ impl Listen {
             kind,
             tls: true,
             proxy: false,
+            disabled: &[],
+            hidden: &[],
+        }
+    }
+
+    /// The same listener answering `verbs` with 502 and not offering `keywords`.
+    pub const fn switches(
+        self,
+        verbs: &'static [&'static str],
+        keywords: &'static [&'static str],
+    ) -> Self {
+        Self {
+            disabled: verbs,
+            hidden: keywords,
+            ..self
         }
     }
 
@@ -159,6 +178,12 @@ impl Listen {
         if self.proxy {
             let trusted = "127.0.0.0/8".parse().expect("a valid network");
             l = l.proxy(ProxySettings::new(trusted));
+        }
+        for verb in self.disabled {
+            l = l.disable_command(*verb);
+        }
+        for keyword in self.hidden {
+            l = l.hide_extension(*keyword);
         }
         l
     }
@@ -205,6 +230,18 @@ macro_rules! ehlo_common {
 macro_rules! ehlo {
     () => {
         concat!(ehlo_common!(), "250 ENHANCEDSTATUSCODES\r\n")
+    };
+}
+
+/// The EHLO reply to a trusted front end: XCLIENT and XFORWARD offered.
+macro_rules! ehlo_front_end {
+    () => {
+        concat!(
+            ehlo_common!(),
+            "250-ENHANCEDSTATUSCODES\r\n",
+            "250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT\r\n",
+            "250 XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE\r\n"
+        )
     };
 }
 
@@ -1155,6 +1192,121 @@ pub static CONVERSATIONS: &[Conversation] = &[
                 "close shutdown",
             ],
             &["connect smtp", "close shutdown"],
+        ]),
+    },
+    Conversation {
+        name: "disabled_commands_hidden_extensions",
+        about: "Per-listener switches (Node's disabledCommands, hide*): on the second listener \
+                VRFY, HELP and STARTTLS are answered 502 5.5.1 (RFC 5321 4.2.4) and STARTTLS, \
+                PIPELINING, SIZE and 8BITMIME are not offered, nor SIZE= accepted; the first \
+                listener of the same server is untouched",
+        listeners: &[
+            Listen::new(ListenerKind::Smtp),
+            Listen::new(ListenerKind::Smtp).switches(
+                &["VRFY", "help", "STARTTLS"],
+                &["PIPELINING", "size", "8BITMIME"],
+            ),
+        ],
+        tls: true,
+        settings: defaults,
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(ehlo_starttls!())),
+            Step::Send(b"HELP\r\n"),
+            Step::Expect(b"214 2.0.0 See https://www.rfc-editor.org/rfc/rfc5321\r\n"),
+            quit!(),
+            Step::ConnectTo(1),
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(
+                "250-mx.test\r\n",
+                "250-CHUNKING\r\n",
+                "250-BINARYMIME\r\n",
+                "250-SMTPUTF8\r\n",
+                "250 ENHANCEDSTATUSCODES\r\n"
+            )),
+            Step::Send(b"VRFY postmaster\r\n"),
+            Step::Expect(b"502 5.5.1 Command not implemented\r\n"),
+            Step::Send(b"HELP\r\n"),
+            Step::Expect(b"502 5.5.1 Command not implemented\r\n"),
+            Step::Send(b"STARTTLS\r\n"),
+            Step::Expect(b"502 5.5.1 Command not implemented\r\n"),
+            Step::Send(b"MAIL FROM:<a@x.test> SIZE=10\r\n"),
+            Step::Expect(b"555 5.5.4 Parameter not supported\r\n"),
+            message!(b"Subject: s\r\n\r\nbody\r\n.\r\n", ACCEPTED.as_bytes()),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[
+            &["connect smtp", "ehlo c.test", "close quit"],
+            &[
+                "connect smtp",
+                "ehlo c.test",
+                "mail <a@x.test>",
+                "rcpt <b@y.test>",
+                "data_start",
+                r#"data_end "Subject: s\r\n\r\nbody\r\n""#,
+                "reset",
+                "close quit",
+            ],
+        ]),
+    },
+    Conversation {
+        name: "xclient_xforward",
+        about: "Postfix XCLIENT and XFORWARD: offered to a client in xclient_networks / \
+                xforward_networks only; XCLIENT replaces the client's facts (the session hook \
+                sees them, LOGIN counts as AUTH) and restarts with a new 220; XFORWARD \
+                describes the next transaction's client; a client outside the networks (here by \
+                a PROXY header) is not offered them and gets 550 5.7.0",
+        listeners: &[
+            Listen::new(ListenerKind::Smtp),
+            Listen::new(ListenerKind::Smtp).proxied(),
+        ],
+        tls: false,
+        settings: |s| {
+            s.xclient_networks = "127.0.0.0/8".parse().expect("a valid network");
+            s.xforward_networks = "127.0.0.0/8".parse().expect("a valid network");
+        },
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO proxy.test\r\n"),
+            Step::Expect(b!(ehlo_front_end!())),
+            Step::Send(b"XCLIENT ADDR=192.0.2.1 LOGIN=nobody bad\r\n"),
+            Step::Expect(b"501 5.5.4 Bad attribute syntax\r\n"),
+            Step::Send(b"XCLIENT NAME=Mail.Example.test ADDR=192.0.2.1 PORT=4242 LOGIN=user\r\n"),
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO client.test\r\n"),
+            Step::Expect(b!(ehlo_front_end!())),
+            Step::Send(b"XFORWARD ADDR=198.51.100.2 HELO=orig+2Etest\r\n"),
+            Step::Expect(OK.as_bytes()),
+            message!(b"hi\r\n.\r\n", ACCEPTED.as_bytes()),
+            quit!(),
+            Step::ConnectTo(1),
+            Step::Send(b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 25\r\nEHLO c.test\r\n"),
+            Step::Expect(b!(greeting!(), ehlo!())),
+            Step::Send(b"XCLIENT ADDR=192.0.2.1\r\n"),
+            Step::Expect(b"550 5.7.0 Insufficient authorization\r\n"),
+            Step::Send(b"XFORWARD ADDR=192.0.2.1\r\n"),
+            Step::Expect(b"550 5.7.0 Insufficient authorization\r\n"),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[
+            &[
+                "connect smtp",
+                "ehlo proxy.test",
+                "xclient 192.0.2.1:4242 mail.example.test as user",
+                "ehlo client.test",
+                "forwarded 198.51.100.2 orig.test",
+                "mail <a@x.test> as user",
+                "rcpt <b@y.test>",
+                "data_start",
+                r#"data_end "hi\r\n""#,
+                "reset",
+                "close quit",
+            ],
+            &["connect smtp", "ehlo c.test", "close quit"],
         ]),
     },
 ];

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use smtpkit_server::rdns::ReverseName;
 use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, ForwardPath, Handler, ListenerKind,
     Parameters, Reply, ReversePath, Session, SessionInfo,
@@ -19,12 +20,15 @@ pub const PASSWORD: &str = "secret";
 /// content is joined into one body, because how it is split into chunks depends on timing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    /// `Handler::connect`: the listener and whether the session started encrypted.
+    /// `Handler::connect`: the listener, whether the session started encrypted, and the
+    /// client's reverse-DNS name when the server looks names up.
     Connect {
         /// The listener that accepted the connection.
         listener: ListenerKind,
         /// Implicit TLS.
         tls: bool,
+        /// `SessionInfo::reverse_name`.
+        reverse_name: Option<ReverseName>,
     },
     /// `Session::ehlo` with the domain and whether the session was encrypted.
     Ehlo {
@@ -44,6 +48,22 @@ pub enum Call {
         sni: String,
         /// `TlsInfo::version_name`.
         version: &'static str,
+    },
+    /// `Session::xclient`: the client the front end named, as `SessionInfo` has it now.
+    Xclient {
+        /// `SessionInfo::peer`.
+        peer: String,
+        /// `SessionInfo::reverse_name`, shown as its `Display` (`-` when none).
+        name: String,
+        /// `SessionInfo::authenticated`.
+        user: Option<String>,
+    },
+    /// `SessionInfo::xforward` at `Session::mail_from`, when XFORWARD came first.
+    Forwarded {
+        /// The original client's address (`-` when not given).
+        addr: String,
+        /// The name it greeted the front end with (`-` when not given).
+        helo: String,
     },
     /// `Session::auth`: the user name and whether it was accepted.
     Auth {
@@ -89,10 +109,25 @@ impl fmt::Display for Call {
         let tls = |t: bool| if t { " tls" } else { "" };
         let ok = |a: bool| if a { "" } else { " refused" };
         match self {
-            Self::Connect { listener, tls: t } => write!(f, "connect {listener}{}", tls(*t)),
+            Self::Connect {
+                listener,
+                tls: t,
+                reverse_name,
+            } => {
+                write!(f, "connect {listener}{}", tls(*t))?;
+                match reverse_name {
+                    Some(name) => write!(f, " rdns {name:?}"),
+                    None => Ok(()),
+                }
+            }
             Self::Ehlo { domain, tls: t } => write!(f, "ehlo {domain}{}", tls(*t)),
             Self::StartTls { accepted } => write!(f, "starttls{}", ok(*accepted)),
             Self::Secured { sni, version } => write!(f, "secured {sni} {version}"),
+            Self::Xclient { peer, name, user } => match user {
+                Some(u) => write!(f, "xclient {peer} {name} as {u}"),
+                None => write!(f, "xclient {peer} {name}"),
+            },
+            Self::Forwarded { addr, helo } => write!(f, "forwarded {addr} {helo}"),
             Self::Auth { user, accepted } => write!(f, "auth {user}{}", ok(*accepted)),
             Self::MailFrom { from, user } => match user {
                 Some(u) => write!(f, "mail {from} as {u}"),
@@ -206,6 +241,7 @@ impl Handler for RecordingHandler {
         record.sessions.push(vec![Call::Connect {
             listener: info.listener,
             tls: info.tls,
+            reverse_name: info.reverse_name.clone(),
         }]);
         Ok(RecordingSession {
             record: Arc::clone(&self.record),
@@ -251,6 +287,18 @@ impl Session for RecordingSession {
         self.push(Call::Secured { sni, version });
     }
 
+    async fn xclient(&mut self, info: &SessionInfo) -> Decision {
+        self.push(Call::Xclient {
+            peer: info.peer.to_string(),
+            name: info
+                .reverse_name
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            user: info.authenticated.clone(),
+        });
+        Decision::Accept
+    }
+
     async fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {
         let accepted = creds.authcid == USER && creds.password.expose() == PASSWORD;
         self.push(Call::Auth {
@@ -270,6 +318,12 @@ impl Session for RecordingSession {
         from: &ReversePath<'_>,
         _: &Parameters<'_>,
     ) -> Decision {
+        if let Some(fwd) = info.xforward.as_deref() {
+            self.push(Call::Forwarded {
+                addr: fwd.addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                helo: fwd.helo.clone().unwrap_or_else(|| "-".to_owned()),
+            });
+        }
         let from = from.to_string();
         self.busy = from.starts_with("<busy@");
         self.push(Call::MailFrom {

@@ -40,6 +40,7 @@ pub use conversation::{CONVERSATIONS, Calls, Conversation, Listen, Step, base_se
 pub use handler::{Call, PASSWORD, Record, RecordingHandler, RecordingSession, USER, escape};
 pub use pki::{Pki, SERVER_NAME};
 pub use runner::{Transcript, compare, conversation, execute, run};
+use smtpkit_server::rdns::ReverseLookup;
 pub use smtpkit_server::{ListenerKind, ListenerSettings, ServerSettings};
 
 /// A runtime adapter under test.
@@ -66,6 +67,8 @@ pub struct ServerSpec {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The application.
     pub handler: RecordingHandler,
+    /// The clients' reverse-DNS lookup (none by default).
+    pub reverse_dns: Option<Arc<dyn ReverseLookup>>,
 }
 
 impl ServerSpec {
@@ -81,7 +84,15 @@ impl ServerSpec {
             listeners,
             tls,
             handler,
+            reverse_dns: None,
         }
+    }
+
+    /// The same server looking its clients up with `lookup`.
+    #[must_use]
+    pub fn reverse_dns(mut self, lookup: Arc<dyn ReverseLookup>) -> Self {
+        self.reverse_dns = Some(lookup);
+        self
     }
 }
 
@@ -168,6 +179,8 @@ macro_rules! __with_conversation_names {
             per_listener_tls_proxy,
             connection_limit_across_listeners,
             shutdown_all_listeners,
+            disabled_commands_hidden_extensions,
+            xclient_xforward,
         }
     };
 }

@@ -103,6 +103,7 @@ pub fn execute<A: Adapter>(conv: &Conversation) -> Transcript {
         listeners: conv.listeners.iter().map(|l| l.settings()).collect(),
         tls: conv.tls.then(|| std::sync::Arc::clone(&pki.server)),
         handler: handler.clone(),
+        reverse_dns: None,
     };
     let mut running = A::start(spec);
     let mut run = Run {

@@ -165,3 +165,140 @@ async fn a_nameserver_that_never_answers_times_out() {
     assert_eq!(err, Err(LookupError::Timeout));
     drop(silent);
 }
+
+/// The client the session-level tests are, by a PROXY header: hickory answers the reverse
+/// lookup of a loopback address itself (`localhost`, RFC 6761), so a client on 127.0.0.1 could
+/// never reach the test's nameserver.
+const CLIENT: &str = "192.0.2.1";
+
+/// The name a server on adapter `A` with `lookup` found for [`CLIENT`], as its connect handler
+/// saw it, and how long the greeting took to arrive.
+fn session_name<A: smtp_test::Adapter>(lookup: Arc<dyn ReverseLookup>) -> (ReverseName, Duration) {
+    use std::io::{BufRead, BufReader, Write};
+
+    use smtp_test::{
+        Call, ListenerKind, ListenerSettings, RecordingHandler, ServerSpec, base_settings,
+        support::eventually_blocking,
+    };
+    use smtpkit_server::ProxySettings;
+
+    let handler = RecordingHandler::new();
+    let listener = ListenerSettings::new(ListenerKind::Smtp)
+        .proxy(ProxySettings::new("127.0.0.1/32".parse().unwrap()));
+    let spec =
+        ServerSpec::new(base_settings(), vec![listener], None, handler.clone()).reverse_dns(lookup);
+    let running = A::start(spec);
+    let started = Instant::now();
+    let conn = std::net::TcpStream::connect(running.addrs[0]).unwrap();
+    conn.set_read_timeout(Some(BOUND)).unwrap();
+    (&conn)
+        .write_all(format!("PROXY TCP4 {CLIENT} 127.0.0.1 40000 25\r\n").as_bytes())
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(greeting, "220 mx.test ESMTP\r\n", "[{}]", A::NAME);
+    (&conn).write_all(b"QUIT\r\n").unwrap();
+    eventually_blocking(|| handler.record().closed() == 1);
+    let record = handler.record();
+    let Some(Call::Connect {
+        reverse_name: Some(name),
+        ..
+    }) = record.sessions[0].first().cloned()
+    else {
+        panic!("[{}] no reverse name in {:?}", A::NAME, record.sessions)
+    };
+    (name, waited)
+}
+
+/// A tokio runtime for the DNS server and the resolver's lookups: the smol and mio servers
+/// have no reactor hickory could use, so the resolver runs its lookups here.
+fn dns_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The session-level check on every adapter: `records` for [`CLIENT`] served by a test
+/// nameserver, and what the connect handler must see.
+fn every_adapter_sees(records: &str, expected: &ReverseName) {
+    let rt = dns_runtime();
+    let dns = rt.block_on(TestDns::start(records)).unwrap();
+    let lookup = || -> Arc<dyn ReverseLookup> {
+        let resolver = HickoryResolver::new(&[dns.addr()], Duration::from_secs(5))
+            .unwrap()
+            .on_runtime(rt.handle().clone());
+        Arc::new(ReverseDns::new(resolver, ReverseDnsSettings::default()))
+    };
+    let got = [
+        session_name::<smtp_test::adapters::Tokio>(lookup()).0,
+        session_name::<smtp_test::adapters::Smol>(lookup()).0,
+        session_name::<smtp_test::adapters::Mio>(lookup()).0,
+    ];
+    assert_eq!(got, [expected.clone(), expected.clone(), expected.clone()]);
+}
+
+#[test]
+fn the_connect_handler_sees_a_confirmed_name_on_every_adapter() {
+    let records = [
+        ptr(ip(CLIENT), "client.example.test."),
+        "client.example.test. 300 IN A 192.0.2.1\n".into(),
+    ]
+    .concat();
+    every_adapter_sees(
+        &records,
+        &ReverseName::Confirmed("client.example.test".into()),
+    );
+}
+
+#[test]
+fn the_connect_handler_sees_a_forward_mismatch_on_every_adapter() {
+    let records = [
+        ptr(ip(CLIENT), "liar.example.test."),
+        "liar.example.test. 300 IN A 198.51.100.9\n".into(),
+    ]
+    .concat();
+    every_adapter_sees(
+        &records,
+        &ReverseName::Unconfirmed("liar.example.test".into()),
+    );
+}
+
+#[test]
+fn the_connect_handler_sees_no_ptr_on_every_adapter() {
+    every_adapter_sees("", &ReverseName::NotFound);
+}
+
+#[test]
+fn a_silent_nameserver_is_a_temporary_failure_within_the_timeout_on_every_adapter() {
+    let rt = dns_runtime();
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let timeout = Duration::from_millis(300);
+    let lookup = || -> Arc<dyn ReverseLookup> {
+        // The resolver alone would wait a minute: the server's timer must end the lookup.
+        let resolver =
+            HickoryResolver::new(&[silent.local_addr().unwrap()], Duration::from_secs(60))
+                .unwrap()
+                .on_runtime(rt.handle().clone());
+        let settings = ReverseDnsSettings {
+            timeout,
+            ..Default::default()
+        };
+        Arc::new(ReverseDns::new(resolver, settings))
+    };
+    for (name, waited) in [
+        session_name::<smtp_test::adapters::Tokio>(lookup()),
+        session_name::<smtp_test::adapters::Smol>(lookup()),
+        session_name::<smtp_test::adapters::Mio>(lookup()),
+    ] {
+        assert_eq!(name, ReverseName::TempError);
+        // The greeting waited for the lookup's timeout, and not for the resolver's minute.
+        assert!(
+            waited >= timeout && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+    }
+}

@@ -81,6 +81,8 @@ mod tests {
             tls: Some(false),
             proxy_protocol: false,
             name: name.map(str::to_owned),
+            disabled_commands: Vec::new(),
+            hidden_extensions: Vec::new(),
         }
     }
 

@@ -209,6 +209,8 @@ mod tests {
             tls: Some(false),
             proxy_protocol: false,
             name: None,
+            disabled_commands: Vec::new(),
+            hidden_extensions: Vec::new(),
         });
         let f = check(&config);
         assert!(f.errors.is_empty(), "{f:?}");

@@ -139,6 +139,9 @@ pub struct Config {
     /// Who smtpd runs as once its listeners are bound.
     #[serde(default)]
     pub privileges: Privileges,
+    /// Nameservers and the clients' reverse lookup (`[dns]`).
+    #[serde(default)]
+    pub dns: crate::dns::Dns,
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
@@ -188,6 +191,12 @@ pub struct Listener {
     /// socket bound to `address` is used instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Commands answered `502 5.5.1` on this listener (`"VRFY"`, `"EXPN"`, ...). Default none.
+    #[serde(default)]
+    pub disabled_commands: Vec<String>,
+    /// EHLO keywords not offered on this listener (`"STARTTLS"`, `"SIZE"`, ...). Default none.
+    #[serde(default)]
+    pub hidden_extensions: Vec<String>,
 }
 
 impl Listener {
@@ -324,6 +333,8 @@ impl Default for Storage {
 pub struct Extensions {
     /// RFC 2920 PIPELINING. Default `true`.
     pub pipelining: bool,
+    /// RFC 1870 SIZE: the limit advertised and `SIZE=` accepted. Default `true`.
+    pub size: bool,
     /// RFC 6152 8BITMIME. Default `true`.
     pub eight_bit_mime: bool,
     /// RFC 6531 SMTPUTF8. Default `true`.
@@ -346,6 +357,7 @@ impl Default for Extensions {
         let e = ServerSettings::default().extensions;
         Self {
             pipelining: e.pipelining,
+            size: e.size,
             eight_bit_mime: e.eight_bit_mime,
             smtputf8: e.smtputf8,
             chunking: e.chunking,
@@ -610,6 +622,16 @@ pub struct Proxy {
     /// listener is closed. Default: none.
     #[serde(default, with = "cidr_list")]
     pub trusted: Vec<IpNet>,
+    /// Front ends allowed to send XCLIENT (Postfix `smtpd_authorized_xclient_hosts`): a proxy
+    /// or webmail naming the real client, whose address, name and login then stand in the
+    /// `Received:` header and the log. Default: none.
+    #[serde(default, with = "cidr_list")]
+    pub xclient_networks: Vec<IpNet>,
+    /// Content filters and relays allowed to send XFORWARD (Postfix
+    /// `smtpd_authorized_xforward_hosts`): the original client of each message, for its
+    /// `Received:` header and the log. Default: none.
+    #[serde(default, with = "cidr_list")]
+    pub xforward_networks: Vec<IpNet>,
 }
 
 impl Proxy {
@@ -642,6 +664,8 @@ fn default_listeners() -> Vec<Listener> {
         tls: None,
         proxy_protocol: false,
         name: None,
+        disabled_commands: Vec::new(),
+        hidden_extensions: Vec::new(),
     }]
 }
 
@@ -875,12 +899,14 @@ impl Config {
             problems.push("storage.maildir is empty".to_owned());
         }
         self.validate_limits(&mut problems);
+        problems.extend(self.dns.problems());
         if problems.is_empty() {
             // The library's own checks (AUTH mechanisms, BINARYMIME without CHUNKING, output
             // cap...), once the ones above, which name the TOML fields, found nothing.
             let settings = self.server_settings();
             for listener in &self.listeners {
-                if let Err(e) = settings.server_config(listener.kind, listener.uses_tls()) {
+                let l = self.listener_settings(listener);
+                if let Err(e) = settings.listener_config(&l, listener.uses_tls()) {
                     problems.push(format!(
                         "listener {} ({}): {e}",
                         listener.address, listener.kind
@@ -894,6 +920,21 @@ impl Config {
         } else {
             Err(LoadError::Invalid(problems))
         }
+    }
+
+    /// The library's settings for listener `l`: kind, TLS, PROXY trust, disabled commands and
+    /// hidden extensions.
+    #[must_use]
+    pub fn listener_settings(&self, l: &Listener) -> smtpkit_server::ListenerSettings {
+        let mut listener = smtpkit_server::ListenerSettings::new(l.kind).tls(l.uses_tls());
+        listener.disabled_commands.clone_from(&l.disabled_commands);
+        listener.hidden_extensions.clone_from(&l.hidden_extensions);
+        if !l.proxy_protocol {
+            return listener;
+        }
+        listener.proxy(smtpkit_server::ProxySettings::new(
+            smtpkit_server::TrustedNetworks::new(self.proxy.trusted.iter().copied()),
+        ))
     }
 
     /// The library settings for this configuration: every core option, mapped one to one.
@@ -924,6 +965,12 @@ impl Config {
                 l.trusted_networks.iter().copied(),
             ),
             shutdown_grace: t.shutdown_grace(),
+            xclient_networks: smtpkit_server::TrustedNetworks::new(
+                self.proxy.xclient_networks.iter().copied(),
+            ),
+            xforward_networks: smtpkit_server::TrustedNetworks::new(
+                self.proxy.xforward_networks.iter().copied(),
+            ),
             ..ServerSettings::default()
         };
         // Whole struct literals: a new core option fails to compile here until it is mapped.
@@ -950,6 +997,7 @@ impl Config {
         };
         s.extensions = smtpkit_proto::server::Extensions {
             pipelining: e.pipelining,
+            size: e.size,
             eight_bit_mime: e.eight_bit_mime,
             smtputf8: e.smtputf8,
             chunking: e.chunking,

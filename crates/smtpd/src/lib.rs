@@ -5,6 +5,7 @@
 //!
 //! - [`check`]: what `check-config` finds on this machine (certificate, Maildir root, warnings);
 //! - [`config`]: the TOML configuration, its defaults and its validation;
+//! - [`dns`]: the `[dns]` section: nameservers, hickory's configuration, the reverse lookup;
 //! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
 //!   directory names;
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
@@ -18,6 +19,7 @@
 pub mod activation;
 pub mod check;
 pub mod config;
+pub mod dns;
 pub mod housekeeping;
 pub mod maildir;
 pub mod metrics_endpoint;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use smtpd::config::{self, Config, ListenerKind, LogFormat};
 use smtpd::receiver::{Receiver, State};
-use smtpkit_tokio::{ListenerSettings, Metrics, SmtpServer};
+use smtpkit_tokio::{Metrics, SmtpServer};
 use tracing::{error, info, warn};
 
 /// A mail server that receives mail over SMTP/LMTP and stores it in Maildir mailboxes.
@@ -172,6 +172,8 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
                 tls: Some(config.tls.is_some()),
                 proxy_protocol: false,
                 name: None,
+                disabled_commands: Vec::new(),
+                hidden_extensions: Vec::new(),
             })
             .collect();
     }
@@ -282,16 +284,6 @@ fn build_state(config: &Config) -> Result<State, String> {
 }
 
 /// One listener's settings: its kind, TLS on or off, PROXY from `[proxy] trusted`.
-fn listener_settings(config: &Config, l: &config::Listener) -> ListenerSettings {
-    let listener = ListenerSettings::new(l.kind).tls(l.uses_tls());
-    if !l.proxy_protocol {
-        return listener;
-    }
-    listener.proxy(smtpkit_tokio::proxy::ProxySettings::new(
-        smtpkit_tokio::proxy::TrustedNetworks::new(config.proxy.trusted.iter().copied()),
-    ))
-}
-
 async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     // Install the handlers before any listener binds: a client (or a supervisor) may act as soon
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
@@ -363,8 +355,16 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     if let Some(tls) = &tls {
         builder = builder.tls(tls.clone());
     }
+    match config.dns.reverse_dns() {
+        Ok(Some(lookup)) => builder = builder.reverse_dns(lookup),
+        Ok(None) => {}
+        Err(e) => {
+            error!("[dns]: {e}");
+            return ExitCode::from(2);
+        }
+    }
     for (l, socket) in config.listeners.iter().zip(bound.listeners) {
-        builder = builder.listener(socket, listener_settings(&config, l));
+        builder = builder.listener(socket, config.listener_settings(l));
     }
     let handle = match builder.build().await {
         Ok(server) => {

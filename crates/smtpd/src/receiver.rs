@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use smtpkit_proto::address::DomainPart;
+use smtpkit_server::rdns::ReverseName;
 use smtpkit_server::{
     CloseReason, Credentials, Decision, EnhancedCode, FailureLimiter, ForwardPath, Handler,
     ListenerKind, Parameters, Reply, ReplyCode, ReversePath, Session, SessionInfo, Verdict,
@@ -319,7 +320,8 @@ impl Conversation {
                 // escapes them (no raw control characters, no forged `key=value`), JSON
                 // escapes them its own way.
                 info!(
-                    session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(),
+                    session = %info.id, peer = %info.peer, forwarded = %Forwarded(info), ehlo,
+                    from = txn.from.as_str(),
                     to = to.as_str(), subject = subject.as_str(), size = receipt.size,
                     id = receipt.id.as_str(), outcome = "stored", "message"
                 );
@@ -590,10 +592,44 @@ impl Session for Conversation {
     async fn close(&mut self, info: &SessionInfo, reason: CloseReason) {
         self.abort();
         info!(
-            session = %info.id, peer = %info.peer, ehlo = info.ehlo.as_deref().unwrap_or(""),
-            tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
+            session = %info.id, peer = %info.peer, client = %ClientName(info),
+            front_end = %info.front_end.map_or_else(String::new, |a| a.to_string()),
+            ehlo = info.ehlo.as_deref().unwrap_or(""), tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
             messages = self.messages, failed = self.rejected, %reason, "session"
         );
+    }
+}
+
+/// The client's reverse name for the log: the confirmed name, `unknown`, `unknown
+/// (temporary failure)`, or empty when names are not looked up.
+struct ClientName<'a>(&'a SessionInfo);
+
+impl std::fmt::Display for ClientName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.reverse_name {
+            None => Ok(()),
+            Some(ReverseName::TempError) => f.write_str("unknown (temporary failure)"),
+            Some(name) => name.fmt(f),
+        }
+    }
+}
+
+/// The original client XFORWARD named for this message, `address` or `address name`; empty
+/// without XFORWARD.
+struct Forwarded<'a>(&'a SessionInfo);
+
+impl std::fmt::Display for Forwarded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(fwd) = self.0.xforward.as_deref() else {
+            return Ok(());
+        };
+        if let Some(addr) = fwd.addr {
+            write!(f, "{addr}")?;
+        }
+        if let Some(name) = &fwd.name {
+            write!(f, " {name}")?;
+        }
+        Ok(())
     }
 }
 
@@ -607,15 +643,27 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         (_, false, true) => "ESMTPA",
         (_, true, true) => "ESMTPSA",
     };
-    let literal = address_literal(info.peer.ip());
+    // XFORWARD from a trusted content filter or relay names the message's original client
+    // (Postfix writes it in the Received header the same way); XCLIENT has already replaced
+    // the session's own facts.
+    let forwarded = info.xforward.as_deref().filter(|f| f.addr.is_some());
+    let (ip, ehlo, reverse_name) = match forwarded {
+        Some(f) => (
+            f.addr.unwrap_or(info.peer.ip()),
+            f.helo.as_deref(),
+            Some(f.name.clone().unwrap_or(ReverseName::NotFound)),
+        ),
+        None => (
+            info.peer.ip(),
+            info.ehlo.as_deref(),
+            info.reverse_name.clone(),
+        ),
+    };
+    let literal = address_literal(ip);
     // RFC 5321 4.4 Extended-Domain: the client's name as it gave it, then the address literal
     // that TCP says. A name that is not a plain domain or address literal (control characters,
     // non-ASCII without SMTPUTF8, spaces) is never copied into the header: the literal stands in.
-    let helo = info
-        .ehlo
-        .as_deref()
-        .filter(|h| is_plain_helo(h))
-        .unwrap_or(&literal);
+    let helo = ehlo.filter(|h| is_plain_helo(h)).unwrap_or(&literal);
     let mut h = String::with_capacity(256);
     let _ = write!(h, "Return-Path: {from}\r\n");
     // `Delivered-To:` names the envelope recipient as given, extension included (`user+tag@`),
@@ -626,7 +674,16 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
         let address = one.trim_start_matches('<').trim_end_matches('>');
         let _ = write!(h, "Delivered-To: {address}\r\n");
     }
-    let _ = write!(h, "Received: from {helo} ({literal})\r\n");
+    // TCP-info (RFC 5321 4.4): the forward-confirmed name before the literal when the client
+    // was looked up, `unknown` when it has none we can trust (Postfix's word).
+    match &reverse_name {
+        Some(name) => {
+            let _ = write!(h, "Received: from {helo} ({name} {literal})\r\n");
+        }
+        None => {
+            let _ = write!(h, "Received: from {helo} ({literal})\r\n");
+        }
+    }
     // The TLS facts as Postfix writes them (a comment between `from` and `by`): what a reader
     // of the message needs to judge how it travelled.
     if let Some(tls) = &info.tls_info {
@@ -888,6 +945,59 @@ mod tests {
         assert!(
             message.ends_with("Subject: hi\r\n\r\nbody\r\n"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn received_names_the_client_as_reverse_dns_found_it() {
+        let i = info("192.0.2.9:1000");
+        let received = |i: &SessionInfo| {
+            let h = trace_headers("mx.test", i, "<>", &[]);
+            h.lines()
+                .find(|l| l.starts_with("Received:"))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(received(&i), "Received: from [192.0.2.9] ([192.0.2.9])");
+        let confirmed = i
+            .clone()
+            .with_reverse_name(ReverseName::Confirmed("mail.example.org".into()));
+        assert_eq!(
+            received(&confirmed),
+            "Received: from [192.0.2.9] (mail.example.org [192.0.2.9])"
+        );
+        assert_eq!(format!("{}", ClientName(&confirmed)), "mail.example.org");
+        // A name that does not resolve back is whatever the address's owner claims.
+        let liar = i
+            .clone()
+            .with_reverse_name(ReverseName::Unconfirmed("mail.bank.example".into()));
+        assert_eq!(
+            received(&liar),
+            "Received: from [192.0.2.9] (unknown [192.0.2.9])"
+        );
+        let failed = i.clone().with_reverse_name(ReverseName::TempError);
+        assert_eq!(
+            format!("{}", ClientName(&failed)),
+            "unknown (temporary failure)"
+        );
+
+        // XFORWARD names the message's original client instead.
+        let mut fwd = smtpkit_server::Forwarded::default();
+        let attrs = smtpkit_proto::command::front_end::Attributes::parse(
+            "NAME=orig.example.net ADDR=198.51.100.2 HELO=orig.example.net",
+            smtpkit_proto::command::front_end::FrontEnd::Xforward,
+        )
+        .unwrap();
+        fwd.merge(&attrs);
+        let mut forwarded = i;
+        forwarded.xforward = Some(Arc::new(fwd));
+        assert_eq!(
+            received(&forwarded),
+            "Received: from orig.example.net (orig.example.net [198.51.100.2])"
+        );
+        assert_eq!(
+            format!("{}", Forwarded(&forwarded)),
+            "198.51.100.2 orig.example.net"
         );
     }
 

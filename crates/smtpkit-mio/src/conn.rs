@@ -10,7 +10,7 @@ use mio::Interest;
 use mio::net::TcpStream;
 use rustls::ServerConnection;
 use smtpkit_proto::Server;
-use smtpkit_server::driver::{ListenerConfig, SessionCore, is_disconnect, proxied};
+use smtpkit_server::driver::{ListenerConfig, SessionCore, is_disconnect, proxied, reverse_name};
 use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, ProxyTlvs, parse_proxy_header, proxy_tlvs};
 use smtpkit_server::{ConnectionGuard, Handler, ProxyHeader, SessionInfo, State, TlsInfo};
 use tracing::{Span, info_span};
@@ -398,6 +398,12 @@ impl<S: smtpkit_server::Session> Conn<S> {
         if let Some(tls) = self.tls.as_deref() {
             info = info.with_tls_info(TlsInfo::from_connection(tls));
         }
+        // The event loop waits for the lookup as it waits for every handler call: the
+        // resolver runs its IO elsewhere and wakes this thread, the `Mio` timer bounds the wait,
+        // and the cache makes repeat clients free.
+        if let Some(lookup) = shared.reverse_lookup(&self.listener) {
+            info = info.with_reverse_name(block_on(reverse_name::<Mio>(lookup, self.peer)));
+        }
         self.span = info_span!("smtp", id = %info.id, peer = %self.peer, listener = %kind);
         let _enter = self.span.enter();
         let config = Arc::clone(&self.listener.config);
@@ -410,6 +416,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             guard,
             state,
         ));
+        shared.allow_front_end(&mut core, self.peer);
         let ahead = std::mem::take(&mut self.ahead);
         core.inbuf.spare()[..ahead.len()].copy_from_slice(&ahead);
         core.inbuf.commit(ahead.len());

@@ -92,6 +92,8 @@ pub enum Refusal {
     EncryptionRequired,
     /// `BINARYMIME` content with DATA (RFC 3030 3, reply 503).
     BinaryWithData,
+    /// XCLIENT or XFORWARD from a client that may not send it (Postfix, reply 550 5.7.0).
+    FrontEndNotAllowed,
 }
 
 impl fmt::Display for Refusal {
@@ -113,6 +115,7 @@ impl fmt::Display for Refusal {
             Self::NoValidRecipients => f.write_str("no valid recipients"),
             Self::EncryptionRequired => f.write_str("encryption required for authentication"),
             Self::BinaryWithData => f.write_str("BINARYMIME content sent with DATA"),
+            Self::FrontEndNotAllowed => f.write_str("XCLIENT/XFORWARD not authorized"),
         }
     }
 }

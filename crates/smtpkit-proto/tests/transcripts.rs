@@ -53,6 +53,8 @@ struct Transcript {
     name: String,
     options: ServerOptions,
     split: bool,
+    /// `! front_end=xclient xforward`: the client may send these.
+    front_end: (bool, bool),
     segments: Vec<Seg>,
     connect_answers: Vec<Decision>,
     expected_out: Vec<u8>,
@@ -126,6 +128,8 @@ fn options(o: &mut ServerOptions, split: &mut bool, key: &str, value: &str) {
         "data_timeout" => o.timeouts.data_block = secs(value),
         "greeting_delay" => o.timeouts.greeting_delay = Some(secs(value)),
         "mail_param" => o.extra_mail_params.push(value.into()),
+        "disable" => o.disabled_commands.push(value.into()),
+        "hide" => o.extensions.hide(value).unwrap(),
         "nosplit" => *split = false,
         other => panic!("unknown option {other}"),
     }
@@ -138,6 +142,7 @@ fn parse(name: &str, text: &str) -> Transcript {
         ..Default::default()
     };
     let mut split = true;
+    let mut front_end = (false, false);
     let mut segments = vec![Seg::Input(Vec::new(), Vec::new())];
     let mut connect_answers = Vec::new();
     let mut last_line: Option<(usize, usize)> = None;
@@ -169,7 +174,11 @@ fn parse(name: &str, text: &str) -> Transcript {
         match tag {
             "! " | "!" => {
                 let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
-                options(&mut options_, &mut split, k.trim(), v.trim());
+                if k.trim() == "front_end" {
+                    front_end = (v.contains("xclient"), v.contains("xforward"));
+                } else {
+                    options(&mut options_, &mut split, k.trim(), v.trim());
+                }
             }
             "C:" => push_input(&mut segments, &[rest.as_bytes(), b"\r\n"].concat()),
             "C<" => push_input(&mut segments, &unescape(rest)),
@@ -234,6 +243,7 @@ fn parse(name: &str, text: &str) -> Transcript {
         }
     }
     Transcript {
+        front_end,
         name: name.into(),
         options: options_,
         split,
@@ -326,6 +336,7 @@ fn run(t: &Transcript, chunks: &dyn Fn(usize) -> Vec<usize>) -> Outcome {
     let config = Arc::new(ServerConfig::new(t.options.clone()).expect("valid config"));
     let mut now = Instant::now();
     let mut server = Server::new(config, now);
+    server.allow_front_end(t.front_end.0, t.front_end.1);
     let mut connect = t.connect_answers.clone();
     let mut out = Vec::new();
     let mut body = Vec::new();

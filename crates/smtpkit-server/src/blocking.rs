@@ -70,6 +70,12 @@ pub trait BlockingSession: Send + 'static {
         let _ = info;
     }
 
+    /// XCLIENT replaced the client's facts; see [`Session::xclient`]. Default: accept.
+    fn xclient(&mut self, info: &SessionInfo) -> Decision {
+        let _ = info;
+        Decision::Accept
+    }
+
     /// AUTH credentials; see [`Session::auth`]. Default: refuse with `535 5.7.8`, so that no
     /// one authenticates (and may relay) unless the application says so.
     fn auth(&mut self, info: &SessionInfo, creds: &Credentials) -> Decision {
@@ -177,6 +183,10 @@ impl<S: BlockingSession> Session for Blocking<S> {
     fn secured(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
         self.0.secured(info);
         ready(())
+    }
+
+    fn xclient(&mut self, info: &SessionInfo) -> impl Future<Output = Decision> + Send {
+        ready(self.0.xclient(info))
     }
 
     fn auth(

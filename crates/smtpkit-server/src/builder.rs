@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::driver::{Context, ListenerConfig};
 use crate::listen::ListenerSettings;
 use crate::metrics::Metrics;
+use crate::rdns::ReverseLookup;
 use crate::{Error, ServerSettings};
 
 /// Where a listener comes from.
@@ -86,6 +87,7 @@ pub struct Builder<H, A> {
     listeners: Vec<(ListenerSource, ListenerSettings)>,
     tls: Option<Arc<rustls::ServerConfig>>,
     metrics: Option<Arc<Metrics>>,
+    reverse_dns: Option<Arc<dyn ReverseLookup>>,
     options: A,
 }
 
@@ -98,6 +100,7 @@ impl<H, A: Default> Builder<H, A> {
             listeners: Vec::new(),
             tls: None,
             metrics: None,
+            reverse_dns: None,
             options: A::default(),
         }
     }
@@ -133,6 +136,20 @@ impl<H, A> Builder<H, A> {
         self
     }
 
+    /// Looks every client up in reverse DNS (with forward confirmation) before its greeting,
+    /// on the listeners that have [`ListenerSettings::reverse_dns`] on (the default); the
+    /// outcome is [`SessionInfo::reverse_name`](crate::SessionInfo::reverse_name). The lookup
+    /// is bounded by `lookup.timeout()` on the adapter's timer. Usually an
+    /// `Arc<`[`ReverseDns`](crate::rdns::ReverseDns)`>` over a [`Resolver`](crate::rdns::Resolver).
+    ///
+    /// The resolver's futures are polled by the adapter's executor: with smol or mio, a
+    /// resolver that needs tokio's reactor must run its lookups on a tokio runtime of its
+    /// own (`smtpkit_tokio::rdns::HickoryResolver::on_runtime`).
+    pub fn reverse_dns(mut self, lookup: Arc<dyn ReverseLookup>) -> Self {
+        self.reverse_dns = Some(lookup);
+        self
+    }
+
     /// Checks the configuration and binds the listeners.
     fn parts(self) -> (Result<Parts<H>, Error>, A) {
         let Self {
@@ -141,6 +158,7 @@ impl<H, A> Builder<H, A> {
             listeners,
             tls,
             metrics,
+            reverse_dns,
             options,
         } = self;
         let parts = (|| {
@@ -154,8 +172,10 @@ impl<H, A> Builder<H, A> {
                 let addr = socket.local_addr()?;
                 bound.push((Arc::new(config), socket, addr));
             }
+            let mut context = Context::new(handler, settings, metrics);
+            context.reverse_dns = reverse_dns;
             Ok(Parts {
-                context: Context::new(handler, settings, metrics),
+                context,
                 listeners: bound,
             })
         })();

@@ -1,6 +1,7 @@
 //! [`Dispatcher`]: the one place where core events become [`Session`] calls, so every adapter
 //! behaves the same.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use smtpkit_proto::{CloseReason, EnhancedCode, Event, Refusal, Reply, ReplyCode,
 use tracing::{debug, warn};
 
 use crate::envelope::Envelope;
+use crate::forwarded::Forwarded;
 use crate::handler::{Decision, Handler, Session, SessionInfo, local_error, static_reply};
 use crate::metrics::Metrics;
 use crate::tls_info::TlsInfo;
@@ -220,6 +222,47 @@ impl<S: Session> Dispatcher<S> {
                 session.reset(info).await;
                 self.data_error = None;
                 self.info.envelope = None;
+                // XFORWARD describes one transaction (Postfix).
+                self.info.xforward = None;
+            }
+            Event::Xclient(attrs) => {
+                let mut facts = Forwarded::default();
+                facts.merge(&attrs);
+                let info = &mut self.info;
+                info.front_end.get_or_insert(info.peer);
+                if let Some(ip) = facts.addr {
+                    info.peer = SocketAddr::new(ip, facts.port.unwrap_or(0));
+                }
+                if let Some(ip) = facts.dest_addr {
+                    info.local = SocketAddr::new(ip, facts.dest_port.unwrap_or(info.local.port()));
+                }
+                if let Some(name) = &facts.name {
+                    info.reverse_name = Some(name.clone());
+                }
+                info.authenticated.clone_from(&facts.login);
+                info.xforward = None;
+                info.xclient = Some(Arc::new(facts));
+                self.auth = AuthStep::None;
+                debug!(peer = %info.peer, "XCLIENT: the session starts over for the client it names");
+                let decision = session.xclient(info).await;
+                if let Decision::Reply(reply) = decision {
+                    if server.reply(now(), &reply).is_err() {
+                        warn!(code = %reply.code(), "invalid XCLIENT refusal, sending 421");
+                        let fallback = static_reply(
+                            ReplyCode::UNAVAILABLE,
+                            EnhancedCode::SYSTEM_TRANSIENT,
+                            "Service not available",
+                        );
+                        let _ = server.reply(now(), &fallback);
+                    }
+                } else if let Err(e) = server.accept(now()) {
+                    warn!(error = %e, "cannot send the greeting after XCLIENT");
+                }
+            }
+            Event::Xforward(attrs) => {
+                let mut facts = self.info.xforward.as_deref().cloned().unwrap_or_default();
+                facts.merge(&attrs);
+                self.info.xforward = Some(Arc::new(facts));
             }
             Event::Rset | Event::Noop | Event::Help | Event::Quit => {}
             Event::Rejected { code, reason } => {

@@ -10,8 +10,10 @@ use smtpkit_proto::extension::Parameters;
 use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};
 
 use crate::envelope::Envelope;
+use crate::forwarded::Forwarded;
 use crate::id::SessionId;
 use crate::proxy::{ProxyHeader, ProxyTlvs};
+use crate::rdns::ReverseName;
 use crate::settings::ListenerKind;
 use crate::tls_info::TlsInfo;
 
@@ -106,6 +108,21 @@ pub struct SessionInfo {
     /// The TLVs of a v2 PROXY header (ALPN, authority, unique id, the client's TLS with the
     /// proxy); shared, so cloning the info stays cheap.
     pub proxy_tlvs: Option<Arc<ProxyTlvs>>,
+    /// The client's reverse-DNS name as the server found it before the greeting: confirmed,
+    /// unconfirmed, none, or a temporary failure. `None` when the listener looks no names up
+    /// (no resolver given to the builder, or [`ListenerSettings::reverse_dns`] off).
+    ///
+    /// [`ListenerSettings::reverse_dns`]: crate::ListenerSettings::reverse_dns
+    pub reverse_name: Option<ReverseName>,
+    /// After XCLIENT from a trusted front end: the address that really connected (the front
+    /// end's). `peer`, `local`, `reverse_name` and `authenticated` then hold the facts the front
+    /// end gave, as Postfix substitutes them.
+    pub front_end: Option<SocketAddr>,
+    /// What the last XCLIENT said, all of it (PROTO and HELO too).
+    pub xclient: Option<Arc<Forwarded>>,
+    /// What XFORWARD said about the original client of the current transaction (Postfix:
+    /// a content filter or relay in front); cleared when the transaction ends.
+    pub xforward: Option<Arc<Forwarded>>,
 }
 
 impl SessionInfo {
@@ -125,7 +142,18 @@ impl SessionInfo {
             transactions: 0,
             proxy: None,
             proxy_tlvs: None,
+            reverse_name: None,
+            front_end: None,
+            xclient: None,
+            xforward: None,
         }
+    }
+
+    /// The same info with the client's reverse-DNS name.
+    #[must_use]
+    pub fn with_reverse_name(mut self, name: ReverseName) -> Self {
+        self.reverse_name = Some(name);
+        self
     }
 
     /// The same info for a session encrypted from the start (implicit TLS), with the
@@ -206,6 +234,15 @@ pub trait Session: Send + 'static {
     fn secured(&mut self, info: &SessionInfo) -> impl Future<Output = ()> + Send {
         let _ = info;
         async {}
+    }
+
+    /// XCLIENT from a trusted front end has replaced the client's facts in `info` (`peer`,
+    /// `reverse_name`, `authenticated`...; see [`SessionInfo::xclient`]): the session starts
+    /// over, as for a new connection. Accept sends a new `220` greeting; refuse with `554` (only
+    /// QUIT is served then) or `421` (closes), as [`Handler::connect`] would. Default: accept.
+    fn xclient(&mut self, info: &SessionInfo) -> impl Future<Output = Decision> + Send {
+        let _ = info;
+        async { Decision::Accept }
     }
 
     /// AUTH credentials (PLAIN or LOGIN, already decoded). Accept authenticates as

@@ -43,6 +43,7 @@ mod dispatch;
 pub mod driver;
 mod envelope;
 mod error;
+mod forwarded;
 mod handler;
 mod id;
 mod lifecycle;
@@ -62,6 +63,7 @@ pub use builder::{Adapter, Builder, ListenerSource, Parts, WithExecutor, WithThr
 pub use dispatch::Dispatcher;
 pub use envelope::{Envelope, Recipient};
 pub use error::Error;
+pub use forwarded::Forwarded;
 pub use handler::{Decision, Handler, Session, SessionInfo};
 pub use id::SessionId;
 pub use lifecycle::{Lifecycle, State, TaskGuard};

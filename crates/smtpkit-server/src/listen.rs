@@ -34,6 +34,18 @@ pub struct ListenerSettings {
     pub tls: bool,
     /// PROXY protocol: `None` (the default) reads no header.
     pub proxy: Option<ProxySettings>,
+    /// Whether the client's reverse-DNS name is looked up before the greeting, when the server
+    /// has a resolver ([`Builder::reverse_dns`](crate::Builder::reverse_dns)). Default on, as
+    /// Postfix always looks the client up; an internal listener (LMTP from the local MTA) may
+    /// turn it off.
+    pub reverse_dns: bool,
+    /// Commands answered `502 5.5.1` on this listener, as Node's `disabledCommands` (see
+    /// [`ServerOptions::disabled_commands`](smtpkit_proto::ServerOptions::disabled_commands)).
+    /// Default none.
+    pub disabled_commands: Vec<String>,
+    /// EHLO keywords not offered on this listener, as Node's `hideSTARTTLS`, `hideSize`...
+    /// (see [`Extensions::hide`](smtpkit_proto::server::Extensions::hide)). Default none.
+    pub hidden_extensions: Vec<String>,
 }
 
 impl ListenerSettings {
@@ -43,13 +55,37 @@ impl ListenerSettings {
             kind,
             tls: true,
             proxy: None,
+            reverse_dns: true,
+            disabled_commands: Vec::new(),
+            hidden_extensions: Vec::new(),
         }
+    }
+
+    /// Answers `verb` with `502 5.5.1` on this listener.
+    #[must_use]
+    pub fn disable_command(mut self, verb: impl Into<String>) -> Self {
+        self.disabled_commands.push(verb.into());
+        self
+    }
+
+    /// Stops offering the extension with EHLO keyword `keyword` on this listener.
+    #[must_use]
+    pub fn hide_extension(mut self, keyword: impl Into<String>) -> Self {
+        self.hidden_extensions.push(keyword.into());
+        self
     }
 
     /// Turns TLS on or off for this listener.
     #[must_use]
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+
+    /// Turns the reverse-DNS lookup of clients on or off for this listener.
+    #[must_use]
+    pub fn reverse_dns(mut self, on: bool) -> Self {
+        self.reverse_dns = on;
         self
     }
 

@@ -332,6 +332,14 @@ pub trait ReverseLookup: Send + Sync + 'static {
     fn timeout(&self) -> Duration;
 }
 
+impl fmt::Debug for dyn ReverseLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReverseLookup")
+            .field("timeout", &self.timeout())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: Resolver> ReverseLookup for ReverseDns<R> {
     fn reverse_name<'a>(
         &'a self,

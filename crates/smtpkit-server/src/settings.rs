@@ -10,6 +10,7 @@ use smtpkit_proto::server::{ConfigError, Extensions, Limits, Protocol, Timeouts}
 use smtpkit_proto::{ServerConfig, ServerOptions};
 
 use crate::limit::ConnectionLimiter;
+use crate::listen::ListenerSettings;
 use crate::proxy::TrustedNetworks;
 
 /// What a listener serves.
@@ -117,6 +118,15 @@ pub struct ServerSettings {
     /// Default loopback (`127.0.0.0/8`, `::1`), as Postfix exempts `$mynetworks`
     /// (`smtpd_client_event_limit_exceptions`); empty exempts no one.
     pub trusted_networks: TrustedNetworks,
+    /// Clients allowed to send XCLIENT (Postfix's `smtpd_authorized_xclient_hosts`, Node's
+    /// `useXClient`): front ends such as a proxy or webmail that name the real client. It is
+    /// offered in their EHLO reply only; anyone else gets `550 5.7.0`. Default none, as
+    /// Postfix: whoever may send it can claim any address and any login.
+    pub xclient_networks: TrustedNetworks,
+    /// Clients allowed to send XFORWARD (Postfix's `smtpd_authorized_xforward_hosts`, Node's
+    /// `useXForward`): content filters and relays that pass on the original client of a
+    /// message. Default none.
+    pub xforward_networks: TrustedNetworks,
     /// Longest TLS handshake (implicit TLS and STARTTLS). Default 60 s: Postfix's
     /// `smtpd_starttls_timeout` is 300 s (10 s under stress); a handshake is a few round
     /// trips, and a minute holds a slot for a stalled peer only so long.
@@ -150,6 +160,8 @@ impl Default for ServerSettings {
             max_connections: 1000,
             max_per_ip: 50,
             trusted_networks: "127.0.0.0/8, ::1/128".parse().unwrap_or_default(),
+            xclient_networks: TrustedNetworks::default(),
+            xforward_networks: TrustedNetworks::default(),
             tls_handshake_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -183,6 +195,7 @@ impl ServerSettings {
             require_tls: self.require_tls,
             extra_mail_params: self.extra_mail_params.clone(),
             extra_rcpt_params: self.extra_rcpt_params.clone(),
+            disabled_commands: Vec::new(),
         };
         o.extensions.starttls = tls_available && !kind.implicit_tls();
         o.extensions.auth_mechanisms = Vec::new();
@@ -204,14 +217,35 @@ impl ServerSettings {
         kind: ListenerKind,
         tls_available: bool,
     ) -> Result<Arc<ServerConfig>, ConfigError> {
-        if let Some(m) = self
+        self.check_mechanisms()?;
+        ServerConfig::new(self.server_options(kind, tls_available)).map(Arc::new)
+    }
+
+    /// The validated core config for `listener`: [`server_config`](Self::server_config) for
+    /// its kind, with its disabled commands and hidden extensions.
+    pub fn listener_config(
+        &self,
+        listener: &ListenerSettings,
+        tls_available: bool,
+    ) -> Result<Arc<ServerConfig>, ConfigError> {
+        self.check_mechanisms()?;
+        let mut o = self.server_options(listener.kind, tls_available);
+        for keyword in &listener.hidden_extensions {
+            o.extensions.hide(keyword)?;
+        }
+        o.disabled_commands.clone_from(&listener.disabled_commands);
+        ServerConfig::new(o).map(Arc::new)
+    }
+
+    fn check_mechanisms(&self) -> Result<(), ConfigError> {
+        match self
             .auth_mechanisms
             .iter()
             .find(|m| !AUTH_MECHANISMS.contains(&m.as_str()))
         {
-            return Err(ConfigError::UnsupportedMechanism(m.clone()));
+            Some(m) => Err(ConfigError::UnsupportedMechanism(m.clone())),
+            None => Ok(()),
         }
-        ServerConfig::new(self.server_options(kind, tls_available)).map(Arc::new)
     }
 }
 
@@ -287,6 +321,34 @@ mod tests {
             ..Default::default()
         };
         assert!(s.server_config(ListenerKind::Submission, false).is_err());
+    }
+
+    #[test]
+    fn listeners_disable_commands_and_hide_extensions() {
+        let s = ServerSettings::default();
+        let listener = ListenerSettings::new(ListenerKind::Smtp)
+            .disable_command("vrfy")
+            .disable_command("STARTTLS")
+            .hide_extension("size")
+            .hide_extension("PIPELINING");
+        let config = s.listener_config(&listener, true).unwrap();
+        let caps = caps(&config, false);
+        for hidden in ["STARTTLS", "PIPELINING"] {
+            assert!(!caps.contains(&hidden.into()), "{caps:?}");
+        }
+        assert!(!caps.iter().any(|c| c.starts_with("SIZE")), "{caps:?}");
+        assert_eq!(config.options().disabled_commands, ["VRFY", "STARTTLS"]);
+
+        let bad = ListenerSettings::new(ListenerKind::Smtp).hide_extension("VRFY");
+        assert_eq!(
+            s.listener_config(&bad, false).unwrap_err(),
+            ConfigError::UnknownExtension("VRFY".into())
+        );
+        let bad = ListenerSettings::new(ListenerKind::Smtp).disable_command("QUIT");
+        assert!(matches!(
+            s.listener_config(&bad, false),
+            Err(ConfigError::CannotDisable(_))
+        ));
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! Logs the session id, client, TLS version and SNI name, sender, recipients and subject of
-//! every message, and accepts it.
-//! Run: `cargo run -p smtpkit-tokio --example tokio_logging_server`, then send mail to 127.0.0.1:2525.
+//! Logs the session id, client (with its forward-confirmed reverse name when built with the
+//! `rdns` feature), TLS version and SNI name, sender, recipients and subject of every message,
+//! and accepts it.
+//! Run: `cargo run -p smtpkit-tokio --features rdns --example tokio_logging_server`, then send
+//! mail to 127.0.0.1:2525.
 use smtpkit_tokio::{Decision, Handler, ListenerKind, Reply, Session, SessionInfo, SmtpServer};
 
 struct Logger;
@@ -42,7 +44,8 @@ impl Session for Mail {
             .as_deref()
             .map_or("none", |t| t.version_name());
         let sni = info.tls_info.as_deref().and_then(|t| t.sni.as_deref());
-        tracing::info!(session = %info.id, peer = %info.peer, tls, ?sni, from, to, %subject, "message");
+        let name = info.reverse_name.as_ref().map(ToString::to_string);
+        tracing::info!(session = %info.id, peer = %info.peer, ?name, tls, ?sni, from, to, %subject, "message");
         Decision::Accept
     }
     async fn reset(&mut self, _: &SessionInfo) {
@@ -56,10 +59,15 @@ async fn main() -> Result<(), smtpkit_tokio::Error> {
     let addr = "127.0.0.1:2525"
         .parse::<std::net::SocketAddr>()
         .expect("valid address");
-    let server = SmtpServer::builder(Logger)
-        .listener(addr, ListenerKind::Smtp)
-        .build()
-        .await?;
+    let builder = SmtpServer::builder(Logger).listener(addr, ListenerKind::Smtp);
+    #[cfg(feature = "rdns")]
+    let builder = {
+        use smtpkit_tokio::rdns::{HickoryResolver, ReverseDns, ReverseDnsSettings};
+        let settings = ReverseDnsSettings::default();
+        let resolver = HickoryResolver::from_system(settings.timeout)?;
+        builder.reverse_dns(std::sync::Arc::new(ReverseDns::new(resolver, settings)))
+    };
+    let server = builder.build().await?;
     let handle = server.spawn();
     tokio::signal::ctrl_c().await?;
     handle.shutdown(std::time::Duration::from_secs(10)).await;

@@ -26,11 +26,17 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData};
 use smtpkit_server::rdns::{AddressFamily, Answer, LookupError, Resolver};
+// What a server that looks its clients up needs, in one place.
+pub use smtpkit_server::rdns::{ReverseDns, ReverseDnsSettings, ReverseLookup, ReverseName};
 
 /// A [`Resolver`] over hickory-resolver's tokio resolver.
+///
+/// Its lookups need tokio's reactor. A server on smol or mio gives it a runtime to run them on
+/// with [`on_runtime`](Self::on_runtime); their executors then only wait for the answers.
 #[derive(Clone)]
 pub struct HickoryResolver {
     inner: TokioResolver,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl HickoryResolver {
@@ -62,11 +68,56 @@ impl HickoryResolver {
         opts.timeout = timeout;
         // One try: the caller's timer bounds the whole check, and a retry would only outlast it.
         opts.attempts = 1;
+        Self::with_options(config, opts)
+    }
+
+    /// A resolver with hickory's own `config` and `opts`, as an application that configures
+    /// hickory itself (smtpd's `[dns]` section) builds them.
+    pub fn with_options(config: ResolverConfig, opts: ResolverOpts) -> io::Result<Self> {
         let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
             .map_err(io_error)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            runtime: None,
+        })
+    }
+
+    /// The same resolver running every lookup as a task on `runtime`, so a server on another
+    /// executor (smol, mio) can use it: the answer wakes the waiting session from the
+    /// runtime's thread.
+    #[must_use]
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+}
+
+/// Runs `lookup` on `runtime` when there is one, here otherwise.
+async fn run_on<T: Send + 'static>(
+    runtime: Option<&tokio::runtime::Handle>,
+    lookup: impl Future<Output = Result<T, LookupError>> + Send + 'static,
+) -> Result<T, LookupError> {
+    match runtime {
+        None => lookup.await,
+        Some(rt) => {
+            // Dropping a JoinHandle leaves the task running: abort it when the session's
+            // timer ends the wait first.
+            let mut task = AbortOnDrop(rt.spawn(lookup));
+            match (&mut task.0).await {
+                Ok(answer) => answer,
+                Err(e) => Err(LookupError::Failed(e.to_string())),
+            }
+        }
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -80,8 +131,22 @@ impl std::fmt::Debug for HickoryResolver {
 
 impl Resolver for HickoryResolver {
     async fn lookup_ptr(&self, ip: IpAddr) -> Result<Answer<String>, LookupError> {
-        let lookup = self
-            .inner
+        run_on(self.runtime.as_ref(), lookup_ptr(self.inner.clone(), ip)).await
+    }
+
+    async fn lookup_ip(
+        &self,
+        name: &str,
+        family: AddressFamily,
+    ) -> Result<Answer<IpAddr>, LookupError> {
+        let lookup = lookup_ip(self.inner.clone(), name.to_owned(), family);
+        run_on(self.runtime.as_ref(), lookup).await
+    }
+}
+
+async fn lookup_ptr(resolver: TokioResolver, ip: IpAddr) -> Result<Answer<String>, LookupError> {
+    {
+        let lookup = resolver
             .reverse_lookup(Name::from(ip))
             .await
             .map_err(lookup_error)?;
@@ -95,22 +160,24 @@ impl Resolver for HickoryResolver {
             .collect();
         answer(&lookup, records)
     }
+}
 
-    async fn lookup_ip(
-        &self,
-        name: &str,
-        family: AddressFamily,
-    ) -> Result<Answer<IpAddr>, LookupError> {
+async fn lookup_ip(
+    resolver: TokioResolver,
+    name: String,
+    family: AddressFamily,
+) -> Result<Answer<IpAddr>, LookupError> {
+    {
         // Absolute: a PTR name is never relative to a search domain.
-        let name = Name::from_ascii(name)
+        let name = Name::from_ascii(&name)
             .map(|mut n| {
                 n.set_fqdn(true);
                 n
             })
             .map_err(|e| LookupError::Failed(e.to_string()))?;
         let lookup = match family {
-            AddressFamily::V4 => self.inner.ipv4_lookup(name).await,
-            AddressFamily::V6 => self.inner.ipv6_lookup(name).await,
+            AddressFamily::V4 => resolver.ipv4_lookup(name).await,
+            AddressFamily::V6 => resolver.ipv6_lookup(name).await,
         }
         .map_err(lookup_error)?;
         let records = lookup

@@ -28,6 +28,9 @@ impl Adapter for Mio {
         if let Some(tls) = spec.tls {
             builder = builder.tls(tls);
         }
+        if let Some(lookup) = spec.reverse_dns {
+            builder = builder.reverse_dns(lookup);
+        }
         let handle = builder
             .build()
             .expect("smtpkit-mio server")

@@ -27,6 +27,9 @@ impl Adapter for Smol {
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
             }
+            if let Some(lookup) = spec.reverse_dns {
+                builder = builder.reverse_dns(lookup);
+            }
             builder.build().await.expect("smtpkit-smol server").spawn()
         });
         let addrs = handle.local_addrs().to_vec();

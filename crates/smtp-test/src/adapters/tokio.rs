@@ -32,6 +32,9 @@ impl Adapter for Tokio {
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
             }
+            if let Some(lookup) = spec.reverse_dns {
+                builder = builder.reverse_dns(lookup);
+            }
             let server = builder.build().await.expect("smtpkit-tokio server");
             server.spawn()
         });

@@ -36,6 +36,8 @@ impl Command<'_> {
             }
             Self::Vrfy(s) => write!(out, "VRFY {s}"),
             Self::Expn(s) => write!(out, "EXPN {s}"),
+            Self::Xclient(s) => write!(out, "XCLIENT {s}"),
+            Self::Xforward(s) => write!(out, "XFORWARD {s}"),
             Self::Help(Some(s)) => write!(out, "HELP {s}"),
             Self::Noop(Some(s)) => write!(out, "NOOP {s}"),
             Self::Auth {

@@ -14,6 +14,7 @@
 //! ```
 
 mod encode;
+pub mod front_end;
 mod parse;
 
 use crate::address::{ForwardPath, ReversePath};
@@ -93,6 +94,13 @@ pub enum Command<'a> {
     Quit,
     /// `STARTTLS` (RFC 3207).
     StartTls,
+    /// `XCLIENT attribute=value...` (Postfix): a trusted front end names the real client.
+    /// The text is checked by the server, which first checks that the client may send it
+    /// (see [`front_end::Attributes`]).
+    Xclient(&'a str),
+    /// `XFORWARD attribute=value...` (Postfix): facts about the original client of the next
+    /// transaction, from a trusted front end.
+    Xforward(&'a str),
     /// `AUTH mechanism [initial-response]` (RFC 4954).
     Auth {
         /// The SASL mechanism name, as sent.
@@ -119,6 +127,8 @@ impl Command<'_> {
             Self::Quit => "QUIT",
             Self::StartTls => "STARTTLS",
             Self::Auth { .. } => "AUTH",
+            Self::Xclient(_) => "XCLIENT",
+            Self::Xforward(_) => "XFORWARD",
         }
     }
 }

@@ -26,6 +26,10 @@ impl<'a> Command<'a> {
         let Ok(four) = <[u8; 4]>::try_from(verb) else {
             return if verb.eq_ignore_ascii_case(b"STARTTLS") {
                 no_args(args()?, Self::StartTls)
+            } else if verb.eq_ignore_ascii_case(b"XCLIENT") {
+                Ok(Self::Xclient(args()?.trim_start_matches(' ')))
+            } else if verb.eq_ignore_ascii_case(b"XFORWARD") {
+                Ok(Self::Xforward(args()?.trim_start_matches(' ')))
             } else {
                 Err(ParseError::UnknownCommand)
             };

@@ -2,8 +2,10 @@
 
 use std::time::Instant;
 
+use super::timer::Timer;
 use super::{Event, Mode, Pending, Protocol, Server};
 use crate::address::{ForwardPath, ReversePath};
+use crate::command::front_end::{Attribute, AttributeValue, Attributes, FrontEnd};
 use crate::command::{Command, HelloVerb};
 use crate::data::{BareLineEnding, BdatReader};
 use crate::error::{CloseReason, ParseError, Refusal};
@@ -31,6 +33,11 @@ impl Server {
         };
         if self.refused && cmd != Command::Quit {
             return self.refuse(Refusal::NoService);
+        }
+        // A disabled BDAT turns CHUNKING off, and `cmd_bdat` then refuses it while skipping
+        // its chunk, so the chunk's bytes are never read as commands.
+        if self.config.disabled(cmd.verb()) && !matches!(cmd, Command::Bdat { .. }) {
+            return self.refuse(Refusal::NotImplemented);
         }
         if more && self.config.options.pipelining_sync_check && !self.may_pipeline(&cmd) {
             self.pipelining_violation();
@@ -98,6 +105,8 @@ impl Server {
                 Event::Quit
             }
             Command::StartTls => self.cmd_starttls(now),
+            Command::Xclient(text) => self.cmd_front_end(now, FrontEnd::Xclient, text),
+            Command::Xforward(text) => self.cmd_front_end(now, FrontEnd::Xforward, text),
             Command::Auth {
                 mechanism,
                 initial_response,
@@ -177,10 +186,10 @@ impl Server {
             let e = &o.extensions;
             let supported = match p {
                 Parameter::Size(n) => {
-                    if n > o.limits.message_size {
+                    if e.size && n > o.limits.message_size {
                         return self.refuse(Refusal::MessageTooBig);
                     }
-                    true
+                    e.size
                 }
                 Parameter::Body(b) => {
                     body = b;
@@ -310,6 +319,49 @@ impl Server {
         }
         self.set_pending(Pending::Bdat { size, last }, now);
         Event::Bdat { size, last }
+    }
+
+    /// XCLIENT and XFORWARD, in Postfix's order of checks: authorization (550 5.7.0), no
+    /// transaction open (503 5.5.1), the attributes (501 5.5.4).
+    pub(super) fn cmd_front_end<'i>(
+        &mut self,
+        now: Instant,
+        command: FrontEnd,
+        text: &'i str,
+    ) -> Event<'i> {
+        let allowed = match command {
+            FrontEnd::Xclient => self.front_end.0,
+            FrontEnd::Xforward => self.front_end.1,
+        };
+        if !allowed {
+            return self.refuse(Refusal::FrontEndNotAllowed);
+        }
+        if self.txn.is_some() {
+            return self.refuse(Refusal::BadSequence("Mail transaction in progress"));
+        }
+        let attrs = match Attributes::parse(text, command) {
+            Ok(attrs) => attrs,
+            Err(e) => return self.refuse(Refusal::Parse(e)),
+        };
+        match command {
+            FrontEnd::Xclient => {
+                // The session starts over as for a new connection (Postfix): the client
+                // greets again; a LOGIN attribute stands for AUTH with the front end.
+                self.hello = None;
+                self.authenticated = attrs
+                    .iter()
+                    .any(|(a, v)| a == Attribute::Login && matches!(v, AttributeValue::Value(_)));
+                self.pending = Some(Pending::Connect);
+                self.timers.stop(Timer::Idle);
+                self.timers
+                    .set(Timer::Decision, now + self.config.options.timeouts.decision);
+                Event::Xclient(attrs)
+            }
+            FrontEnd::Xforward => {
+                self.send(ReplyCode::OK, EnhancedCode::OK, "OK");
+                Event::Xforward(attrs)
+            }
+        }
     }
 
     pub(super) fn cmd_starttls<'i>(&mut self, now: Instant) -> Event<'i> {

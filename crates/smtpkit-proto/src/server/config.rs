@@ -23,6 +23,9 @@ pub enum Protocol {
 pub struct Extensions {
     /// RFC 2920 PIPELINING. Default on.
     pub pipelining: bool,
+    /// RFC 1870 SIZE: advertised with the message size limit, and the `SIZE=` MAIL parameter
+    /// accepted. Default on. Off, the limit still holds; only the declaration is not offered.
+    pub size: bool,
     /// RFC 6152 8BITMIME. Default on.
     pub eight_bit_mime: bool,
     /// RFC 6531 SMTPUTF8. Default on.
@@ -44,10 +47,66 @@ pub struct Extensions {
     pub auth_mechanisms: Vec<String>,
 }
 
+/// The EHLO keywords [`Extensions::hide`] knows, in the order of the EHLO reply.
+pub const EXTENSION_KEYWORDS: [&str; 11] = [
+    "PIPELINING",
+    "SIZE",
+    "8BITMIME",
+    "CHUNKING",
+    "BINARYMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "DSN",
+    "STARTTLS",
+    "REQUIRETLS",
+    "AUTH",
+];
+
+impl Extensions {
+    /// Turns off the extension whose EHLO keyword is `keyword` (case-insensitive, one of
+    /// [`EXTENSION_KEYWORDS`]), as Node's `hideSTARTTLS`, `hidePIPELINING`... do: not
+    /// advertised, and its command or parameters refused as for a server without it. Hiding
+    /// CHUNKING hides BINARYMIME too (RFC 3030 3 needs CHUNKING for it); hiding AUTH clears
+    /// the mechanisms.
+    ///
+    /// ```
+    /// use smtpkit_proto::server::Extensions;
+    /// let mut e = Extensions::default();
+    /// e.hide("8bitmime").unwrap();
+    /// assert!(!e.eight_bit_mime);
+    /// assert!(e.hide("VRFY").is_err());
+    /// ```
+    pub fn hide(&mut self, keyword: &str) -> Result<(), ConfigError> {
+        let flag = match keyword.to_ascii_uppercase().as_str() {
+            "PIPELINING" => &mut self.pipelining,
+            "SIZE" => &mut self.size,
+            "8BITMIME" => &mut self.eight_bit_mime,
+            "CHUNKING" => {
+                self.binary_mime = false;
+                &mut self.chunking
+            }
+            "BINARYMIME" => &mut self.binary_mime,
+            "SMTPUTF8" => &mut self.smtputf8,
+            "ENHANCEDSTATUSCODES" => &mut self.enhanced_status_codes,
+            "DSN" => &mut self.dsn,
+            "STARTTLS" => &mut self.starttls,
+            "REQUIRETLS" => &mut self.requiretls,
+            "AUTH" => {
+                self.auth_mechanisms.clear();
+                return Ok(());
+            }
+            _ => return Err(ConfigError::UnknownExtension(keyword.to_owned())),
+        };
+        *flag = false;
+        Ok(())
+    }
+}
+
 impl Default for Extensions {
     fn default() -> Self {
         Self {
             pipelining: true,
+            size: true,
             eight_bit_mime: true,
             smtputf8: true,
             chunking: true,
@@ -190,7 +249,17 @@ pub struct ServerOptions {
     pub extra_mail_params: Vec<String>,
     /// RCPT parameter keywords the application handles itself.
     pub extra_rcpt_params: Vec<String>,
+    /// Command verbs answered `502 5.5.1` as if not implemented (RFC 5321 4.2.4), as Node's
+    /// `disabledCommands`: any of [`COMMAND_VERBS`] but QUIT, case-insensitive. Disabling
+    /// STARTTLS, AUTH or BDAT also stops advertising STARTTLS, AUTH or CHUNKING. Default none.
+    pub disabled_commands: Vec<String>,
 }
+
+/// The command verbs the server knows, upper case.
+pub const COMMAND_VERBS: [&str; 17] = [
+    "HELO", "EHLO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP", "NOOP",
+    "QUIT", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD",
+];
 
 impl Default for ServerOptions {
     fn default() -> Self {
@@ -208,6 +277,7 @@ impl Default for ServerOptions {
             require_tls: false,
             extra_mail_params: Vec::new(),
             extra_rcpt_params: Vec::new(),
+            disabled_commands: Vec::new(),
         }
     }
 }
@@ -232,6 +302,10 @@ pub enum ConfigError {
     BinaryMimeWithoutChunking,
     /// The output cap is below one maximal reply line (512), so no command could be answered.
     OutputBufferTooSmall,
+    /// A hidden extension that is not one of [`EXTENSION_KEYWORDS`].
+    UnknownExtension(String),
+    /// A disabled command that is not one of [`COMMAND_VERBS`], or QUIT.
+    CannotDisable(String),
 }
 
 impl core::fmt::Display for ConfigError {
@@ -248,6 +322,15 @@ impl core::fmt::Display for ConfigError {
             Self::CommandLineTooShort => f.write_str("command line limit must be at least 512"),
             Self::BinaryMimeWithoutChunking => f.write_str("BINARYMIME needs CHUNKING"),
             Self::OutputBufferTooSmall => f.write_str("output buffer limit must be at least 512"),
+            Self::UnknownExtension(k) => write!(
+                f,
+                "unknown extension {k:?} (known: {})",
+                EXTENSION_KEYWORDS.join(", ")
+            ),
+            Self::CannotDisable(v) => write!(
+                f,
+                "cannot disable {v:?}: not a command this server knows, or QUIT"
+            ),
         }
     }
 }
@@ -262,13 +345,31 @@ pub struct ServerConfig {
     pub(crate) options: ServerOptions,
     pub(crate) greeting: Vec<u8>,
     /// EHLO replies: `[plaintext, tls]`, since STARTTLS, AUTH and REQUIRETLS depend on it.
-    pub(crate) ehlo: [Vec<u8>; 2],
+    /// The EHLO reply, indexed by [`ehlo_index`]: TLS or not, XCLIENT and XFORWARD offered
+    /// or not (to trusted front ends only).
+    pub(crate) ehlo: [Vec<u8>; 8],
     pub(crate) helo: Vec<u8>,
 }
 
 impl ServerConfig {
     /// Checks `options` and encodes the greeting and EHLO replies.
-    pub fn new(options: ServerOptions) -> Result<Self, ConfigError> {
+    pub fn new(mut options: ServerOptions) -> Result<Self, ConfigError> {
+        for verb in &mut options.disabled_commands {
+            verb.make_ascii_uppercase();
+            if verb == "QUIT" || !COMMAND_VERBS.contains(&verb.as_str()) {
+                return Err(ConfigError::CannotDisable(verb.clone()));
+            }
+            // A disabled command's extension is not offered either.
+            match verb.as_str() {
+                "STARTTLS" => options.extensions.starttls = false,
+                "AUTH" => options.extensions.auth_mechanisms.clear(),
+                "BDAT" => {
+                    options.extensions.chunking = false;
+                    options.extensions.binary_mime = false;
+                }
+                _ => {}
+            }
+        }
         let o = &options;
         if o.hostname.is_empty() || !o.hostname.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::InvalidHostname);
@@ -306,7 +407,7 @@ impl ServerConfig {
         write_line(&mut greeting, ReplyCode::READY, None, &text, true);
         let mut helo = Vec::new();
         write_line(&mut helo, ReplyCode::OK, None, &o.hostname, true);
-        let ehlo = [encode_ehlo(o, false), encode_ehlo(o, true)];
+        let ehlo = core::array::from_fn(|i| encode_ehlo(o, i & 1 != 0, i & 2 != 0, i & 4 != 0));
         Ok(Self {
             options,
             greeting,
@@ -336,6 +437,14 @@ impl ServerConfig {
         capabilities(&self.options, tls)
     }
 
+    /// Whether `verb` (upper case, as [`Command::verb`](crate::Command::verb) gives it) is
+    /// disabled on this server.
+    pub(crate) fn disabled(&self, verb: &str) -> bool {
+        // Empty for almost every server: no cost on the hot path.
+        !self.options.disabled_commands.is_empty()
+            && self.options.disabled_commands.iter().any(|v| v == verb)
+    }
+
     pub(crate) fn enhanced(&self) -> bool {
         self.options.extensions.enhanced_status_codes
     }
@@ -347,7 +456,9 @@ fn capabilities(o: &ServerOptions, tls: bool) -> Vec<Capability<'_>> {
     if e.pipelining {
         caps.push(Capability::Pipelining);
     }
-    caps.push(Capability::Size(o.limits.message_size));
+    if e.size {
+        caps.push(Capability::Size(o.limits.message_size));
+    }
     if e.eight_bit_mime {
         caps.push(Capability::EightBitMime);
     }
@@ -378,13 +489,25 @@ fn capabilities(o: &ServerOptions, tls: bool) -> Vec<Capability<'_>> {
     caps
 }
 
-fn encode_ehlo(o: &ServerOptions, tls: bool) -> Vec<u8> {
+/// Where the EHLO reply for a session is in [`ServerConfig::ehlo`].
+pub(crate) fn ehlo_index(tls: bool, xclient: bool, xforward: bool) -> usize {
+    usize::from(tls) | usize::from(xclient) << 1 | usize::from(xforward) << 2
+}
+
+fn encode_ehlo(o: &ServerOptions, tls: bool, xclient: bool, xforward: bool) -> Vec<u8> {
     let mut lines = vec![o.hostname.clone()];
     for cap in capabilities(o, tls) {
         lines.push(match cap {
             Capability::Auth(_) => format!("AUTH {}", o.extensions.auth_mechanisms.join(" ")),
             other => other.to_string(),
         });
+    }
+    let disabled = |verb| o.disabled_commands.iter().any(|v| v == verb);
+    if xclient && !disabled("XCLIENT") {
+        lines.push(crate::command::front_end::FrontEnd::Xclient.ehlo_line());
+    }
+    if xforward && !disabled("XFORWARD") {
+        lines.push(crate::command::front_end::FrontEnd::Xforward.ehlo_line());
     }
     let mut out = Vec::new();
     let last = lines.len() - 1;

@@ -20,7 +20,10 @@ impl Server {
             Pending::Hello(verb) => {
                 let bytes = match verb {
                     HelloVerb::Helo => &self.config.helo,
-                    _ => &self.config.ehlo[usize::from(self.tls)],
+                    _ => {
+                        let (xclient, xforward) = self.front_end;
+                        &self.config.ehlo[super::config::ehlo_index(self.tls, xclient, xforward)]
+                    }
                 };
                 self.out.extend_from_slice(bytes);
                 self.resolve(now, pending, ReplyCode::OK);

@@ -95,6 +95,13 @@ pub enum Event<'i> {
     /// STARTTLS. **Decision**: accept sends 220 and the session waits for
     /// [`Server::handle_tls_established`](super::Server::handle_tls_established); 454 refuses.
     StartTls,
+    /// XCLIENT from a trusted front end, its attributes checked. **Decision**, answered as
+    /// [`Event::Connect`] is: the session has started over (no greeting, no AUTH unless LOGIN
+    /// was given, as Postfix), and accept sends a new `220` greeting for the new client.
+    Xclient(crate::command::front_end::Attributes<'i>),
+    /// XFORWARD from a trusted front end, its attributes checked and answered `250`: they
+    /// describe the original client of the next transaction. No decision.
+    Xforward(crate::command::front_end::Attributes<'i>),
     /// VRFY. **Decision**: accept sends 252 (RFC 5321 3.5.3).
     Vrfy(&'i str),
     /// EXPN. **Decision**: accept sends 502 (mailing lists are not expanded by default).

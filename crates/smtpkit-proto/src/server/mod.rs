@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{
-    ConfigError, Extensions, Limits, Protocol, ServerConfig, ServerOptions, Timeouts,
+    COMMAND_VERBS, ConfigError, EXTENSION_KEYWORDS, Extensions, Limits, Protocol, ServerConfig,
+    ServerOptions, Timeouts,
 };
 pub use event::{Event, Progress};
 
@@ -60,6 +61,8 @@ pub struct Server {
     /// A transaction ended and [`Event::TransactionEnded`] is still to be reported, with
     /// whether its message was aborted.
     ended: Option<bool>,
+    /// May send XCLIENT, XFORWARD: a trusted front end.
+    front_end: (bool, bool),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,7 +162,16 @@ impl Server {
             draining: false,
             connect_reported: false,
             ended: None,
+            front_end: (false, false),
         }
+    }
+
+    /// Lets this client send XCLIENT and XFORWARD (Postfix's
+    /// `smtpd_authorized_xclient_hosts` / `smtpd_authorized_xforward_hosts`): they are offered
+    /// in its EHLO reply and accepted; any other client gets `550 5.7.0`. The caller, which
+    /// knows the client's address, decides before the first command.
+    pub fn allow_front_end(&mut self, xclient: bool, xforward: bool) {
+        self.front_end = (xclient, xforward);
     }
 
     // ---- Getters ---------------------------------------------------------------------------

@@ -161,5 +161,10 @@ fn refusal_reply(reason: Refusal) -> (ReplyCode, EnhancedCode, &'static str) {
             EnhancedCode::INVALID_COMMAND,
             "BINARYMIME requires BDAT",
         ),
+        R::FrontEndNotAllowed => (
+            ReplyCode::MAILBOX_UNAVAILABLE,
+            EnhancedCode::SECURITY_PERMANENT,
+            "Insufficient authorization",
+        ),
     }
 }

@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{
     MAX_V2_HEADER, ProxyError, ProxyHeader, ProxyTlvs, parse_proxy_header, proxy_tlvs,
 };
+use crate::rdns::{ReverseLookup, ReverseName};
 use crate::tls_info::TlsInfo;
 use crate::{Error, ServerSettings};
 
@@ -138,7 +139,7 @@ impl ListenerConfig {
         if listener.kind.implicit_tls() && tls.is_none() {
             return Err(Error::MissingTls(listener.kind));
         }
-        let config = settings.server_config(listener.kind, tls.is_some())?;
+        let config = settings.listener_config(&listener, tls.is_some())?;
         Ok(Self {
             settings: listener,
             config,
@@ -160,6 +161,8 @@ pub struct Context<H> {
     pub metrics: Arc<Metrics>,
     /// Running, draining or aborting; and the tasks alive.
     pub lifecycle: Arc<Lifecycle>,
+    /// The clients' reverse-DNS lookup, when the application gave one.
+    pub reverse_dns: Option<Arc<dyn ReverseLookup>>,
 }
 
 impl<H> Context<H> {
@@ -171,7 +174,27 @@ impl<H> Context<H> {
             settings,
             metrics: metrics.unwrap_or_default(),
             lifecycle: Arc::new(Lifecycle::new()),
+            reverse_dns: None,
         }
+    }
+
+    /// Lets `core`'s client send XCLIENT and XFORWARD if it is in the server's
+    /// `xclient_networks` / `xforward_networks`.
+    pub fn allow_front_end<S>(&self, core: &mut SessionCore<S>, peer: SocketAddr) {
+        let s = &self.settings;
+        let xclient = s.xclient_networks.contains(peer.ip());
+        let xforward = s.xforward_networks.contains(peer.ip());
+        if xclient || xforward {
+            core.server.allow_front_end(xclient, xforward);
+        }
+    }
+
+    /// The reverse-DNS lookup for a client of `listener`, if the server has one and the
+    /// listener wants names.
+    pub fn reverse_lookup(&self, listener: &ListenerConfig) -> Option<&dyn ReverseLookup> {
+        self.reverse_dns
+            .as_deref()
+            .filter(|_| listener.settings.reverse_dns)
     }
 
     /// Whether a connection from `peer` must be closed at once because the listener expects
@@ -219,6 +242,24 @@ impl<H> Context<H> {
         debug!(error = %why, "TLS handshake failed");
         self.metrics.tls_handshake_failed();
     }
+}
+
+/// The reverse-DNS name of `peer`, bounded by the lookup's own timeout on `R`'s timer: a
+/// lookup that does not finish in time is [`ReverseName::TempError`].
+pub async fn reverse_name<R: Runtime>(lookup: &dyn ReverseLookup, peer: SocketAddr) -> ReverseName {
+    let start = now();
+    let timer = R::timer(start + lookup.timeout());
+    let name = lookup
+        .reverse_name(
+            peer.ip(),
+            start,
+            Box::pin(async move {
+                timer.await;
+            }),
+        )
+        .await;
+    debug!(%peer, ?name, "reverse DNS");
+    name
 }
 
 /// The client and server addresses a PROXY header reports (the socket's own otherwise).
@@ -347,6 +388,10 @@ async fn admit<R: Runtime, H: Handler, T: Transport>(
             }
         }
     }
+    // Before the greeting, as Postfix does: the connect handler decides with the name.
+    if let Some(lookup) = ctx.reverse_lookup(listener) {
+        info = info.with_reverse_name(reverse_name::<R>(lookup, peer).await);
+    }
     Some((io, Box::new(info), guard))
 }
 
@@ -361,6 +406,7 @@ async fn session<R: Runtime, H: Handler, T: Transport>(
 ) {
     let state = ctx.lifecycle.state();
     let config = Arc::clone(&listener.config);
+    let peer = info.peer;
     let start = SessionCore::start(
         &ctx.handler,
         &ctx.metrics,
@@ -370,6 +416,7 @@ async fn session<R: Runtime, H: Handler, T: Transport>(
         state,
     );
     let mut core = Box::pin(start).await;
+    ctx.allow_front_end(&mut core, peer);
     // Borrowed, not moved: a moved-in session would be stored twice in the future.
     let error = run_session::<R, H, T>(ctx, listener, io, &mut core).await;
     Box::pin(core.end(error.as_ref().map(|e| e as &(dyn std::fmt::Display + Sync)))).await;
