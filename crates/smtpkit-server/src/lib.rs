@@ -32,6 +32,7 @@
 
 pub mod blocking;
 mod builder;
+pub mod client;
 pub mod collect;
 mod dispatch;
 pub mod driver;

@@ -55,6 +55,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod client;
 #[cfg(feature = "rdns")]
 pub mod rdns;
 pub mod reader;
