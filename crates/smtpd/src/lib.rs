@@ -1,5 +1,6 @@
 //! smtpd: a mail server that receives mail over SMTP and LMTP and stores it in Maildir
-//! mailboxes for an IMAP server such as Dovecot to read. It never relays.
+//! mailboxes for an IMAP server such as Dovecot to read. With `[relay] enabled`, authenticated
+//! users' mail to other domains goes through a durable queue.
 //!
 //! The library holds the parts of the server that do not speak SMTP:
 //!
@@ -10,12 +11,16 @@
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
 //! - [`password`]: Argon2 password hashes for SMTP AUTH accounts, checked through a bounded pool;
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
-//! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio.
+//! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio;
+//! - [`relay`]: submission relay checks (sender ownership, `Message-ID`/`Date`);
+//! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands.
 
 pub mod check;
 pub mod config;
 pub mod housekeeping;
 pub mod maildir;
 pub mod password;
+pub mod queue;
 pub mod receiver;
+pub mod relay;
 pub mod routing;

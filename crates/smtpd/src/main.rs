@@ -59,6 +59,30 @@ enum Command {
     HashPassword,
     /// Print the example configuration, every option with its default and its source.
     ExampleConfig,
+    /// Look at and act on the outbound queue (`[queue] directory`). Safe while the server
+    /// runs: both take the queue's lock for every change.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// One line per queued message.
+    List,
+    /// A message's recipients, their last replies, and its headers.
+    Show { id: smtpkit_queue::QueueId },
+    /// Make every message due now.
+    Flush,
+    /// Make one message due now.
+    Retry { id: smtpkit_queue::QueueId },
+    /// Keep a message from being delivered.
+    Hold { id: smtpkit_queue::QueueId },
+    /// Let a held message be delivered again.
+    Release { id: smtpkit_queue::QueueId },
+    /// Remove a message without notifying anyone.
+    Delete { id: smtpkit_queue::QueueId },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +94,7 @@ fn main() -> ExitCode {
             print!("{}", include_str!("../config/example.toml"));
             return ExitCode::SUCCESS;
         }
+        Some(Command::Queue { action }) => return queue_command(&cli, action),
         None => {}
     }
     let mut config = match &cli.config {
@@ -180,6 +205,50 @@ fn check_config(file: &PathBuf) -> ExitCode {
     }
 }
 
+fn queue_command(cli: &Cli, action: &QueueCommand) -> ExitCode {
+    use smtpd::queue::Action;
+    let config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("smtpd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default_embedded(),
+    };
+    let action = match action {
+        QueueCommand::List => Action::List,
+        QueueCommand::Show { id } => Action::Show(id.clone()),
+        QueueCommand::Flush => Action::Flush,
+        QueueCommand::Retry { id } => Action::Retry(id.clone()),
+        QueueCommand::Hold { id } => Action::Hold(id.clone()),
+        QueueCommand::Release { id } => Action::Release(id.clone()),
+        QueueCommand::Delete { id } => Action::Delete(id.clone()),
+    };
+    let store = match smtpd::queue::open(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("smtpd: queue {}: {e}", config.queue.directory.display());
+            return ExitCode::from(1);
+        }
+    };
+    match smtpd::queue::run(&store, &action, std::time::SystemTime::now()) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(smtpkit_queue::StoreError::NotFound(id)) => {
+            eprintln!("smtpd: no queued message {id}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn hash_password() -> ExitCode {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err()
@@ -214,6 +283,7 @@ fn build_state(config: &Config) -> Result<State, String> {
         router,
         store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
         accounts: smtpd::password::Accounts::new(&config.users),
+        outbound: None,
     })
 }
 

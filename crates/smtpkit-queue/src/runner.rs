@@ -80,7 +80,7 @@ pub struct Runner<S, T> {
     hostname: String,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     rng: Mutex<fastrand::Rng>,
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 impl<S: QueueStore, T: Transport> Runner<S, T> {
@@ -101,7 +101,7 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
             hostname: hostname.to_owned(),
             domains: Mutex::new(HashMap::new()),
             rng: Mutex::new(fastrand::Rng::new()),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -124,6 +124,12 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
     /// Wakes the runner (a message was queued).
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// What wakes the runner, for whoever queues messages (a receiver on another task).
+    #[must_use]
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// Releases the leases an earlier run of this instance left (it died delivering): call
