@@ -13,10 +13,12 @@
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
 //! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio;
 //! - [`relay`]: submission relay checks (sender ownership, `Message-ID`/`Date`);
-//! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands.
+//! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands;
+//! - [`delivery`]: how queued mail leaves (MX hosts or a smart host, over SMTP).
 
 pub mod check;
 pub mod config;
+pub mod delivery;
 pub mod housekeeping;
 pub mod maildir;
 pub mod password;

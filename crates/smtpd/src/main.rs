@@ -270,7 +270,7 @@ fn hash_password() -> ExitCode {
 }
 
 /// Everything that can be rebuilt from the configuration without rebinding sockets.
-fn build_state(config: &Config) -> Result<State, String> {
+fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result<State, String> {
     let router = smtpd::routing::Router::from_config(config).map_err(|e| e.to_string())?;
     if let smtpd::maildir::Store::Maildir(_) =
         smtpd::maildir::Store::from_config(&config.storage, &config.hostname)
@@ -283,7 +283,10 @@ fn build_state(config: &Config) -> Result<State, String> {
         router,
         store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
         accounts: smtpd::password::Accounts::new(&config.users),
-        outbound: None,
+        // The queue itself is started once; a reload changes who may send as whom.
+        outbound: queue
+            .filter(|_| config.relay.enabled)
+            .map(|q| q.outbound(&config.relay)),
     })
 }
 
@@ -303,7 +306,18 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
     // exist would kill the process with the default action instead of reloading or draining.
     let signals = Signals::install();
-    let state = match build_state(&config) {
+    let queue = if config.relay.enabled {
+        match smtpd::queue::start(&config).await {
+            Ok(q) => Some(q),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let state = match build_state(&config, queue.as_ref()) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -373,9 +387,14 @@ async fn run(config: Config, cli: Cli) -> ExitCode {
     };
     info!(storage = %storage, "smtpd ready");
     smtpd::housekeeping::notify_ready();
-    signals.wait(&receiver, certs.as_deref(), &cli).await;
+    signals
+        .wait(&receiver, certs.as_deref(), &cli, queue.as_ref())
+        .await;
     info!("shutting down");
     handle.shutdown(grace).await;
+    if let Some(queue) = queue {
+        queue.stop().await;
+    }
     let m = metrics.snapshot();
     info!(?m, "stopped");
     ExitCode::SUCCESS
@@ -408,6 +427,7 @@ impl Signals {
         receiver: &Receiver,
         certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
         cli: &Cli,
+        queue: Option<&smtpd::queue::Running>,
     ) {
         let Some([mut term, mut int, mut hup]) = self.streams else {
             warn!("cannot install signal handlers; stop with SIGKILL");
@@ -418,13 +438,18 @@ impl Signals {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => reload(receiver, certs, cli),
+                _ = hup.recv() => reload(receiver, certs, cli, queue),
             }
         }
     }
 }
 
-fn reload(receiver: &Receiver, certs: Option<&smtpkit_tokio::tls::ReloadableCert>, cli: &Cli) {
+fn reload(
+    receiver: &Receiver,
+    certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
+    cli: &Cli,
+    queue: Option<&smtpd::queue::Running>,
+) {
     if let Some(certs) = certs {
         match certs.reload() {
             Ok(()) => info!("TLS certificate reloaded"),
@@ -439,7 +464,7 @@ fn reload(receiver: &Receiver, certs: Option<&smtpkit_tokio::tls::ReloadableCert
             c
         })
         .map_err(|e| e.to_string())
-        .and_then(|c| build_state(&c))
+        .and_then(|c| build_state(&c, queue))
     {
         // Domains, mailboxes, aliases, users and storage take effect for new sessions;
         // listeners and limits need a restart.

@@ -9,11 +9,17 @@
 //! at its next look at the queue, within [`smtpkit_queue::POLL`].
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use smtpkit_queue::{Entry, FileStore, QueueId, QueueStore, RecipientState, StoreError};
+use smtpkit_queue::mx::HickoryMx;
+use smtpkit_queue::{
+    Entry, FileStore, Owner, QueueId, QueueStore, RecipientState, Runner, StoreError,
+};
+use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::delivery::SmtpTransport;
 
 /// What `smtpd queue` can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,4 +192,82 @@ mod tests {
                 .ends_with("0 message(s)\n")
         );
     }
+}
+
+/// A running queue: what sessions need to queue mail, and the runner's task.
+#[derive(Debug)]
+pub struct Running {
+    /// The store, for the receiver.
+    pub store: Arc<FileStore>,
+    /// Wakes the runner after a message is queued.
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Ends the runner (it finishes the round in progress).
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// What the receiver needs, with the current `[relay]` section.
+    #[must_use]
+    pub fn outbound(&self, relay: &crate::config::Relay) -> crate::relay::Outbound {
+        crate::relay::Outbound {
+            store: Arc::clone(&self.store),
+            wake: Arc::clone(&self.wake),
+            relay: relay.clone(),
+        }
+    }
+
+    /// Stops the runner after its current round.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+/// Opens the queue, takes back what an earlier run of this instance was delivering when it
+/// stopped, and starts the runner on the current tokio runtime with the SMTP transport.
+pub async fn start(config: &Config) -> Result<Running, String> {
+    let dir = &config.queue.directory;
+    let store = Arc::new(open(config).map_err(|e| format!("queue {}: {e}", dir.display()))?);
+    let sweep = Arc::clone(&store);
+    // What a crash left half-written; an hour is far longer than any enqueue takes.
+    match tokio::task::spawn_blocking(move || {
+        sweep.sweep(SystemTime::now(), Duration::from_secs(3600))
+    })
+    .await
+    {
+        Ok(Ok(n)) if n > 0 => info!(removed = n, "queue: removed files a crash left behind"),
+        Ok(Err(e)) => warn!(error = %e, "queue: sweeping leftovers failed"),
+        _ => {}
+    }
+    let d = &config.delivery;
+    let resolver = HickoryMx::new(&d.nameservers, Duration::from_secs(d.dns_timeout))
+        .map_err(|e| format!("DNS resolver: {e}"))?;
+    let transport = SmtpTransport::new(resolver, &config.hostname, d)?;
+    let runner = Arc::new(Runner::new(
+        Arc::clone(&store),
+        Arc::new(transport),
+        config.queue.schedule.clone(),
+        Owner::new(&config.queue.instance),
+        &config.hostname,
+    ));
+    match runner.recover().await {
+        Ok(n) if n > 0 => info!(
+            messages = n,
+            "queue: retrying what the last run was delivering"
+        ),
+        Ok(_) => {}
+        Err(e) => return Err(format!("queue {}: {e}", dir.display())),
+    }
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let wake = runner.waker();
+    let stopped = Arc::clone(&stop);
+    let task = tokio::spawn(async move { runner.run(stopped.notified()).await });
+    info!(directory = %dir.display(), instance = config.queue.instance.as_str(), "queue running");
+    Ok(Running {
+        store,
+        wake,
+        stop,
+        task,
+    })
 }

@@ -1,0 +1,321 @@
+//! Black-box: two `smtpd` instances on 127.0.0.1 and 127.0.0.2 and an in-process DNS server
+//! (smtp-test's `TestDns`) whose MX records point at them. Instance A takes a submission with
+//! AUTH and relays it through its queue to instance B; bounces come back to A's mailbox.
+
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Client, Pki, Server, files_under, run_bounded, smtpd};
+use smtp_test::dns::TestDns;
+
+/// `AUTH PLAIN` for alice / pw: base64 of `\0alice\0pw`.
+const ALICE: &str = "AGFsaWNlAHB3";
+
+/// How long a message may take to cross from A to B (one runner round is immediate; a retry
+/// waits for first_retry = 1 s and the next poll, 5 s).
+const CROSSING: Duration = Duration::from_secs(20);
+
+fn hash(password: &str) -> String {
+    let out = run_bounded(
+        smtpd().arg("hash-password"),
+        Some(format!("{password}\n").as_bytes()),
+    );
+    assert!(out.status.success(), "hash-password: {}", out.stderr);
+    out.stdout.trim().to_owned()
+}
+
+/// Files in `<maildir>/<domain>/<user>/new/`, waiting up to `CROSSING` for `n` of them.
+fn wait_mail(maildir: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + CROSSING;
+    loop {
+        let files: Vec<PathBuf> = files_under(maildir)
+            .into_iter()
+            .filter(|p| p.parent().is_some_and(|d| d.ends_with("new")))
+            .collect();
+        if files.len() >= n {
+            return files
+                .iter()
+                .map(|f| fs::read_to_string(f).expect("read message"))
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} message(s) in {}, wanted {n}",
+            files.len(),
+            maildir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Net {
+    runtime: tokio::runtime::Runtime,
+    dns: TestDns,
+}
+
+fn dns(records: &str) -> Net {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dns = runtime.block_on(TestDns::start(records)).expect("test DNS");
+    Net { runtime, dns }
+}
+
+/// Instance A: submission (AUTH without TLS: loopback only) and an MX listener on `port`,
+/// local domain a.test (alice), relay on, delivering to MX hosts on `port`.
+fn instance_a(dir: &Path, net: &Net, extra: &str) -> Server {
+    let hash = hash("pw");
+    let root = dir.to_path_buf();
+    let dns = net.dns.addr();
+    Server::start(dir, 2, move |p| {
+        let config = root.join("a.toml");
+        let text = format!(
+            r#"hostname = "mx.a.test"
+allow_insecure_auth = true
+
+[[listener]]
+address = "127.0.0.1:{mx}"
+kind = "smtp"
+
+[[listener]]
+address = "127.0.0.1:{submission}"
+kind = "submission"
+
+[[domain]]
+name = "a.test"
+mailboxes = ["alice"]
+
+[[user]]
+name = "alice"
+password_hash = "{hash}"
+
+[storage]
+maildir = "md"
+
+[relay]
+enabled = true
+
+[relay.senders]
+alice = ["alice@a.test"]
+
+[queue]
+directory = "queue"
+
+[queue.schedule]
+first_retry = 1
+max_retry = 2
+
+[delivery]
+port = {mx}
+nameservers = ["{dns}"]
+dns_timeout = 2
+connect_timeout = 2
+{extra}
+"#,
+            mx = p[0],
+            submission = p[1],
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    })
+}
+
+/// Instance B on 127.0.0.2:`port` with STARTTLS: local domain b.test (bob; `full` is a file
+/// where its Maildir should be, so mail to it gets 451).
+fn instance_b(dir: &Path, port: u16, extra: &str) -> Server {
+    Pki::write(dir);
+    fs::create_dir_all(dir.join("md/b.test")).expect("md");
+    fs::write(dir.join("md/b.test/full"), "not a directory").expect("full");
+    let root = dir.to_path_buf();
+    let extra = extra.to_owned();
+    Server::start(dir, 0, move |_| {
+        let config = root.join("b.toml");
+        let text = format!(
+            r#"hostname = "mx.b.test"
+
+[[listener]]
+address = "127.0.0.2:{port}"
+kind = "smtp"
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[[domain]]
+name = "b.test"
+mailboxes = ["bob", "full"]
+
+[storage]
+maildir = "md"
+{extra}
+"#
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    })
+}
+
+const ZONE: &str = "\
+mx.a.test. 60 IN A 127.0.0.1
+a.test. 60 IN MX 10 mx.a.test.
+mx.b.test. 60 IN A 127.0.0.2
+b.test. 60 IN MX 10 mx.b.test.
+nullmx.test. 60 IN MX 0 .
+";
+
+/// Submits one message as alice on A's submission port; the reply to the end of data.
+fn submit(port: u16, from: &str, to: &[&str], content: &str) -> common::Reply {
+    let mut c = Client::connect(port);
+    c.expect("EHLO laptop.test", 250);
+    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
+    c.expect(&format!("MAIL FROM:<{from}>"), 250);
+    for rcpt in to {
+        c.expect(&format!("RCPT TO:<{rcpt}>"), 250);
+    }
+    c.expect("DATA", 354);
+    let reply = c.cmd(&format!("{content}\r\n."));
+    c.expect("QUIT", 221);
+    reply
+}
+
+fn queue_list(dir: &Path) -> String {
+    let out = run_bounded(
+        smtpd()
+            .current_dir(dir)
+            .args(["--config", "a.toml", "queue", "list"]),
+        None,
+    );
+    assert!(out.status.success(), "queue list: {}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
+    let net = dns(ZONE);
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let b_dir = tempfile::tempdir().expect("dir b");
+    let a = instance_a(a_dir.path(), &net, "");
+    let b = instance_b(b_dir.path(), a.port(0), "");
+
+    // The sender and From: must be alice's own.
+    let mut c = Client::connect(a.port(1));
+    c.expect("EHLO laptop.test", 250);
+    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
+    let r = c.expect("MAIL FROM:<boss@a.test>", 550);
+    assert!(r.text().starts_with("5.7.1"), "{r:?}");
+    c.expect("MAIL FROM:<alice@a.test>", 250);
+    c.expect("RCPT TO:<bob@b.test>", 250);
+    c.expect("DATA", 354);
+    let r = c.cmd("From: boss@a.test\r\n\r\nforged\r\n.");
+    assert_eq!(r.code, 550, "{r:?}");
+    assert!(r.text().starts_with("5.7.1"), "{r:?}");
+    c.expect("QUIT", 221);
+    // Without AUTH, other domains are still refused.
+    let mut c = Client::connect(a.port(0));
+    c.expect("EHLO stranger.test", 250);
+    c.expect("MAIL FROM:<x@stranger.test>", 250);
+    c.expect("RCPT TO:<bob@b.test>", 550);
+    c.expect("QUIT", 221);
+
+    // Accepted only once queued; Message-ID and Date added; across on opportunistic STARTTLS.
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["bob@b.test", "alice@a.test"],
+        "From: Alice <alice@a.test>\r\nSubject: across\r\n\r\nhello bob",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(r.text().contains("queued as"), "{r:?}");
+    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
+    let m = &at_b[0];
+    assert!(m.contains("Subject: across"), "{m}");
+    assert!(m.contains("Message-ID: <"), "{m}");
+    assert!(m.contains("\r\nDate: "), "{m}");
+    assert!(m.contains("Received: by mx.a.test with ESMTPA"), "{m}");
+    assert!(m.contains("with ESMTPS"), "no STARTTLS to B: {m}");
+    // The local copy stays local.
+    let local = wait_mail(&a_dir.path().join("md/a.test/alice"), 1);
+    assert!(local[0].contains("Subject: across"), "{}", local[0]);
+
+    // 5xx at B: a bounce lands in alice's mailbox on A with the DSN fields.
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["nobody@b.test"],
+        "From: alice@a.test\r\nSubject: to nobody\r\n\r\nx",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let mail = wait_mail(&a_dir.path().join("md/a.test/alice"), 2);
+    let bounce = mail
+        .iter()
+        .find(|m| m.contains("multipart/report"))
+        .expect("a bounce");
+    assert!(bounce.contains("report-type=delivery-status"), "{bounce}");
+    assert!(bounce.contains("Final-Recipient: rfc822; nobody@b.test\r\nAction: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.b.test\r\nDiagnostic-Code: smtp; 550 5.1.1"), "{bounce}");
+    assert!(bounce.contains("Subject: to nobody"), "{bounce}");
+    assert!(bounce.contains("Return-Path: <>"), "{bounce}");
+
+    // Null MX: bounced at once, no connection.
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["x@nullmx.test"],
+        "From: alice@a.test\r\nSubject: to null\r\n\r\nx",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let mail = wait_mail(&a_dir.path().join("md/a.test/alice"), 3);
+    let null = mail
+        .iter()
+        .find(|m| m.contains("Final-Recipient: rfc822; x@nullmx.test"))
+        .expect("a null MX bounce");
+    assert!(null.contains("null MX"), "{null}");
+    assert!(queue_list(a_dir.path()).ends_with("0 message(s)\n"));
+    drop(b);
+    drop(net.runtime);
+}
+
+#[test]
+fn a_4xx_defers_and_a_destination_that_comes_back_gets_the_mail() {
+    let net = dns(ZONE);
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let b_dir = tempfile::tempdir().expect("dir b");
+    let a = instance_a(a_dir.path(), &net, "");
+    let mut b = instance_b(b_dir.path(), a.port(0), "");
+
+    // B answers 451 for `full`: deferred, still queued, tried again.
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["full@b.test"],
+        "From: alice@a.test\r\n\r\nx",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let log = a.wait_log("a deferral", |l| {
+        l.matches("outcome=\"deferred\"").count() >= 2 || l.matches("outcome=deferred").count() >= 2
+    });
+    assert!(log.contains("451"), "{log}");
+    assert!(queue_list(a_dir.path()).contains("full@b.test"));
+
+    // B down: connection refused, the message waits, then arrives when B is back.
+    b.kill();
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["bob@b.test"],
+        "From: alice@a.test\r\nSubject: later\r\n\r\nx",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(queue_list(a_dir.path()).contains("bob@b.test"));
+    let b2 = instance_b(b_dir.path(), a.port(0), "");
+    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
+    assert!(at_b[0].contains("Subject: later"), "{}", at_b[0]);
+    drop(b2);
+    drop(net.runtime);
+}
