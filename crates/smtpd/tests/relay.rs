@@ -319,3 +319,66 @@ fn a_4xx_defers_and_a_destination_that_comes_back_gets_the_mail() {
     drop(b2);
     drop(net.runtime);
 }
+
+#[test]
+fn a_smart_host_gets_everything_over_tls_with_auth() {
+    let net = dns(ZONE);
+    let s_dir = tempfile::tempdir().expect("dir smart host");
+    let pki = Pki::write(s_dir.path());
+    let ca = s_dir.path().join("ca.pem");
+    fs::write(&ca, &pki.ca_pem).expect("ca.pem");
+    let relay_hash = hash("s3cret");
+    let root = s_dir.path().to_path_buf();
+    // The provider: submission with STARTTLS and AUTH; elsewhere.test (no DNS at all) is its.
+    let smart = Server::start(s_dir.path(), 1, move |p| {
+        let config = root.join("s.toml");
+        let text = format!(
+            r#"hostname = "smtp.provider.test"
+
+[[listener]]
+address = "127.0.0.2:{}"
+kind = "submission"
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[[domain]]
+name = "elsewhere.test"
+mailboxes = ["carol"]
+
+[[user]]
+name = "relay"
+password_hash = "{relay_hash}"
+
+[storage]
+maildir = "md"
+"#,
+            p[0]
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let a = instance_a(
+        a_dir.path(),
+        &net,
+        &format!(
+            "[delivery.smart_host]\naddress = \"127.0.0.2:{}\"\ntls_name = \"localhost\"\ntls = \"required\"\nca = \"{}\"\nuser = \"relay\"\npassword = \"s3cret\"\n",
+            smart.port(0),
+            ca.display()
+        ),
+    );
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["carol@elsewhere.test"],
+        "From: alice@a.test\r\nSubject: via provider\r\n\r\nx",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = wait_mail(&s_dir.path().join("md/elsewhere.test/carol"), 1);
+    assert!(got[0].contains("Subject: via provider"), "{}", got[0]);
+    // Authenticated, over TLS: the provider's Received line says ESMTPSA.
+    assert!(got[0].contains("with ESMTPSA"), "{}", got[0]);
+    drop(net.runtime);
+}
