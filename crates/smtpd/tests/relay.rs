@@ -70,6 +70,12 @@ fn dns(records: &str) -> Net {
 /// Instance A: submission (AUTH without TLS: loopback only) and an MX listener on `port`,
 /// local domain a.test (alice), relay on, delivering to MX hosts on `port`.
 fn instance_a(dir: &Path, net: &Net, extra: &str) -> Server {
+    instance_a_to(dir, net, extra, None)
+}
+
+/// [`instance_a`], delivering to MX hosts on `deliver_port` instead of its own MX port (a
+/// restarted A gets new ports, B keeps its own).
+fn instance_a_to(dir: &Path, net: &Net, extra: &str, deliver_port: Option<u16>) -> Server {
     let hash = hash("pw");
     let root = dir.to_path_buf();
     let dns = net.dns.addr();
@@ -112,7 +118,7 @@ first_retry = 1
 max_retry = 2
 
 [delivery]
-port = {mx}
+port = {deliver}
 nameservers = ["{dns}"]
 dns_timeout = 2
 connect_timeout = 2
@@ -120,6 +126,7 @@ connect_timeout = 2
 "#,
             mx = p[0],
             submission = p[1],
+            deliver = deliver_port.unwrap_or(p[0]),
         );
         fs::write(&config, text).expect("write config");
         vec!["--config".into(), config.display().to_string()]
@@ -380,5 +387,101 @@ maildir = "md"
     assert!(got[0].contains("Subject: via provider"), "{}", got[0]);
     // Authenticated, over TLS: the provider's Received line says ESMTPSA.
     assert!(got[0].contains("with ESMTPSA"), "{}", got[0]);
+    drop(net.runtime);
+}
+
+/// The message count and the distinct subjects in a Maildir's `new/`.
+fn subjects(maildir: &Path) -> (usize, std::collections::HashSet<String>) {
+    let files: Vec<PathBuf> = files_under(maildir)
+        .into_iter()
+        .filter(|p| p.parent().is_some_and(|d| d.ends_with("new")))
+        .collect();
+    let subjects = files
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .filter_map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned))
+        })
+        .collect();
+    (files.len(), subjects)
+}
+
+/// SIGKILL of the sending instance in the middle of a queue of 1,000 messages, then a
+/// restart: every message arrives, and only those in flight at the kill twice.
+#[test]
+fn a_kill_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
+    const MESSAGES: usize = 1000;
+    let net = dns(ZONE);
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let b_dir = tempfile::tempdir().expect("dir b");
+    // Queued before A starts, as a previous run of A would have left them.
+    {
+        use smtpkit_queue::QueueStore as _;
+        let store = smtpkit_queue::FileStore::open(a_dir.path().join("queue")).expect("queue");
+        let to = ["bob@b.test".to_owned()];
+        for i in 0..MESSAGES {
+            let content = format!("From: alice@a.test\r\nSubject: n{i}\r\n\r\nbody {i}\r\n");
+            store
+                .enqueue(
+                    smtpkit_queue::NewMessage {
+                        kind: smtpkit_queue::Kind::Message,
+                        sender: Some("alice@a.test"),
+                        recipients: &to,
+                        content: content.as_bytes(),
+                    },
+                    std::time::SystemTime::now(),
+                )
+                .expect("enqueue");
+        }
+    }
+    let first = instance_a(a_dir.path(), &net, "");
+    let b_port = first.port(0);
+    let b = instance_b(b_dir.path(), b_port, "");
+    let bob = b_dir.path().join("md/b.test/bob");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while subjects(&bob).0 < MESSAGES / 4 {
+        assert!(
+            Instant::now() < deadline,
+            "A never got going:\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut first = first;
+    first.kill();
+    let at_kill = subjects(&bob).0;
+    assert!(
+        at_kill < MESSAGES,
+        "everything was delivered before the kill"
+    );
+
+    let second = instance_a_to(a_dir.path(), &net, "", Some(b_port));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (files, distinct) = subjects(&bob);
+        if distinct.len() == MESSAGES {
+            let duplicates = files - MESSAGES;
+            eprintln!("killed at {at_kill} delivered; {duplicates} delivered twice");
+            // In flight at the kill: at most per_domain (20) sessions to b.test.
+            assert!(duplicates <= 20, "{duplicates} duplicates");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {MESSAGES} arrived after the restart:\n{}",
+            distinct.len(),
+            second.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = second.wait_log("an empty queue", |_| {
+        queue_list(a_dir.path()).ends_with("0 message(s)\n")
+    });
+    assert!(
+        list.contains("retrying what the last run was delivering"),
+        "{list}"
+    );
+    drop(b);
     drop(net.runtime);
 }

@@ -73,11 +73,11 @@ pub const POLL: Duration = Duration::from_secs(5);
 /// The queue runner.
 #[derive(Debug)]
 pub struct Runner<S, T> {
+    shared: Arc<Shared<S>>,
     store: Arc<S>,
     transport: Arc<T>,
     policy: Policy,
     owner: Owner,
-    hostname: String,
     domains: Mutex<HashMap<String, Arc<Semaphore>>>,
     rng: Mutex<fastrand::Rng>,
     wake: Arc<Notify>,
@@ -94,11 +94,16 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
         hostname: &str,
     ) -> Self {
         Self {
+            shared: Arc::new(Shared {
+                store: Arc::clone(&store),
+                policy: policy.clone(),
+                owner: owner.as_str().to_owned(),
+                hostname: hostname.to_owned(),
+            }),
             store,
             transport,
             policy,
             owner,
-            hostname: hostname.to_owned(),
             domains: Mutex::new(HashMap::new()),
             rng: Mutex::new(fastrand::Rng::new()),
             wake: Arc::new(Notify::new()),
@@ -192,43 +197,48 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
             claimed: entries.len(),
             ..Round::default()
         };
-        let mut contents = Vec::with_capacity(entries.len());
         let mut attempts = JoinSet::new();
-        for (index, entry) in entries.iter().enumerate() {
+        for entry in entries {
             let store = Arc::clone(&self.store);
             let id = entry.id.clone();
             let content = match blocking(move || store.content(&id)).await {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
                     warn!(id = %entry.id, error = %e, "queued message unreadable; left for the operator");
-                    contents.push(None);
                     continue;
                 }
             };
-            contents.push(Some(Arc::clone(&content)));
             let mut by_domain: HashMap<String, Vec<usize>> = HashMap::new();
             for (i, r) in entry.recipients.iter().enumerate() {
                 if r.state == RecipientState::Pending {
                     by_domain.entry(r.domain()).or_default().push(i);
                 }
             }
+            let message = Arc::new(InFlight {
+                entry,
+                content,
+                sample: self.sample(),
+                progress: Mutex::new((by_domain.len(), Vec::new())),
+            });
             for (domain, indexes) in by_domain {
                 let slots = self.domain_slots(&domain);
                 let transport = Arc::clone(&self.transport);
-                let content = Arc::clone(&content);
-                let sender = entry.sender.clone();
-                let recipients: Vec<String> = indexes
-                    .iter()
-                    .map(|&i| entry.recipients[i].address.clone())
-                    .collect();
+                let shared = Arc::clone(&self.shared);
+                let message = Arc::clone(&message);
                 attempts.spawn(async move {
+                    // The slot is held until the attempt is recorded: what a crash can make us
+                    // repeat is bounded by the per-domain limit.
                     let _slot = slots.acquire_owned().await;
+                    let recipients: Vec<String> = indexes
+                        .iter()
+                        .map(|&i| message.entry.recipients[i].address.clone())
+                        .collect();
                     let outcomes = transport
                         .deliver(Attempt {
                             domain: &domain,
-                            sender: sender.as_deref(),
+                            sender: message.entry.sender.as_deref(),
                             recipients: &recipients,
-                            content: &content,
+                            content: &message.content,
                         })
                         .await;
                     let mut results: Vec<(usize, Outcome)> =
@@ -243,31 +253,84 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
                             },
                         ));
                     }
-                    (index, results)
+                    // The last domain of a message to finish records the whole message.
+                    let all = {
+                        let mut progress = message
+                            .progress
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        progress.0 -= 1;
+                        progress.1.extend(results);
+                        (progress.0 == 0).then(|| std::mem::take(&mut progress.1))
+                    };
+                    let mut round = Round::default();
+                    if let Some(all) = all {
+                        shared.record(&message, &all, now, &mut round).await;
+                    }
+                    round
                 });
             }
         }
-        let mut outcomes: Vec<Vec<(usize, Outcome)>> = vec![Vec::new(); entries.len()];
         while let Some(joined) = attempts.join_next().await {
             match joined {
-                Ok((index, results)) => outcomes[index].extend(results),
-                // A panicking transport: its recipients stay pending and are retried.
+                Ok(part) => round.add(&part),
+                // A panicking transport: the message's lease lapses and it is tried again.
                 Err(e) => warn!(error = %e, "delivery task failed"),
             }
         }
-        for ((entry, results), content) in entries.iter().zip(outcomes).zip(contents) {
-            let Some(content) = content else { continue };
-            let plan = plan(entry, &results, now, &self.policy, self.sample());
-            self.account(entry, &results, &plan, &mut round);
-            self.notify(entry, &plan, &content, now, &mut round).await;
-            let store = Arc::clone(&self.store);
-            let owner = self.owner.as_str().to_owned();
-            let update = plan.update;
-            if let Err(e) = blocking(move || store.finish(&owner, &update)).await {
-                warn!(id = %entry.id, error = %e, "could not record a delivery attempt; it will be repeated");
-            }
-        }
         Ok(round)
+    }
+}
+
+/// What recording an attempt needs, shared by the delivery tasks.
+#[derive(Debug)]
+struct Shared<S> {
+    store: Arc<S>,
+    policy: Policy,
+    owner: String,
+    hostname: String,
+}
+
+/// A claimed message being delivered: its domains report into `progress` (domains left,
+/// outcomes so far).
+#[derive(Debug)]
+struct InFlight {
+    entry: Entry,
+    content: Arc<Vec<u8>>,
+    sample: f64,
+    progress: Mutex<(usize, Vec<(usize, Outcome)>)>,
+}
+
+impl Round {
+    fn add(&mut self, other: &Self) {
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.failed += other.failed;
+        self.notices += other.notices;
+        self.dropped_notices += other.dropped_notices;
+    }
+}
+
+impl<S: QueueStore> Shared<S> {
+    /// Plans the next step of one message from its attempt, queues its notices and records it.
+    async fn record(
+        &self,
+        message: &InFlight,
+        results: &[(usize, Outcome)],
+        now: SystemTime,
+        round: &mut Round,
+    ) {
+        let entry = &message.entry;
+        let content = &message.content[..];
+        let plan = plan(entry, results, now, &self.policy, message.sample);
+        self.account(entry, results, &plan, round);
+        self.notify(entry, &plan, content, now, round).await;
+        let store = Arc::clone(&self.store);
+        let owner = self.owner.clone();
+        let update = plan.update;
+        if let Err(e) = blocking(move || store.finish(&owner, &update)).await {
+            warn!(id = %entry.id, error = %e, "could not record a delivery attempt; it will be repeated");
+        }
     }
 
     fn account(&self, entry: &Entry, results: &[(usize, Outcome)], plan: &Plan, round: &mut Round) {
