@@ -1,17 +1,4 @@
-//! [`FileStore`]: the queue in a directory, durable through atomic renames and fsync.
-//!
-//! ```text
-//! <root>/lock              flock(2) taken by every state change (server and `smtpd queue` alike)
-//! <root>/tmp/              files being written
-//! <root>/content/<id>      the message, immutable once queued
-//! <root>/entry/<id>.json   its envelope, recipients' states, schedule and lease
-//! ```
-//!
-//! An entry file is the message's existence: it is renamed into `entry/` only after the
-//! content is durable in `content/`, and removed before the content. Every rewrite of an entry
-//! goes through `tmp/`, an fsync and a rename, so a crash at any point leaves either the old or
-//! the new record, never a torn one. A lease written before a crash lapses by itself, or at
-//! once when the restarted instance calls [`QueueStore::release_leases`].
+//! [`FileStore`]: the queue in a directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -24,7 +11,20 @@ use crate::entry::{Entry, Lease, NewMessage, Recipient, Update, unix};
 use crate::id::QueueId;
 use crate::store::{QueueStore, StoreError};
 
-/// The file store; see the [module docs](self).
+/// The queue in a directory, durable through atomic renames and fsync.
+///
+/// ```text
+/// <root>/lock              flock(2) taken by every state change (server and `smtpd queue` alike)
+/// <root>/tmp/              files being written
+/// <root>/content/<id>      the message, immutable once queued
+/// <root>/entry/<id>.json   its envelope, recipients' states, schedule and lease
+/// ```
+///
+/// An entry file is the message's existence: it is renamed into `entry/` only after the
+/// content is durable in `content/`, and removed before the content. Every rewrite of an entry
+/// goes through `tmp/`, an fsync and a rename, so a crash at any point leaves either the old or
+/// the new record, never a torn one. A lease written before a crash lapses by itself, or at
+/// once when the restarted instance calls [`QueueStore::release_leases`](crate::QueueStore::release_leases).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
