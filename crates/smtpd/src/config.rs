@@ -836,13 +836,20 @@ impl Config {
             problems.push("storage.maildir is empty".to_owned());
         }
         self.validate_limits(&mut problems);
-        if let Some(smart) = &self.delivery.smart_host
-            && !matches!(smart.tls.as_str(), "required" | "implicit" | "none")
-        {
-            problems.push(format!(
-                "delivery.smart_host.tls `{}` must be `required`, `implicit` or `none`",
-                smart.tls
-            ));
+        if let Some(smart) = &self.delivery.smart_host {
+            if !matches!(smart.tls.as_str(), "required" | "implicit" | "none") {
+                problems.push(format!(
+                    "delivery.smart_host.tls `{}` must be `required`, `implicit` or `none`",
+                    smart.tls
+                ));
+            }
+            // The client never sends a password in clear (RFC 8314 3).
+            if smart.tls == "none" && smart.user.is_some() {
+                problems.push(
+                    "delivery.smart_host: AUTH (user) needs tls = `required` or `implicit`"
+                        .to_owned(),
+                );
+            }
         }
         if self.relay.enabled && self.queue.directory.as_os_str().is_empty() {
             problems.push("queue.directory is empty".to_owned());
@@ -1575,5 +1582,24 @@ mod tests {
             password_hash: "$argon2id$secret".to_owned(),
         };
         assert!(!format!("{user:?}").contains("secret"));
+    }
+
+    #[test]
+    fn smart_host_settings_are_checked() {
+        let bad = invalid(
+            "[delivery.smart_host]\naddress = \"relay.example:25\"\ntls = \"none\"\nuser = \"u\"\npassword = \"p\"\n",
+        );
+        assert!(bad.iter().any(|p| p.contains("needs tls")), "{bad:?}");
+        let bad =
+            invalid("[delivery.smart_host]\naddress = \"relay.example:25\"\ntls = \"maybe\"\n");
+        assert!(
+            bad.iter().any(|p| p.contains("must be `required`")),
+            "{bad:?}"
+        );
+        let config =
+            Config::from_str("[delivery.smart_host]\naddress = \"relay.example:587\"\n").unwrap();
+        assert_eq!(config.delivery.smart_host.unwrap().tls, "required");
+        assert_eq!(config.delivery.port, 25);
+        assert!(!config.relay.enabled);
     }
 }

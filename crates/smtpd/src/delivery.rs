@@ -130,6 +130,7 @@ impl<R: MxResolver> SmtpTransport<R> {
         host: &str,
         addr: SocketAddr,
         attempt: &Attempt<'_>,
+        plaintext: bool,
     ) -> Result<Vec<Outcome>, Error> {
         let sender = match attempt.sender {
             None => ReversePath::Null,
@@ -146,7 +147,7 @@ impl<R: MxResolver> SmtpTransport<R> {
                 }
             },
         };
-        let tls = self.tls_for(host);
+        let tls = if plaintext { None } else { self.tls_for(host) };
         let mut conn = match tokio::time::timeout(
             self.connect_timeout,
             client::connect(addr, Arc::clone(&self.client), tls),
@@ -237,7 +238,14 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
         };
         for (host, addrs) in hosts {
             for addr in addrs {
-                match self.try_address(&host, addr, &attempt).await {
+                let mut tried = self.try_address(&host, addr, &attempt, false).await;
+                // Opportunistic TLS that fails is not worth the message: like Postfix at the
+                // `may` level, the same host is tried again in plaintext.
+                if matches!(tried, Err(Error::Tls(_))) && self.smart_host.is_none() {
+                    debug!(host = host.as_str(), %addr, "STARTTLS failed; trying without TLS");
+                    tried = self.try_address(&host, addr, &attempt, true).await;
+                }
+                match tried {
                     Ok(outcomes) => return outcomes,
                     Err(e) => {
                         debug!(host = host.as_str(), %addr, error = %e, "delivery attempt failed");
