@@ -93,9 +93,11 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
         owner: Owner,
         hostname: &str,
     ) -> Self {
+        let wake = Arc::new(Notify::new());
         Self {
             shared: Arc::new(Shared {
                 store: Arc::clone(&store),
+                wake: Arc::clone(&wake),
                 policy: policy.clone(),
                 owner: owner.as_str().to_owned(),
                 hostname: hostname.to_owned(),
@@ -106,7 +108,7 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
             owner,
             domains: Mutex::new(HashMap::new()),
             rng: Mutex::new(fastrand::Rng::new()),
-            wake: Arc::new(Notify::new()),
+            wake,
         }
     }
 
@@ -286,6 +288,8 @@ impl<S: QueueStore, T: Transport> Runner<S, T> {
 #[derive(Debug)]
 struct Shared<S> {
     store: Arc<S>,
+    /// The runner's wake-up: a queued notice goes out in the next round, not after a poll.
+    wake: Arc<Notify>,
     policy: Policy,
     owner: String,
     hostname: String,
@@ -410,6 +414,7 @@ impl<S: QueueStore> Shared<S> {
             match queued {
                 Ok(id) => {
                     round.notices += 1;
+                    self.wake.notify_one();
                     info!(id = %entry.id, notice = %id, action = ?action, "delivery notice queued");
                 }
                 Err(e) => warn!(id = %entry.id, error = %e, "could not queue a delivery notice"),
