@@ -174,6 +174,12 @@ impl HickoryMx {
         };
         let mut opts = ResolverOpts::default();
         opts.timeout = timeout;
+        Self::with_options(config, opts)
+    }
+
+    /// A resolver with hickory's own configuration and options (smtpd's `[dns]` section
+    /// produces them for every resolver it builds).
+    pub fn with_options(config: ResolverConfig, opts: ResolverOpts) -> std::io::Result<Self> {
         let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
