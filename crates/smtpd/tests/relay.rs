@@ -150,6 +150,10 @@ fn instance_b(dir: &Path, port: u16, extra: &str) -> Server {
 address = "127.0.0.2:{port}"
 kind = "smtp"
 
+[[listener]]
+address = "[::1]:{port}"
+kind = "smtp"
+
 [tls]
 cert = "cert.pem"
 key = "key.pem"
@@ -157,6 +161,10 @@ key = "key.pem"
 [[domain]]
 name = "b.test"
 mailboxes = ["bob", "full"]
+
+[[domain]]
+name = "v6.test"
+mailboxes = ["dave"]
 
 [storage]
 maildir = "md"
@@ -174,6 +182,8 @@ a.test. 60 IN MX 10 mx.a.test.
 mx.b.test. 60 IN A 127.0.0.2
 b.test. 60 IN MX 10 mx.b.test.
 nullmx.test. 60 IN MX 0 .
+v6.test. 60 IN MX 10 mx.v6.test.
+mx.v6.test. 60 IN AAAA ::1
 ";
 
 /// Submits one message as alice on A's submission port; the reply to the end of data.
@@ -255,6 +265,21 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
     // The local copy stays local.
     let local = wait_mail(&a_dir.path().join("md/a.test/alice"), 1);
     assert!(local[0].contains("Subject: across"), "{}", local[0]);
+
+    // An MX with only an IPv6 address.
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["dave@v6.test"],
+        "From: alice@a.test\r\nSubject: over v6\r\n\r\nx",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let at_v6 = wait_mail(&b_dir.path().join("md/v6.test/dave"), 1);
+    assert!(
+        at_v6[0].contains("(IPv6:::1)") || at_v6[0].contains("[IPv6:::1]"),
+        "{}",
+        at_v6[0]
+    );
 
     // 5xx at B: a bounce lands in alice's mailbox on A with the DSN fields.
     let r = submit(
