@@ -191,6 +191,8 @@ impl Record {
 /// - MAIL from the local part `busy` makes the next `data_start` answer
 ///   `452 4.3.1 Out of storage`, which refuses DATA, or a BDAT chunk (whose content the server
 ///   must then skip);
+/// - with LMTP, an accepted recipient with the local part `full` gets
+///   `452 4.2.2 Mailbox full` at the end of the message, the others 250;
 /// - everything else is accepted.
 ///
 /// Cheap to clone; clones share the record.
@@ -223,6 +225,8 @@ pub struct RecordingSession {
     index: usize,
     busy: bool,
     body: Vec<u8>,
+    /// Whether each accepted recipient of the transaction is a `full` mailbox (LMTP).
+    full: Vec<bool>,
 }
 
 impl RecordingSession {
@@ -248,6 +252,7 @@ impl Handler for RecordingHandler {
             index: record.sessions.len() - 1,
             busy: false,
             body: Vec::new(),
+            full: Vec::new(),
         })
     }
 }
@@ -345,6 +350,9 @@ impl Session for RecordingSession {
             return std::future::pending().await;
         }
         let accepted = !(to.starts_with("<reject@") || to.starts_with("<Green@"));
+        if accepted {
+            self.full.push(to.starts_with("<full@"));
+        }
         self.push(Call::RcptTo { to, accepted });
         if accepted {
             Decision::Accept
@@ -379,6 +387,16 @@ impl Session for RecordingSession {
         Decision::Accept
     }
 
+    async fn data_end_lmtp(&mut self, info: &SessionInfo, recipients: usize) -> Vec<Decision> {
+        let decision = self.data_end(info).await;
+        (0..recipients)
+            .map(|i| match self.full.get(i) {
+                Some(true) => refusal(452, 4, 2, 2, "Mailbox full"),
+                _ => decision.clone(),
+            })
+            .collect()
+    }
+
     async fn data_aborted(&mut self, _: &SessionInfo) {
         self.body.clear();
         self.push(Call::DataAborted);
@@ -386,6 +404,7 @@ impl Session for RecordingSession {
 
     async fn reset(&mut self, _: &SessionInfo) {
         self.busy = false;
+        self.full.clear();
         self.body.clear();
         self.push(Call::Reset);
     }

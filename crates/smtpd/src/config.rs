@@ -142,6 +142,15 @@ pub struct Config {
     /// Nameservers and the clients' reverse lookup (`[dns]`).
     #[serde(default)]
     pub dns: crate::dns::Dns,
+    /// Submission relay: who may send mail to other domains, as which addresses.
+    #[serde(default)]
+    pub relay: Relay,
+    /// The outbound queue: where it lives and its retry schedule.
+    #[serde(default)]
+    pub queue: Queue,
+    /// How queued mail leaves: MX lookup, ports, TLS, an optional smart host.
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
@@ -850,6 +859,9 @@ impl Config {
         if self.routing.wildcard.is_none() {
             self.routing.wildcard = Some(self.domains.is_empty());
         }
+        if self.queue.instance.is_empty() {
+            self.queue.instance.clone_from(&self.hostname);
+        }
     }
 
     /// Checks consistency, collecting every problem.
@@ -900,6 +912,24 @@ impl Config {
         }
         self.validate_limits(&mut problems);
         problems.extend(self.dns.problems());
+        if let Some(smart) = &self.delivery.smart_host {
+            if !matches!(smart.tls.as_str(), "required" | "implicit" | "none") {
+                problems.push(format!(
+                    "delivery.smart_host.tls `{}` must be `required`, `implicit` or `none`",
+                    smart.tls
+                ));
+            }
+            // The client never sends a password in clear (RFC 8314 3).
+            if smart.tls == "none" && smart.user.is_some() {
+                problems.push(
+                    "delivery.smart_host: AUTH (user) needs tls = `required` or `implicit`"
+                        .to_owned(),
+                );
+            }
+        }
+        if self.relay.enabled && self.queue.directory.as_os_str().is_empty() {
+            problems.push("queue.directory is empty".to_owned());
+        }
         if problems.is_empty() {
             // The library's own checks (AUTH mechanisms, BINARYMIME without CHUNKING, output
             // cap...), once the ones above, which name the TOML fields, found nothing.
@@ -1153,6 +1183,121 @@ impl fmt::Display for Config {
     }
 }
 
+/// `[relay]`: authenticated users sending to other domains (submission, RFC 6409).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Authenticated users on submission and smtps listeners may send to any domain; their
+    /// mail goes through the queue. Default `false`: smtpd never relays.
+    pub enabled: bool,
+    /// The addresses each user may use as envelope sender and in `From:`: full addresses, or
+    /// `@domain` for every address of a domain. A user name that is itself an address always
+    /// owns that address. Anything else gets `550 5.7.1`.
+    pub senders: BTreeMap<String, Vec<String>>,
+}
+
+impl Relay {
+    /// Whether `user` may send as `address` (case-insensitive).
+    #[must_use]
+    pub fn owns(&self, user: &str, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        if user.contains('@') && user.eq_ignore_ascii_case(&address) {
+            return true;
+        }
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        self.senders.get(user).is_some_and(|owned| {
+            owned.iter().any(|o| {
+                let o = o.to_ascii_lowercase();
+                o == address || o.strip_prefix('@').is_some_and(|d| d == domain)
+            })
+        })
+    }
+}
+
+/// `[queue]`: the outbound queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// The queue directory. Default `./queue`.
+    pub directory: PathBuf,
+    /// This instance's name in leases. Default: the host name. Instances sharing a queue need
+    /// different names; a restarted instance takes back at once what it was delivering.
+    pub instance: String,
+    /// Retry schedule, expiry, notices, per-domain concurrency.
+    pub schedule: smtpkit_queue::Policy,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from("./queue"),
+            instance: String::new(),
+            schedule: smtpkit_queue::Policy::default(),
+        }
+    }
+}
+
+/// `[delivery]`: how queued mail leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// The port MX hosts are reached on. Default 25; tests point it elsewhere.
+    pub port: u16,
+    /// Nameservers for MX and address lookups (ip:port). Default: the system's.
+    pub nameservers: Vec<SocketAddr>,
+    /// Seconds for a DNS lookup. Default 10.
+    pub dns_timeout: u64,
+    /// Use STARTTLS when the MX offers it (without checking its certificate: opportunistic
+    /// TLS, RFC 7435). Default `true`.
+    pub starttls: bool,
+    /// Seconds to connect to a host. Default 30 (Postfix smtp_connect_timeout).
+    pub connect_timeout: u64,
+    /// Send everything through this host instead of the MX hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smart_host: Option<SmartHost>,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            port: 25,
+            nameservers: Vec::new(),
+            dns_timeout: 10,
+            starttls: true,
+            connect_timeout: 30,
+            smart_host: None,
+        }
+    }
+}
+
+/// `[delivery.smart_host]`: a relay provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmartHost {
+    /// `host:port` (a name or an address).
+    pub address: String,
+    /// The name its certificate must carry. Default: the host part of `address`.
+    #[serde(default)]
+    pub tls_name: String,
+    /// `required` (STARTTLS, certificate checked), `implicit` (TLS from the start, port 465)
+    /// or `none` (plain; only for a host on the same machine or network). Default `required`.
+    #[serde(default = "default_smart_host_tls")]
+    pub tls: String,
+    /// A PEM file of CA certificates to check it against instead of the web PKI roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// AUTH user name; none for no AUTH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// AUTH password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+fn default_smart_host_tls() -> String {
+    "required".to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1301,7 +1446,10 @@ mod tests {
             );
         }
         // Alias names are data, not options.
-        for key in all.iter().filter(|k| !k.starts_with("domain.aliases.")) {
+        for key in all
+            .iter()
+            .filter(|k| !k.starts_with("domain.aliases.") && !k.starts_with("relay.senders."))
+        {
             let last = key.rsplit('.').next().unwrap();
             assert!(
                 EXAMPLE.lines().any(|l| l.starts_with(&format!("{last} ="))),
@@ -1557,5 +1705,24 @@ mod tests {
             password_hash: "$argon2id$secret".to_owned(),
         };
         assert!(!format!("{user:?}").contains("secret"));
+    }
+
+    #[test]
+    fn smart_host_settings_are_checked() {
+        let bad = invalid(
+            "[delivery.smart_host]\naddress = \"relay.example:25\"\ntls = \"none\"\nuser = \"u\"\npassword = \"p\"\n",
+        );
+        assert!(bad.iter().any(|p| p.contains("needs tls")), "{bad:?}");
+        let bad =
+            invalid("[delivery.smart_host]\naddress = \"relay.example:25\"\ntls = \"maybe\"\n");
+        assert!(
+            bad.iter().any(|p| p.contains("must be `required`")),
+            "{bad:?}"
+        );
+        let config =
+            Config::from_str("[delivery.smart_host]\naddress = \"relay.example:587\"\n").unwrap();
+        assert_eq!(config.delivery.smart_host.unwrap().tls, "required");
+        assert_eq!(config.delivery.port, 25);
+        assert!(!config.relay.enabled);
     }
 }

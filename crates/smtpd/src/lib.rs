@@ -1,5 +1,6 @@
 //! smtpd: a mail server that receives mail over SMTP and LMTP and stores it in Maildir
-//! mailboxes for an IMAP server such as Dovecot to read. It never relays.
+//! mailboxes for an IMAP server such as Dovecot to read. With `[relay] enabled`, authenticated
+//! users' mail to other domains goes through a durable queue.
 //!
 //! The library holds the parts of the server that do not speak SMTP:
 //!
@@ -15,15 +16,21 @@
 //! - [`metrics_endpoint`]: the opt-in Prometheus endpoint;
 //! - [`privilege`]: the switch from root to `[privileges] user` after binding;
 //! - [`activation`]: listeners inherited from systemd (socket activation).
+//! - [`relay`]: submission relay checks (sender ownership, `Message-ID`/`Date`);
+//! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands;
+//! - [`delivery`]: how queued mail leaves (MX hosts or a smart host, over SMTP).
 
 pub mod activation;
 pub mod check;
 pub mod config;
+pub mod delivery;
 pub mod dns;
 pub mod housekeeping;
 pub mod maildir;
 pub mod metrics_endpoint;
 pub mod password;
 pub mod privilege;
+pub mod queue;
 pub mod receiver;
+pub mod relay;
 pub mod routing;

@@ -64,6 +64,30 @@ enum Command {
     HashPassword,
     /// Print the example configuration, every option with its default and its source.
     ExampleConfig,
+    /// Look at and act on the outbound queue (`[queue] directory`). Safe while the server
+    /// runs: both take the queue's lock for every change.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// One line per queued message.
+    List,
+    /// A message's recipients, their last replies, and its headers.
+    Show { id: smtpkit_queue::QueueId },
+    /// Make every message due now.
+    Flush,
+    /// Make one message due now.
+    Retry { id: smtpkit_queue::QueueId },
+    /// Keep a message from being delivered.
+    Hold { id: smtpkit_queue::QueueId },
+    /// Let a held message be delivered again.
+    Release { id: smtpkit_queue::QueueId },
+    /// Remove a message without notifying anyone.
+    Delete { id: smtpkit_queue::QueueId },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +99,7 @@ fn main() -> ExitCode {
             print!("{}", include_str!("../config/example.toml"));
             return ExitCode::SUCCESS;
         }
+        Some(Command::Queue { action }) => return queue_command(&cli, action),
         None => {}
     }
     let mut config = match &cli.config {
@@ -246,6 +271,50 @@ fn check_config(file: &PathBuf) -> ExitCode {
     }
 }
 
+fn queue_command(cli: &Cli, action: &QueueCommand) -> ExitCode {
+    use smtpd::queue::Action;
+    let config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("smtpd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default_embedded(),
+    };
+    let action = match action {
+        QueueCommand::List => Action::List,
+        QueueCommand::Show { id } => Action::Show(id.clone()),
+        QueueCommand::Flush => Action::Flush,
+        QueueCommand::Retry { id } => Action::Retry(id.clone()),
+        QueueCommand::Hold { id } => Action::Hold(id.clone()),
+        QueueCommand::Release { id } => Action::Release(id.clone()),
+        QueueCommand::Delete { id } => Action::Delete(id.clone()),
+    };
+    let store = match smtpd::queue::open(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("smtpd: queue {}: {e}", config.queue.directory.display());
+            return ExitCode::from(1);
+        }
+    };
+    match smtpd::queue::run(&store, &action, std::time::SystemTime::now()) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(smtpkit_queue::StoreError::NotFound(id)) => {
+            eprintln!("smtpd: no queued message {id}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("smtpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn hash_password() -> ExitCode {
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err()
@@ -267,7 +336,7 @@ fn hash_password() -> ExitCode {
 }
 
 /// Everything that can be rebuilt from the configuration without rebinding sockets.
-fn build_state(config: &Config) -> Result<State, String> {
+fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result<State, String> {
     let router = smtpd::routing::Router::from_config(config).map_err(|e| e.to_string())?;
     if let smtpd::maildir::Store::Maildir(_) =
         smtpd::maildir::Store::from_config(&config.storage, &config.hostname)
@@ -280,6 +349,10 @@ fn build_state(config: &Config) -> Result<State, String> {
         router,
         store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
         accounts: smtpd::password::Accounts::new(&config.users),
+        // The queue itself is started once; a reload changes who may send as whom.
+        outbound: queue
+            .filter(|_| config.relay.enabled)
+            .map(|q| q.outbound(&config.relay)),
     })
 }
 
@@ -289,7 +362,18 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
     // exist would kill the process with the default action instead of reloading or draining.
     let signals = Signals::install();
-    let state = match build_state(&config) {
+    let queue = if config.relay.enabled {
+        match smtpd::queue::start(&config).await {
+            Ok(q) => Some(q),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let state = match build_state(&config, queue.as_ref()) {
         Ok(s) => s,
         Err(e) => {
             error!("{e}");
@@ -389,9 +473,14 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     };
     info!(storage = %storage, "smtpd ready");
     smtpd::housekeeping::notify_ready();
-    signals.wait(&receiver, certs.as_deref(), &cli).await;
+    signals
+        .wait(&receiver, certs.as_deref(), &cli, queue.as_ref())
+        .await;
     info!("shutting down");
     handle.shutdown(grace).await;
+    if let Some(queue) = queue {
+        queue.stop().await;
+    }
     let m = metrics.snapshot();
     info!(
         connections = m.connections_total,
@@ -435,6 +524,7 @@ impl Signals {
         receiver: &Receiver,
         certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
         cli: &Cli,
+        queue: Option<&smtpd::queue::Running>,
     ) {
         let Some([mut term, mut int, mut hup]) = self.streams else {
             warn!("cannot install signal handlers; stop with SIGKILL");
@@ -445,13 +535,18 @@ impl Signals {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
-                _ = hup.recv() => reload(receiver, certs, cli),
+                _ = hup.recv() => reload(receiver, certs, cli, queue),
             }
         }
     }
 }
 
-fn reload(receiver: &Receiver, certs: Option<&smtpkit_tokio::tls::ReloadableCert>, cli: &Cli) {
+fn reload(
+    receiver: &Receiver,
+    certs: Option<&smtpkit_tokio::tls::ReloadableCert>,
+    cli: &Cli,
+    queue: Option<&smtpd::queue::Running>,
+) {
     if let Some(certs) = certs {
         match certs.reload() {
             Ok(()) => info!("TLS certificate reloaded"),
@@ -466,7 +561,7 @@ fn reload(receiver: &Receiver, certs: Option<&smtpkit_tokio::tls::ReloadableCert
             c
         })
         .map_err(|e| e.to_string())
-        .and_then(|c| build_state(&c))
+        .and_then(|c| build_state(&c, queue))
     {
         // Domains, mailboxes, aliases, users and storage take effect for new sessions;
         // listeners and limits need a restart.

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
 use crate::password::{Accounts, CheckPool};
+use crate::relay::{self, Outbound};
 use crate::routing::{MailboxPath, Resolution, Router};
 
 /// What a running server consults; swapped as a whole on reload (SIGHUP).
@@ -41,6 +42,8 @@ pub struct State {
     pub store: Store,
     /// AUTH accounts.
     pub accounts: Accounts,
+    /// The queue for authenticated users' mail to other domains; `None`: never relay.
+    pub outbound: Option<Outbound>,
 }
 
 /// Storage operations running at once on the blocking pool. Enough for every session of a
@@ -173,6 +176,10 @@ struct Transaction {
     rcpts: Vec<String>,
     /// Mailboxes to deliver to, deduplicated.
     mailboxes: Vec<MailboxPath>,
+    /// Recipients in other domains (relayed for an authenticated user), `local@domain`.
+    remote: Vec<String>,
+    /// The whole message for the queue, when `remote` is not empty.
+    outbound: Option<Vec<u8>>,
     /// The store's writer, once the first staged piece went out (the sink's from the start).
     writer: Option<MessageWriter>,
     /// Content not yet handed to the store, trace headers first.
@@ -264,6 +271,88 @@ impl Conversation {
         }
     }
 
+    /// Checks a relayed message, completes its headers and queues it durably for its remote
+    /// recipients; `Err` is the reply to the end of data.
+    async fn enqueue(
+        &self,
+        info: &SessionInfo,
+        txn: &Transaction,
+        content: Vec<u8>,
+    ) -> Result<smtpkit_queue::QueueId, Decision> {
+        let Some(outbound) = self.state.outbound.clone() else {
+            return Err(try_again_later());
+        };
+        let user = info.authenticated.clone().unwrap_or_default();
+        let now = SystemTime::now();
+        let id = info.id.to_string();
+        // The Received: line we prepended ends at the first line not starting with a tab.
+        let body_start = content
+            .windows(2)
+            .enumerate()
+            .position(|(i, w)| w == b"\r\n" && content.get(i + 2) != Some(&b'\t'))
+            .map_or(0, |i| i + 2);
+        let added = match relay::check_and_complete(
+            &outbound.relay,
+            &user,
+            &content[body_start..],
+            &self.state.hostname,
+            &id,
+            now,
+        ) {
+            Ok(added) => added,
+            Err(relay::Refusal::From(address)) => {
+                warn!(session = %info.id, user = user.as_str(), from = address.as_str(), "refused: From: address not owned by the user");
+                return Err(reply(
+                    ReplyCode::MAILBOX_UNAVAILABLE,
+                    EnhancedCode::NOT_AUTHORIZED,
+                    "From: address not owned by user",
+                ));
+            }
+        };
+        let mut message = Vec::with_capacity(content.len() + added.len());
+        message.extend_from_slice(&content[..body_start]);
+        message.extend_from_slice(added.as_bytes());
+        message.extend_from_slice(&content[body_start..]);
+        let sender = txn
+            .from
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned();
+        let recipients = txn.remote.clone();
+        let store = Arc::clone(&outbound.store);
+        let queued = self
+            .guards
+            .store(move || {
+                use smtpkit_queue::QueueStore as _;
+                store.enqueue(
+                    smtpkit_queue::NewMessage {
+                        kind: smtpkit_queue::Kind::Message,
+                        sender: (!sender.is_empty()).then_some(sender.as_str()),
+                        recipients: &recipients,
+                        content: &message,
+                    },
+                    now,
+                )
+            })
+            .await;
+        match queued {
+            Some(Ok(id)) => {
+                outbound.wake.notify_one();
+                let to = txn.remote.join(",");
+                info!(session = %info.id, user = user.as_str(), from = txn.from.as_str(), to = to.as_str(), queue_id = %id, outcome = "queued", "message");
+                Ok(id)
+            }
+            Some(Err(e)) => {
+                warn!(session = %info.id, error = %e, outcome = "failed", "queueing a relayed message failed");
+                Err(try_again_later())
+            }
+            None => {
+                warn!(session = %info.id, outcome = "failed", "the queue did not answer in time");
+                Err(try_again_later())
+            }
+        }
+    }
+
     /// Commits the message; the one place that decides the reply to the end of data.
     async fn finish(&mut self, info: &SessionInfo) -> Decision {
         let store = self.state.store.clone();
@@ -271,6 +360,26 @@ impl Conversation {
         let Some(mut txn) = self.txn.take() else {
             return try_again_later();
         };
+        let mut queued = None;
+        if let Some(content) = txn.outbound.take() {
+            match self.enqueue(info, &txn, content).await {
+                Ok(id) => queued = Some(id),
+                Err(decision) => {
+                    self.rejected += 1;
+                    return decision;
+                }
+            }
+        }
+        if txn.mailboxes.is_empty()
+            && let Some(id) = queued
+        {
+            self.messages += 1;
+            return reply(
+                ReplyCode::OK,
+                EnhancedCode::OK,
+                &format!("Ok: queued as {id}"),
+            );
+        }
         let subject = subject(&txn.head);
         let outcome: Result<DeliveryReceipt, String> = match (txn.failed.take(), &store) {
             (Some(e), _) => Err(e),
@@ -432,11 +541,23 @@ impl Session for Conversation {
 
     async fn mail_from(
         &mut self,
-        _info: &SessionInfo,
+        info: &SessionInfo,
         from: &ReversePath<'_>,
         _params: &Parameters<'_>,
     ) -> Decision {
         self.abort();
+        // RFC 6409 6.1: a submission server may check that the sender is the user's own.
+        if let (Some(outbound), Some(user), ReversePath::Mailbox(m)) =
+            (&self.state.outbound, info.authenticated.as_deref(), from)
+            && !outbound.relay.owns(user, &mailbox_address(m))
+        {
+            warn!(session = %info.id, user, from = %from, "refused: sender address not owned by the user");
+            return reply(
+                ReplyCode::MAILBOX_UNAVAILABLE,
+                EnhancedCode::NOT_AUTHORIZED,
+                "Sender address not owned by user",
+            );
+        }
         self.txn = Some(Transaction {
             from: from.to_string(),
             ..Transaction::default()
@@ -495,6 +616,13 @@ impl Session for Conversation {
                         info.listener,
                         ListenerKind::Submission | ListenerKind::Smtps
                     );
+                if submitter
+                    && self.state.outbound.is_some()
+                    && let ForwardPath::Mailbox(m) = to
+                {
+                    txn.remote.push(mailbox_address(m));
+                    return Decision::Accept;
+                }
                 let text = if submitter {
                     "Relaying not enabled"
                 } else {
@@ -518,6 +646,9 @@ impl Session for Conversation {
                 "Send MAIL first",
             );
         };
+        if !txn.remote.is_empty() {
+            txn.outbound = Some(relay::received(&self.state.hostname, info).into_bytes());
+        }
         let prepend = trace_headers(&self.state.hostname, info, &txn.from, &txn.rcpts);
         txn.size = prepend.len() as u64;
         txn.sink = sink;
@@ -549,7 +680,10 @@ impl Session for Conversation {
             txn.head.extend_from_slice(&chunk[..take]);
         }
         txn.size += chunk.len() as u64;
-        if txn.failed.is_some() {
+        if let Some(outbound) = txn.outbound.as_mut() {
+            outbound.extend_from_slice(chunk);
+        }
+        if txn.failed.is_some() || (txn.mailboxes.is_empty() && txn.outbound.is_some()) {
             return Ok(());
         }
         if txn.sink {
@@ -702,6 +836,14 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
     h
 }
 
+/// `local@domain` of a mailbox, without angle brackets.
+fn mailbox_address(m: &smtpkit_proto::address::Mailbox<'_>) -> String {
+    let text = m.to_string();
+    text.trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
 /// Whether an address literal names the address the client connected to.
 fn is_own_address(
     literal: &smtpkit_proto::address::AddressLiteral<'_>,
@@ -823,6 +965,7 @@ mod tests {
             router: Router::from_config(config).unwrap(),
             store,
             accounts: Accounts::new(users),
+            outbound: None,
         };
         Receiver::new(state, Guards::from_config(config))
     }

@@ -38,6 +38,7 @@ struct ReadmeDoctests;
 
 pub mod blocking;
 mod builder;
+pub mod client;
 pub mod collect;
 mod dispatch;
 pub mod driver;

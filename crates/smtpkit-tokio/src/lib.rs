@@ -60,6 +60,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod client;
 #[cfg(feature = "rdns")]
 pub mod rdns;
 pub mod reader;

@@ -247,6 +247,15 @@ impl Client {
         }
     }
 
+    /// A session on a connection that is encrypted from its first byte (implicit TLS,
+    /// RFC 8314 3), waiting for the server's greeting: AUTH and REQUIRETLS are allowed, and
+    /// STARTTLS is not offered again.
+    pub fn new_tls(config: Arc<ClientConfig>, now: Instant) -> Self {
+        let mut client = Self::new(config, now);
+        client.tls = true;
+        client
+    }
+
     // ---- Inputs ----------------------------------------------------------------------------
 
     /// Feeds server bytes. Returns at most one event; drop `consumed` bytes from the front of

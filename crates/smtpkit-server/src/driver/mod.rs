@@ -12,7 +12,7 @@
 //! has no futures of its own; it uses the runtime-free parts ([`Context::admit`],
 //! [`SessionCore`], [`State`]) from its event loop.
 
-mod session;
+pub(crate) mod session;
 mod transcript;
 
 use std::io;

@@ -1,0 +1,635 @@
+//! The client driver (`smtpkit_server::client`) through each adapter's `client` module,
+//! against each adapter's server: plain, STARTTLS with the suite's CA, AUTH PLAIN, a
+//! pipelined envelope with a refused recipient, BDAT, LMTP per-recipient results, a server
+//! that stalls; and against Postfix's `smtp-sink`.
+//!
+//! The servers record what the application saw ([`RecordingHandler`]), so each test checks
+//! both sides: what the client reports and what arrived.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smtp_test::{
+    Adapter, Call, ListenerKind, ListenerSettings, PASSWORD, Pki, RecordingHandler, Running,
+    SERVER_NAME, ServerSpec, USER, base_settings,
+};
+use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
+use smtpkit_proto::client::{
+    ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
+};
+use smtpkit_proto::server::Protocol;
+use smtpkit_server::client::{Body, Connection, Error, Runtime, TlsMode, TlsSettings, Transport};
+
+/// A client adapter: how to run its futures and connect.
+trait Side {
+    type R: Runtime;
+    type T: Transport;
+    fn block_on<F: Future>(f: F) -> F::Output;
+    fn connect(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> impl Future<Output = Result<Connection<Self::R, Self::T>, Error>>;
+}
+
+struct TokioClient;
+
+impl Side for TokioClient {
+    type R = smtpkit_tokio::Tokio;
+    type T = smtpkit_tokio::client::Stream;
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(f)
+    }
+    fn connect(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> impl Future<Output = Result<Connection<Self::R, Self::T>, Error>> {
+        smtpkit_tokio::client::connect(addr, config, tls)
+    }
+}
+
+/// Every wait in a test is bounded by this, so a hung client fails instead of hanging.
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn config(f: impl FnOnce(&mut ClientOptions)) -> Arc<ClientConfig> {
+    let mut o = ClientOptions {
+        hostname: "client.test".into(),
+        ..ClientOptions::default()
+    };
+    f(&mut o);
+    Arc::new(ClientConfig::new(o).expect("client config"))
+}
+
+fn mailbox(s: &str) -> Mailbox<'_> {
+    Mailbox::parse(s).expect("valid mailbox")
+}
+
+fn recipients<'a>(addrs: &[&'a str]) -> Vec<Recipient<'a>> {
+    addrs
+        .iter()
+        .map(|a| Recipient::new(ForwardPath::Mailbox(mailbox(a))))
+        .collect()
+}
+
+fn ca_tls(mode: TlsMode) -> TlsSettings {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(Pki::get().ca_der.clone()).expect("CA root");
+    TlsSettings::with_roots(roots, SERVER_NAME, mode).expect("server name")
+}
+
+fn start<A: Adapter>(kind: ListenerKind, tls: bool) -> (Running, RecordingHandler) {
+    let handler = RecordingHandler::new();
+    let tls = tls.then(|| Arc::clone(&Pki::get().server));
+    let spec = ServerSpec::new(
+        base_settings(),
+        vec![ListenerSettings::new(kind)],
+        tls,
+        handler.clone(),
+    );
+    (A::start(spec), handler)
+}
+
+/// The bodies the application received, one per accepted message, over every session.
+fn bodies(h: &RecordingHandler) -> Vec<Vec<u8>> {
+    h.record()
+        .sessions
+        .iter()
+        .flatten()
+        .filter_map(|c| match c {
+            Call::DataEnd(b) => Some(b.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The sessions' calls as text, to search.
+fn calls(h: &RecordingHandler) -> Vec<String> {
+    h.record().render().into_iter().flatten().collect()
+}
+
+/// Runs `f` on the client side with a time limit.
+fn run<S: Side, O>(f: impl Future<Output = O>) -> O {
+    S::block_on(async {
+        let limit = <S::R as Runtime>::timer(Instant::now() + LIMIT);
+        futures_lite::future::or(f, async {
+            limit.await;
+            panic!("client test over {LIMIT:?}")
+        })
+        .await
+    })
+}
+
+/// Two messages over one plaintext connection, the second with lines that need
+/// dot-stuffing and a bare LF; then QUIT.
+fn plain<S: Side, A: Adapter>() {
+    let (mut server, h) = start::<A>(ListenerKind::Smtp, false);
+    let addr = server.addrs[0];
+    run::<S, _>(async {
+        let mut conn = S::connect(addr, config(|_| {}), None)
+            .await
+            .expect("connect");
+        assert!(!conn.is_tls());
+        assert!(conn.capabilities().pipelining);
+        let to = recipients(&["a@example.test", "b@example.test"]);
+        let from = ReversePath::Mailbox(mailbox("s@example.org"));
+        let d = conn
+            .send(
+                &Envelope::new(from, &to),
+                Body::Bytes(b"Subject: one\r\n\r\nHi\r\n"),
+            )
+            .await
+            .expect("first message");
+        assert_eq!(d.delivered(), 2);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to[..1]),
+                Body::Bytes(b"Subject: two\r\n\r\n.leading dot\r\n.\r\nbare\nlf"),
+            )
+            .await
+            .expect("second message");
+        assert!(d.all_delivered(), "{d:?}");
+        conn.quit().await.expect("quit");
+    });
+    // Shutting down waits for the session's end, so its `close` is recorded.
+    server.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        bodies(&h),
+        [
+            b"Subject: one\r\n\r\nHi\r\n".to_vec(),
+            b"Subject: two\r\n\r\n.leading dot\r\n.\r\nbare\r\nlf\r\n".to_vec()
+        ]
+    );
+    assert!(
+        calls(&h).contains(&"close quit".to_string()),
+        "{:?}",
+        calls(&h)
+    );
+}
+
+/// STARTTLS required, verified against the suite's CA with the SNI name apart from the
+/// address; opportunistic and required against a server without TLS.
+fn starttls<S: Side, A: Adapter>() {
+    let (tls_server, h) = start::<A>(ListenerKind::Smtp, true);
+    let (plain_server, _) = start::<A>(ListenerKind::Smtp, false);
+    run::<S, _>(async {
+        let mut conn = S::connect(
+            tls_server.addrs[0],
+            config(|_| {}),
+            Some(ca_tls(TlsMode::Required)),
+        )
+        .await
+        .expect("STARTTLS");
+        assert!(conn.is_tls());
+        assert!(
+            !conn.capabilities().starttls,
+            "capabilities are those after TLS"
+        );
+        let to = recipients(&["a@example.test"]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"secret\r\n"),
+            )
+            .await
+            .expect("send");
+        assert!(d.all_delivered());
+        conn.quit().await.expect("quit");
+
+        let conn = S::connect(
+            plain_server.addrs[0],
+            config(|_| {}),
+            Some(ca_tls(TlsMode::Opportunistic)),
+        )
+        .await
+        .expect("opportunistic falls back to plaintext");
+        assert!(!conn.is_tls());
+        let e = S::connect(
+            plain_server.addrs[0],
+            config(|_| {}),
+            Some(ca_tls(TlsMode::Required)),
+        )
+        .await
+        .expect_err("required TLS is not offered");
+        assert!(
+            matches!(e, Error::TlsUnavailable) && e.is_temporary(),
+            "{e}"
+        );
+
+        // A certificate for another name fails the handshake.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(Pki::get().ca_der.clone()).expect("CA root");
+        let wrong = TlsSettings::with_roots(roots, "other.test", TlsMode::Required).expect("name");
+        let e = S::connect(tls_server.addrs[0], config(|_| {}), Some(wrong))
+            .await
+            .expect_err("wrong name");
+        assert!(matches!(e, Error::Tls(_)), "{e}");
+    });
+    let c = calls(&h);
+    assert!(
+        c.contains(&"secured localhost TLSv1.3".to_string()),
+        "{c:?}"
+    );
+    assert_eq!(bodies(&h), [b"secret\r\n".to_vec()]);
+}
+
+/// Submission with STARTTLS and AUTH PLAIN: a wrong password is a permanent refusal that
+/// leaves the connection usable; the right one lets MAIL through as that user.
+fn auth<S: Side, A: Adapter>() {
+    let (server, h) = start::<A>(ListenerKind::Submission, true);
+    run::<S, _>(async {
+        let mut conn = S::connect(
+            server.addrs[0],
+            config(|_| {}),
+            Some(ca_tls(TlsMode::Required)),
+        )
+        .await
+        .expect("connect");
+        let e = conn
+            .auth(&Sasl::Plain {
+                user: USER,
+                password: "wrong",
+            })
+            .await
+            .expect_err("wrong password");
+        assert_eq!(e.reply().map(|r| r.code().get()), Some(535));
+        assert!(e.is_permanent() && conn.is_open());
+        conn.auth(&Sasl::Plain {
+            user: USER,
+            password: PASSWORD,
+        })
+        .await
+        .expect("auth");
+        let to = recipients(&["a@example.test"]);
+        let from = ReversePath::Mailbox(mailbox("user@example.org"));
+        let d = conn
+            .send(&Envelope::new(from, &to), Body::Bytes(b"x\r\n"))
+            .await
+            .expect("send");
+        assert!(d.all_delivered());
+        conn.quit().await.expect("quit");
+    });
+    let c = calls(&h);
+    assert!(c.contains(&"auth user refused".to_string()), "{c:?}");
+    assert!(
+        c.contains(&"mail <user@example.org> as user".to_string()),
+        "{c:?}"
+    );
+}
+
+/// A pipelined envelope where one recipient is refused: that one fails permanently, the
+/// others get the message; a transaction with every recipient refused is reset and the
+/// connection goes on; a refused DATA (452) is a temporary failure.
+fn refused_recipient<S: Side, A: Adapter>() {
+    let (server, h) = start::<A>(ListenerKind::Smtp, false);
+    run::<S, _>(async {
+        let mut conn = S::connect(server.addrs[0], config(|_| {}), None)
+            .await
+            .expect("connect");
+        let to = recipients(&["a@example.test", "reject@example.test", "b@example.test"]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"m1\r\n"),
+            )
+            .await
+            .expect("send");
+        assert!(d.recipients[0].is_ok() && d.recipients[2].is_ok(), "{d:?}");
+        let e = d.recipients[1].as_ref().expect_err("refused");
+        assert_eq!(e.reply().map(|r| r.code().get()), Some(550));
+        assert!(e.is_permanent());
+
+        let none = recipients(&["reject@example.test", "Green@example.test"]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &none),
+                Body::Bytes(b"never\r\n"),
+            )
+            .await
+            .expect("send");
+        assert_eq!(d.delivered(), 0);
+        assert!(
+            d.recipients
+                .iter()
+                .all(|r| r.as_ref().is_err_and(Error::is_permanent))
+        );
+
+        let busy = ReversePath::Mailbox(mailbox("busy@example.org"));
+        let d = conn
+            .send(&Envelope::new(busy, &to[..1]), Body::Bytes(b"never\r\n"))
+            .await
+            .expect("send");
+        let e = d.recipients[0].as_ref().expect_err("DATA refused");
+        assert_eq!(e.reply().map(|r| r.code().get()), Some(452));
+        assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [0]);
+
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to[..1]),
+                Body::Bytes(b"m2\r\n"),
+            )
+            .await
+            .expect("send after failures");
+        assert!(d.all_delivered());
+        conn.quit().await.expect("quit");
+    });
+    assert_eq!(bodies(&h), [b"m1\r\n".to_vec(), b"m2\r\n".to_vec()]);
+}
+
+/// BDAT: content from a reader, larger than one chunk, goes byte for byte (no stuffing, bare
+/// LF kept).
+fn bdat<S: Side, A: Adapter>(
+    reader: impl Fn(Vec<u8>) -> Box<dyn futures_io::AsyncRead + Send + Unpin>,
+) {
+    let (server, h) = start::<A>(ListenerKind::Smtp, false);
+    let mut body = Vec::new();
+    for i in 0..2000 {
+        body.extend_from_slice(format!(".line {i}\n").as_bytes());
+    }
+    let sent = body.clone();
+    run::<S, _>(async {
+        let mut conn = S::connect(server.addrs[0], config(|o| o.chunking = true), None)
+            .await
+            .expect("connect");
+        assert!(conn.capabilities().chunking);
+        let to = recipients(&["a@example.test"]);
+        let mut r = reader(sent);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Reader(&mut *r),
+            )
+            .await
+            .expect("send");
+        assert!(d.all_delivered(), "{d:?}");
+        conn.quit().await.expect("quit");
+    });
+    assert_eq!(bodies(&h), [body]);
+}
+
+/// LMTP: one result per recipient after the message.
+fn lmtp<S: Side, A: Adapter>() {
+    let (server, h) = start::<A>(ListenerKind::Lmtp, false);
+    run::<S, _>(async {
+        let mut conn = S::connect(
+            server.addrs[0],
+            config(|o| o.protocol = Protocol::Lmtp),
+            None,
+        )
+        .await
+        .expect("connect");
+        let to = recipients(&[
+            "a@example.test",
+            "full@example.test",
+            "reject@example.test",
+            "b@example.test",
+        ]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"lmtp\r\n"),
+            )
+            .await
+            .expect("send");
+        let codes: Vec<_> = d
+            .recipients
+            .iter()
+            .map(|r| match r {
+                Ok(r) => r.code().get(),
+                Err(e) => e.reply().map_or(0, |r| r.code().get()),
+            })
+            .collect();
+        assert_eq!(codes, [250, 452, 550, 250]);
+        assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [1]);
+        conn.quit().await.expect("quit");
+    });
+    assert!(calls(&h).iter().any(|c| c == "ehlo client.test"));
+}
+
+/// A server that accepts and never says anything: the greeting deadline ends it.
+fn stalled<S: Side>() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let started = Instant::now();
+    let e = run::<S, _>(async {
+        let config = config(|o| {
+            o.timeouts = ClientTimeouts {
+                greeting: Duration::from_millis(300),
+                ..ClientTimeouts::default()
+            }
+        });
+        S::connect(addr, config, None)
+            .await
+            .expect_err("no greeting")
+    });
+    assert!(matches!(e, Error::Timeout) && e.is_temporary(), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    drop(listener);
+}
+
+/// Postfix's `smtp-sink` on a free loopback port, killed when dropped.
+struct Sink {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Sink {
+    const PATH: &str = "/usr/sbin/smtp-sink";
+
+    /// Starts `smtp-sink` with `args`, dumping each transaction into a scratch directory.
+    /// Panics when it is not installed: CI installs `postfix` (`.ci/run`).
+    fn start(args: &[&str]) -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert!(
+            std::path::Path::new(Self::PATH).exists(),
+            "{} is missing: install Debian's postfix package (see .ci/run)",
+            Self::PATH
+        );
+        let dir = tempfile::tempdir().expect("scratch dir");
+        // As root, smtp-sink must drop to another user, who then writes the dumps.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let mut cmd = std::process::Command::new(Self::PATH);
+        if root {
+            cmd.args(["-u", "nobody"]);
+        }
+        let template = format!("{}/msg.", dir.path().display());
+        cmd.args(["-d", &template])
+            .args(args)
+            .arg(addr.to_string())
+            .arg("16")
+            .stdout(std::process::Stdio::null());
+        let child = cmd.spawn().expect("start smtp-sink");
+        let sink = Self { child, addr, dir };
+        // Bounded: 100 tries 20 ms apart.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return sink;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("smtp-sink did not start on {addr}");
+    }
+
+    /// The content of every dumped transaction.
+    fn dumps(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.dir.path())
+            .expect("dump dir")
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Against Postfix's `smtp-sink`: two messages on one connection (pipelined, dot-stuffed),
+/// then a sink that refuses RCPT with 4xx and offers no PIPELINING (`-r RCPT`): every
+/// recipient fails temporarily; and LMTP (`-L`).
+fn smtp_sink<S: Side>() {
+    let sink = Sink::start(&[]);
+    let soft = Sink::start(&["-r", "RCPT"]);
+    let lmtp = Sink::start(&["-L"]);
+    run::<S, _>(async {
+        let mut conn = S::connect(sink.addr, config(|_| {}), None)
+            .await
+            .expect("connect");
+        assert!(conn.capabilities().pipelining);
+        let to = recipients(&["a@example.test", "b@example.test"]);
+        for body in [
+            "Subject: one\r\n\r\n.first\r\n",
+            "Subject: two\r\n\r\nsecond\r\n",
+        ] {
+            let from = ReversePath::Mailbox(mailbox("s@example.org"));
+            let d = conn
+                .send(&Envelope::new(from, &to), Body::Bytes(body.as_bytes()))
+                .await
+                .expect("send");
+            assert!(d.all_delivered(), "{d:?}");
+        }
+        conn.quit().await.expect("quit");
+
+        let mut conn = S::connect(soft.addr, config(|_| {}), None)
+            .await
+            .expect("connect");
+        assert!(!conn.capabilities().pipelining);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"x\r\n"),
+            )
+            .await
+            .expect("send");
+        assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [0, 1], "{d:?}");
+        conn.quit().await.expect("quit");
+
+        let config = config(|o| o.protocol = Protocol::Lmtp);
+        let mut conn = S::connect(lmtp.addr, config, None).await.expect("connect");
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"x\r\n"),
+            )
+            .await
+            .expect("send");
+        assert_eq!(d.delivered(), 2, "{d:?}");
+        conn.quit().await.expect("quit");
+    });
+    // smtp-sink writes a dump when it has answered the end of data; give it a moment.
+    let mut dumps = Vec::new();
+    for _ in 0..100 {
+        dumps = sink.dumps();
+        if dumps.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(dumps.len(), 2, "{dumps:?}");
+    // The dump has the envelope as headers and LF line ends; the stuffed dot is removed.
+    let ends =
+        |d: &String, body: &str| d.contains("X-Rcpt-Args: <b@example.test>\n") && d.ends_with(body);
+    assert!(
+        dumps.iter().any(|d| ends(d, "Subject: one\n\n.first\n\n")),
+        "{dumps:?}"
+    );
+    assert!(
+        dumps.iter().any(|d| ends(d, "Subject: two\n\nsecond\n\n")),
+        "{dumps:?}"
+    );
+}
+
+macro_rules! client_suite {
+    ($module:ident, $side:ty, $reader:expr) => {
+        mod $module {
+            use super::*;
+            macro_rules! against {
+                ($server:ident, $adapter:ty) => {
+                    mod $server {
+                        use super::*;
+                        #[test]
+                        fn plain() {
+                            super::super::plain::<$side, $adapter>()
+                        }
+                        #[test]
+                        fn starttls() {
+                            super::super::starttls::<$side, $adapter>()
+                        }
+                        #[test]
+                        fn auth() {
+                            super::super::auth::<$side, $adapter>()
+                        }
+                        #[test]
+                        fn refused_recipient() {
+                            super::super::refused_recipient::<$side, $adapter>()
+                        }
+                        #[test]
+                        fn bdat() {
+                            super::super::bdat::<$side, $adapter>($reader)
+                        }
+                        #[test]
+                        fn lmtp() {
+                            super::super::lmtp::<$side, $adapter>()
+                        }
+                    }
+                };
+            }
+            against!(tokio_server, smtp_test::adapters::Tokio);
+            against!(smol_server, smtp_test::adapters::Smol);
+            against!(mio_server, smtp_test::adapters::Mio);
+            #[test]
+            fn stalled() {
+                super::stalled::<$side>()
+            }
+            #[test]
+            fn smtp_sink() {
+                super::smtp_sink::<$side>()
+            }
+        }
+    };
+}
+
+client_suite!(tokio_client, TokioClient, |b: Vec<u8>| Box::new(
+    smtpkit_tokio::client::BodyReader(std::io::Cursor::new(b))
+));

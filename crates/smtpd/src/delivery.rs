@@ -1,0 +1,402 @@
+//! How queued mail leaves: an SMTP [`Transport`] over smtpkit-tokio's client, to the domain's
+//! MX hosts (RFC 5321 5.1, through [`smtpkit_queue::mx`]) or to a smart host.
+//!
+//! - MX hosts are tried in order, each of their addresses in turn, until one answers; a
+//!   connection that fails, or a server that refuses the whole session or transaction with a
+//!   4xx, moves on to the next (RFC 5321 5.1: "try the next host"). A 5xx is final.
+//! - To MX hosts, STARTTLS is used when offered without checking the certificate
+//!   (opportunistic TLS, RFC 7435: protection against passive listeners, the Postfix `may`
+//!   level; MTA-STS and DANE, which make it verified, are not implemented).
+//! - A smart host is reached with its own TLS mode (certificate checked against the web PKI
+//!   or a given CA) and AUTH.
+
+use rustls::pki_types::pem::PemObject;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
+use smtpkit_queue::mx::{self, MxResolver, RouteError};
+use smtpkit_queue::{Attempt, Outcome, Transport};
+use smtpkit_tokio::Reply;
+use smtpkit_tokio::client::{
+    self, Body, ClientConfig, ClientOptions, Envelope, Error, Recipient, Sasl, TlsMode, TlsSettings,
+};
+use tracing::debug;
+
+use crate::config;
+
+/// A smart host, resolved from `[delivery.smart_host]`.
+#[derive(Debug, Clone)]
+struct SmartHost {
+    host: String,
+    port: u16,
+    tls: Option<TlsSettings>,
+    auth: Option<(String, String)>,
+}
+
+/// The SMTP transport; see the [module docs](self).
+#[derive(Debug)]
+pub struct SmtpTransport<R> {
+    resolver: R,
+    client: Arc<ClientConfig>,
+    port: u16,
+    starttls: bool,
+    opportunistic: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    smart_host: Option<SmartHost>,
+    rng: Mutex<fastrand::Rng>,
+}
+
+impl<R: MxResolver> SmtpTransport<R> {
+    /// The transport `[delivery]` describes, sending as `hostname` (EHLO), resolving with
+    /// `resolver`.
+    pub fn new(resolver: R, hostname: &str, delivery: &config::Delivery) -> Result<Self, String> {
+        let client = ClientConfig::new(ClientOptions {
+            hostname: hostname.to_owned(),
+            ..Default::default()
+        })
+        .map_err(|e| format!("client settings: {e}"))?;
+        let smart_host = delivery.smart_host.as_ref().map(smart_host).transpose()?;
+        Ok(Self {
+            resolver,
+            client: Arc::new(client),
+            port: delivery.port,
+            starttls: delivery.starttls,
+            opportunistic: Arc::new(opportunistic_config()?),
+            connect_timeout: Duration::from_secs(delivery.connect_timeout),
+            smart_host,
+            rng: Mutex::new(fastrand::Rng::new()),
+        })
+    }
+
+    /// The hosts to try: (name for logs and TLS, addresses, TLS, AUTH).
+    async fn hosts(&self, domain: &str) -> Result<Vec<(String, Vec<SocketAddr>)>, RouteError> {
+        if let Some(smart) = &self.smart_host {
+            let addresses = match smart.host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => self.resolver.addresses(&smart.host).await.map_err(|e| {
+                    RouteError::Temporary(format!("smart host {}: {e}", smart.host))
+                })?,
+            };
+            let addrs = addresses
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, smart.port))
+                .collect();
+            return Ok(vec![(smart.host.clone(), addrs)]);
+        }
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fork();
+        let hosts = mx::route(&self.resolver, domain, &mut rng).await?;
+        Ok(hosts
+            .into_iter()
+            .map(|h| {
+                let addrs = h
+                    .addresses
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, self.port))
+                    .collect();
+                (h.name, addrs)
+            })
+            .collect())
+    }
+
+    fn tls_for(&self, host: &str) -> Option<TlsSettings> {
+        if let Some(smart) = &self.smart_host {
+            return smart.tls.clone();
+        }
+        if !self.starttls {
+            return None;
+        }
+        // The certificate is not checked, so the name only matters for SNI.
+        let name = ServerName::try_from(host.to_owned())
+            .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid name"));
+        Some(TlsSettings::new(
+            Arc::clone(&self.opportunistic),
+            name,
+            TlsMode::Opportunistic,
+        ))
+    }
+
+    /// One session with one address: `Ok` is a per-recipient result (the server answered),
+    /// `Err` a failure of the whole attempt with this address.
+    async fn try_address(
+        &self,
+        host: &str,
+        addr: SocketAddr,
+        attempt: &Attempt<'_>,
+        plaintext: bool,
+    ) -> Result<Vec<Outcome>, Error> {
+        let sender = match attempt.sender {
+            None => ReversePath::Null,
+            Some(s) => match Mailbox::parse(s) {
+                Ok(m) => ReversePath::Mailbox(m),
+                Err(_) => {
+                    return Ok(smtpkit_queue::all(
+                        attempt.recipients.len(),
+                        &Outcome::Permanent {
+                            reply: "553 5.1.7 The sender address is not valid".to_owned(),
+                            remote: None,
+                        },
+                    ));
+                }
+            },
+        };
+        let tls = if plaintext { None } else { self.tls_for(host) };
+        let mut conn = match tokio::time::timeout(
+            self.connect_timeout,
+            client::connect(addr, Arc::clone(&self.client), tls),
+        )
+        .await
+        {
+            Ok(conn) => conn?,
+            Err(_) => return Err(Error::Timeout),
+        };
+        if let Some((user, password)) = self.smart_host.as_ref().and_then(|s| s.auth.as_ref()) {
+            conn.auth(&Sasl::Plain { user, password }).await?;
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; attempt.recipients.len()];
+        let mut recipients = Vec::with_capacity(attempt.recipients.len());
+        let mut index = Vec::with_capacity(attempt.recipients.len());
+        for (i, r) in attempt.recipients.iter().enumerate() {
+            match Mailbox::parse(r) {
+                Ok(m) => {
+                    recipients.push(Recipient::new(ForwardPath::Mailbox(m)));
+                    index.push(i);
+                }
+                Err(_) => {
+                    outcomes[i] = Some(Outcome::Permanent {
+                        reply: "553 5.1.3 The recipient address is not valid".to_owned(),
+                        remote: None,
+                    });
+                }
+            }
+        }
+        if !recipients.is_empty() {
+            let delivery = conn
+                .send(
+                    &Envelope::new(sender, &recipients),
+                    Body::Bytes(attempt.content),
+                )
+                .await?;
+            for (i, result) in index.into_iter().zip(delivery.recipients) {
+                let remote = Some(host.to_owned());
+                outcomes[i] = Some(match result {
+                    Ok(reply) => Outcome::Delivered {
+                        reply: show(&reply),
+                        remote,
+                    },
+                    Err(e) => outcome_of(&e, remote),
+                });
+            }
+        }
+        // The message is the server's now; a failing QUIT changes nothing.
+        let _ = conn.quit().await;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(Outcome::Temporary {
+                    reply: "no result".to_owned(),
+                    remote: None,
+                })
+            })
+            .collect())
+    }
+}
+
+impl<R: MxResolver> Transport for SmtpTransport<R> {
+    async fn deliver(&self, attempt: Attempt<'_>) -> Vec<Outcome> {
+        let hosts = match self.hosts(attempt.domain).await {
+            Ok(hosts) => hosts,
+            Err(RouteError::Permanent(e)) => {
+                return smtpkit_queue::all(
+                    attempt.recipients.len(),
+                    &Outcome::Permanent {
+                        reply: e,
+                        remote: None,
+                    },
+                );
+            }
+            Err(e) => {
+                return smtpkit_queue::all(
+                    attempt.recipients.len(),
+                    &Outcome::Temporary {
+                        reply: e.to_string(),
+                        remote: None,
+                    },
+                );
+            }
+        };
+        let mut last = Outcome::Temporary {
+            reply: format!("no host of {} could be reached", attempt.domain),
+            remote: None,
+        };
+        for (host, addrs) in hosts {
+            for addr in addrs {
+                let mut tried = self.try_address(&host, addr, &attempt, false).await;
+                // Opportunistic TLS that fails is not worth the message: like Postfix at the
+                // `may` level, the same host is tried again in plaintext.
+                if matches!(tried, Err(Error::Tls(_))) && self.smart_host.is_none() {
+                    debug!(host = host.as_str(), %addr, "STARTTLS failed; trying without TLS");
+                    tried = self.try_address(&host, addr, &attempt, true).await;
+                }
+                match tried {
+                    Ok(outcomes) => return outcomes,
+                    Err(e) => {
+                        debug!(host = host.as_str(), %addr, error = %e, "delivery attempt failed");
+                        last = outcome_of(&e, Some(host.clone()));
+                        // A 5xx to the session or the whole transaction is the domain's
+                        // answer; anything else may go better elsewhere.
+                        if matches!(last, Outcome::Permanent { .. }) {
+                            return smtpkit_queue::all(attempt.recipients.len(), &last);
+                        }
+                    }
+                }
+            }
+        }
+        smtpkit_queue::all(attempt.recipients.len(), &last)
+    }
+}
+
+fn outcome_of(e: &Error, remote: Option<String>) -> Outcome {
+    let reply = match e.reply() {
+        Some(r) => show(r),
+        None => e.to_string(),
+    };
+    if e.is_temporary() {
+        Outcome::Temporary { reply, remote }
+    } else {
+        Outcome::Permanent { reply, remote }
+    }
+}
+
+/// `550 5.1.1 text`, one line.
+fn show(reply: &Reply<'_>) -> String {
+    let text = reply.lines().collect::<Vec<_>>().join(" ");
+    match reply.enhanced() {
+        // The text already starts with the enhanced code when the server sent one.
+        Some(e) if !text.starts_with(&e.to_string()) => format!("{} {e} {text}", reply.code()),
+        _ => format!("{} {text}", reply.code()),
+    }
+}
+
+fn smart_host(s: &config::SmartHost) -> Result<SmartHost, String> {
+    let (host, port) = s
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse().ok()?)))
+        .ok_or_else(|| {
+            format!(
+                "delivery.smart_host.address `{}` is not host:port",
+                s.address
+            )
+        })?;
+    let mode = match s.tls.as_str() {
+        "none" => None,
+        "implicit" => Some(TlsMode::Implicit),
+        _ => Some(TlsMode::Required),
+    };
+    let tls = match mode {
+        None => None,
+        Some(mode) => {
+            let name = if s.tls_name.is_empty() {
+                host.as_str()
+            } else {
+                s.tls_name.as_str()
+            };
+            let settings = match &s.ca {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("delivery.smart_host.ca {}: {e}", path.display()))?;
+                    let mut roots = rustls::RootCertStore::empty();
+                    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| format!("{}: {e}", path.display()))?;
+                    }
+                    TlsSettings::with_roots(roots, name, mode)
+                }
+                None => TlsSettings::webpki(name, mode),
+            };
+            Some(settings.map_err(|e| format!("delivery.smart_host.tls_name `{name}`: {e}"))?)
+        }
+    };
+    let auth = s
+        .user
+        .clone()
+        .map(|u| (u, s.password.clone().unwrap_or_default()));
+    Ok(SmartHost {
+        host,
+        port,
+        tls,
+        auth,
+    })
+}
+
+/// rustls for opportunistic TLS: any certificate, but the handshake's signatures are still
+/// checked (so the session is encrypted to whoever holds the presented key).
+fn opportunistic_config() -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate(Arc::clone(&provider)));
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
