@@ -519,6 +519,11 @@ impl<S: smtpkit_server::Session> Conn<S> {
         // Progress is input consumed or replies queued; output merely still waiting for a
         // writable socket is not, or the loop would spin on a client that does not read.
         progress |= (core.inbuf.data().len(), core.server.poll_transmit().len()) != before;
+        // Waiting for the client with nothing buffered: the input buffer goes back until the
+        // socket is readable again, so an idle connection holds none.
+        if !self.readable {
+            core.inbuf.release_if_empty();
+        }
         // The core has taken what it can of the input; report the end of it.
         if self.eof && !core.server.is_closed() && core.server.wants_input() {
             core.handle_eof();
