@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use smtp_test::{
     Adapter, Call, ListenerKind, ListenerSettings, PASSWORD, Pki, RecordingHandler, Running,
-    SERVER_NAME, ServerSpec, USER, base_settings,
+    SERVER_NAME, ServerSettings, ServerSpec, USER, base_settings,
 };
 use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
 use smtpkit_proto::client::{
@@ -84,14 +84,19 @@ fn ca_tls(mode: TlsMode) -> TlsSettings {
 }
 
 fn start<A: Adapter>(kind: ListenerKind, tls: bool) -> (Running, RecordingHandler) {
+    start_with::<A>(kind, tls, |_| {})
+}
+
+fn start_with<A: Adapter>(
+    kind: ListenerKind,
+    tls: bool,
+    settings: impl FnOnce(&mut ServerSettings),
+) -> (Running, RecordingHandler) {
     let handler = RecordingHandler::new();
     let tls = tls.then(|| Arc::clone(&Pki::get().server));
-    let spec = ServerSpec::new(
-        base_settings(),
-        vec![ListenerSettings::new(kind)],
-        tls,
-        handler.clone(),
-    );
+    let mut s = base_settings();
+    settings(&mut s);
+    let spec = ServerSpec::new(s, vec![ListenerSettings::new(kind)], tls, handler.clone());
     (A::start(spec), handler)
 }
 
@@ -280,6 +285,71 @@ fn auth<S: Side, A: Adapter>() {
         c.contains(&"mail <user@example.org> as user".to_string()),
         "{c:?}"
     );
+}
+
+/// SMTPS (implicit TLS, port 465 style) with AUTH LOGIN.
+fn implicit_tls<S: Side, A: Adapter>() {
+    let (server, h) = start::<A>(ListenerKind::Smtps, true);
+    run::<S, _>(async {
+        let mut conn = S::connect(
+            server.addrs[0],
+            config(|_| {}),
+            Some(ca_tls(TlsMode::Implicit)),
+        )
+        .await
+        .expect("connect");
+        assert!(conn.is_tls());
+        conn.auth(&Sasl::Login {
+            user: USER,
+            password: PASSWORD,
+        })
+        .await
+        .expect("auth");
+        let to = recipients(&["a@example.test"]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"465\r\n"),
+            )
+            .await
+            .expect("send");
+        assert!(d.all_delivered());
+        conn.quit().await.expect("quit");
+    });
+    let c = calls(&h);
+    assert!(c.contains(&"connect smtps tls".to_string()), "{c:?}");
+    assert_eq!(bodies(&h), [b"465\r\n".to_vec()]);
+}
+
+/// The server's application never answers a RCPT, so the server holds even the replies
+/// before it (it writes a pipelined group's replies together): the client's deadline for the
+/// MAIL reply ends the session, and every recipient shares that temporary failure.
+fn hung_rcpt<S: Side, A: Adapter>() {
+    // The server cuts its hung handler soon after the client gave up, so it stops quickly.
+    let (server, _h) = start_with::<A>(ListenerKind::Smtp, false, |s| {
+        s.timeouts.decision = Duration::from_millis(600);
+    });
+    let started = Instant::now();
+    run::<S, _>(async {
+        let config = config(|o| {
+            o.timeouts.mail = Duration::from_millis(300);
+            o.timeouts.rcpt = Duration::from_millis(300);
+        });
+        let mut conn = S::connect(server.addrs[0], config, None)
+            .await
+            .expect("connect");
+        let to = recipients(&["a@example.test", "hang@example.test"]);
+        let e = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"x\r\n"),
+            )
+            .await
+            .expect_err("no final answer for anyone");
+        assert!(matches!(e, Error::Timeout), "{e}");
+        assert!(!conn.is_open());
+    });
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
 /// A pipelined envelope where one recipient is refused: that one fails permanently, the
@@ -607,6 +677,14 @@ macro_rules! client_suite {
                         #[test]
                         fn bdat() {
                             super::super::bdat::<$side, $adapter>($reader)
+                        }
+                        #[test]
+                        fn implicit_tls() {
+                            super::super::implicit_tls::<$side, $adapter>()
+                        }
+                        #[test]
+                        fn hung_rcpt() {
+                            super::super::hung_rcpt::<$side, $adapter>()
                         }
                         #[test]
                         fn lmtp() {
