@@ -687,6 +687,64 @@ fn smtp_sink<C: TestClient>() {
     );
 }
 
+/// A one-connection server on a thread that answers each command line with the next of
+/// `replies` (after writing `greeting`), then closes.
+fn scripted(greeting: &'static [u8], replies: &'static [&'static [u8]]) -> SocketAddr {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = tcp.write_all(greeting);
+        let mut reader = BufReader::new(tcp.try_clone().expect("clone"));
+        let mut line = Vec::new();
+        for reply in replies {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let _ = tcp.write_all(reply);
+        }
+    });
+    addr
+}
+
+/// The server answers MAIL with 421 and closes: every recipient shares that temporary
+/// refusal and the connection is gone. A malformed reply is a protocol error. A 554 greeting
+/// is a refusal.
+fn broken_servers<C: TestClient>() {
+    let to = recipients(&["a@example.test"]);
+    let no_pipelining: &[&[u8]] = &[b"250-mx\r\n250 8BITMIME\r\n", b"421 4.3.2 going away\r\n"];
+    let addr = scripted(b"220 mx ESMTP\r\n", no_pipelining);
+    let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
+    let e = conn
+        .send(
+            &Envelope::new(ReversePath::Null, &to),
+            Body::Bytes(b"x\r\n"),
+        )
+        .expect_err("421");
+    assert_eq!(e.reply().map(|r| r.code().get()), Some(421), "{e}");
+    assert!(e.is_temporary() && !conn.is_open());
+
+    let addr = scripted(b"220 mx ESMTP\r\n", &[b"250 mx\r\n", b"25O oops\r\n"]);
+    let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
+    let e = conn
+        .send(
+            &Envelope::new(ReversePath::Null, &to),
+            Body::Bytes(b"x\r\n"),
+        )
+        .expect_err("malformed");
+    assert!(matches!(e, Error::Protocol(_)) && e.is_temporary(), "{e}");
+
+    let addr = scripted(b"554 5.7.1 go away\r\n", &[b"221 bye\r\n"]);
+    let e = C::connect(addr, config(|_| {}), None).expect_err("refused greeting");
+    assert_eq!(e.reply().map(|r| r.code().get()), Some(554), "{e}");
+    assert!(e.is_permanent());
+}
+
 macro_rules! client_suite {
     ($module:ident, $side:ty, $reader:expr) => {
         mod $module {
@@ -740,6 +798,10 @@ macro_rules! client_suite {
             #[test]
             fn smtp_sink() {
                 super::smtp_sink::<$side>()
+            }
+            #[test]
+            fn broken_servers() {
+                super::broken_servers::<$side>()
             }
         }
     };

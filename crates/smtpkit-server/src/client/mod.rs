@@ -442,7 +442,8 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
                     }
                 }
             }
-            if self.client.is_closed() && self.client.poll_transmit().is_empty() {
+            // A closed core sends nothing more (a timeout may leave content unwritten).
+            if self.client.is_closed() {
                 return Err(self.closed_error());
             }
             // Content from memory goes in as far as the core's output cap allows.
@@ -533,9 +534,10 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
                 }
                 Wake::Read(Err(e)) => return Err(self.fail(e)),
                 Wake::Body(r) => {
-                    let c = content
-                        .as_deref_mut()
-                        .expect("body bytes come only while sending content");
+                    // Body reads are polled only while there is content.
+                    let Some(c) = content.as_deref_mut() else {
+                        continue;
+                    };
                     match r {
                         Ok(0) => {
                             c.finished = true;
