@@ -1,7 +1,7 @@
 //! One client connection: greeting, EHLO, optional STARTTLS, then mail transactions, all through
 //! the project's own client (`smtpkit_tokio::client`): the core parses replies, pipelines (RFC 2920),
 //! dot-stuffs or chunks (BDAT) and resets refused transactions; this module maps its results to the
-//! report's [`Failure`]s. Every step is bounded by the core's deadlines (all set to the read timeout)
+//! report's `Failure`s. Every step is bounded by the core's deadlines (all set to the read timeout)
 //! and by the run's deadline.
 
 use std::io;
