@@ -229,6 +229,9 @@ pub(crate) fn smtp_config(
         hostname: ehlo_name.to_owned(),
         pipelining,
         chunking: bdat,
+        // Bulk messages go out in pieces of this size (and as BDAT chunks of this size): a few
+        // large writes per MiB rather than many small ones.
+        output_buffer: 256 * 1024,
         timeouts: smtpkit_proto::client::ClientTimeouts {
             greeting: t,
             mail: t,

@@ -562,12 +562,15 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
         let Body::Bytes(bytes) = c.body else {
             return Ok(());
         };
+        // Content in memory goes in as large pieces as the output cap allows: fewer, larger
+        // writes (and BDAT chunks) for bulk content.
+        let piece = self.client.config().options().output_buffer.max(CHUNK);
         while !c.finished && self.client.wants_data() {
             if c.pos == bytes.len() {
                 c.finished = true;
                 self.client.finish_data(now())?;
             } else {
-                let end = bytes.len().min(c.pos + CHUNK);
+                let end = bytes.len().min(c.pos + piece);
                 self.client.send_data(now(), &bytes[c.pos..end])?;
                 c.pos = end;
             }
