@@ -407,9 +407,11 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
         // Each round handles a reply, moves bytes, or passes a deadline; the core's deadlines
         // bound the whole.
         loop {
+            // One clock read per round: it is a measurable share of a small message's cost.
+            let at = now();
             // 2. Every event the buffered input yields.
             loop {
-                let progress = self.client.handle_input(now(), self.inbuf.data());
+                let progress = self.client.handle_input(at, self.inbuf.data());
                 let consumed = progress.consumed;
                 let Some(event) = progress.event else {
                     self.inbuf.consume(consumed);
@@ -448,7 +450,7 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
             }
             // Content from memory goes in as far as the core's output cap allows.
             if let Some(c) = content.as_deref_mut() {
-                self.feed_bytes(c)?;
+                self.feed_bytes(c, at)?;
             }
             // STARTTLS: once the command's bytes are out, the handshake.
             if self.client.wants_tls_handshake()
@@ -459,7 +461,6 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
                 continue;
             }
             let deadline = self.client.poll_timeout();
-            let at = now();
             if deadline.is_some_and(|d| d <= at) {
                 self.client.handle_timeout(at);
                 continue;
@@ -558,7 +559,7 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
     }
 
     /// Hands content from memory to the core while it wants more, then its end.
-    fn feed_bytes(&mut self, c: &mut Content<'_>) -> Result<(), Error> {
+    fn feed_bytes(&mut self, c: &mut Content<'_>, at: Instant) -> Result<(), Error> {
         let Body::Bytes(bytes) = c.body else {
             return Ok(());
         };
@@ -568,10 +569,10 @@ impl<R: Runtime, T: Transport> Connection<R, T> {
         while !c.finished && self.client.wants_data() {
             if c.pos == bytes.len() {
                 c.finished = true;
-                self.client.finish_data(now())?;
+                self.client.finish_data(at)?;
             } else {
                 let end = bytes.len().min(c.pos + piece);
-                self.client.send_data(now(), &bytes[c.pos..end])?;
+                self.client.send_data(at, &bytes[c.pos..end])?;
                 c.pos = end;
             }
         }
