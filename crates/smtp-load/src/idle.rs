@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use smtpkit_tokio::client;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::procfs;
-use crate::session::{Failure, ReplyReader};
+use crate::session::{self, Failure};
 
 /// Connection attempts in flight at once: enough to open 10,000 connections in a few seconds without
 /// overflowing the server's listen backlog (commonly 128 to 4096).
@@ -201,35 +201,16 @@ pub async fn idle(opts: IdleOptions) -> IdleReport {
     }
 }
 
-async fn open_idle(opts: &IdleOptions) -> Result<TcpStream, Failure> {
+/// Connects, reads the greeting and says EHLO with the project's client; the connection is then
+/// held without a command.
+async fn open_idle(opts: &IdleOptions) -> Result<client::Connection, Failure> {
     let deadline = Instant::now() + opts.read_timeout;
-    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(opts.target))
+    let tcp = tokio::time::timeout_at(deadline, TcpStream::connect(opts.target))
         .await
         .map_err(|_| Failure::Timeout)?
         .map_err(|e| Failure::Connect(e.kind()))?;
-    let mut replies = ReplyReader::new();
-    let greeting = tokio::time::timeout_at(deadline, replies.read_reply(&mut stream, |_| {}))
-        .await
-        .map_err(|_| Failure::Timeout)??;
-    if greeting != 220 {
-        return Err(Failure::Reply {
-            code: greeting,
-            text: String::new(),
-        });
-    }
-    let ehlo = format!("EHLO {}\r\n", opts.ehlo_name);
-    tokio::time::timeout_at(deadline, stream.write_all(ehlo.as_bytes()))
-        .await
-        .map_err(|_| Failure::Timeout)?
-        .map_err(|e| Failure::Io(e.kind()))?;
-    let code = tokio::time::timeout_at(deadline, replies.read_reply(&mut stream, |_| {}))
-        .await
-        .map_err(|_| Failure::Timeout)??;
-    if code != 250 {
-        return Err(Failure::Reply {
-            code,
-            text: String::new(),
-        });
-    }
-    Ok(stream)
+    let config = session::smtp_config(&opts.ehlo_name, true, false, opts.read_timeout)
+        .ok_or(Failure::Protocol("invalid EHLO name"))?;
+    let conn = client::Connection::open(client::Stream::new(tcp), Arc::new(config), None).await?;
+    Ok(conn)
 }

@@ -12,8 +12,8 @@
 //! - [`torture::run`] drives an `smtpd` binary through hostile clients and broken storage and checks
 //!   each outcome (`cargo xtask torture`).
 //!
-//! Message bodies are generated once per run ([`body`]), so the hot loop only writes prepared bytes and
-//! reads replies.
+//! Message bodies are generated once per run ([`body`]); sessions send them with the project's own
+//! client (`smtpkit_tokio::client`), which parses replies, pipelines, and dot-stuffs or chunks.
 
 pub mod baseline;
 pub mod body;
@@ -229,51 +229,29 @@ pub async fn run(opts: RunOptions) -> Report {
     }
 }
 
-/// Encodes every command and message once, before the clock starts.
+/// Generates every message and the client config once, before the clock starts.
 fn make_plan(opts: &RunOptions) -> Plan {
-    let mail = format!("MAIL FROM:<{}>\r\n", opts.mail_from).into_bytes();
-    let rcpts: Vec<Vec<u8>> = opts
-        .rcpt_to
-        .iter()
-        .map(|r| format!("RCPT TO:<{r}>\r\n").into_bytes())
-        .collect();
-    let mut pipelined_prefix = mail.clone();
-    rcpts
-        .iter()
-        .for_each(|r| pipelined_prefix.extend_from_slice(r));
     let first_rcpt = opts.rcpt_to.first().map_or("", String::as_str);
     let payloads = opts
         .sizes
         .entries()
         .iter()
         .enumerate()
-        .map(|(i, &(size, _))| {
-            let message = body::generate_message(size, i as u64 + 1, &opts.mail_from, first_rcpt);
-            let wire = if opts.bdat {
-                let mut wire = if opts.pipelining {
-                    pipelined_prefix.clone()
-                } else {
-                    Vec::new()
-                };
-                wire.extend_from_slice(format!("BDAT {} LAST\r\n", message.len()).as_bytes());
-                wire.extend_from_slice(&message);
-                wire
-            } else {
-                body::dot_stuff(&message)
-            };
-            Payload {
-                raw_len: message.len(),
-                wire,
-            }
+        .map(|(i, &(size, _))| Payload {
+            message: body::generate_message(size, i as u64 + 1, &opts.mail_from, first_rcpt),
         })
         .collect();
-    pipelined_prefix.extend_from_slice(b"DATA\r\n");
+    let config = session::smtp_config(
+        &opts.ehlo_name,
+        opts.pipelining,
+        opts.bdat,
+        opts.read_timeout,
+    );
     Plan {
         target: opts.target,
-        ehlo: format!("EHLO {}\r\n", opts.ehlo_name).into_bytes(),
-        mail,
-        rcpts,
-        pipelined_prefix,
+        config: config.map(Arc::new),
+        mail_from: opts.mail_from.clone(),
+        rcpt_to: opts.rcpt_to.clone(),
         pipelining: opts.pipelining,
         bdat: opts.bdat,
         starttls: opts.starttls.clone(),
@@ -312,8 +290,9 @@ async fn session(
             let result = conn.send_message(&plan, payload).await;
             shared.finished.fetch_add(1, Ordering::Relaxed);
             match result {
-                Ok(latency) => stats.accepted(latency, payload.raw_len),
-                Err(failure) if failure.is_fatal() => {
+                Ok(latency) => stats.accepted(latency, payload.message.len()),
+                // A 421 is a refusal that also closes the connection.
+                Err(failure) if failure.is_fatal() || !conn.is_open() => {
                     stats.failed(&failure);
                     continue 'connections;
                 }

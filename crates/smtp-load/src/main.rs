@@ -94,7 +94,7 @@ struct RunArgs {
     /// Send MAIL, RCPT and DATA in one write (RFC 2920 PIPELINING).
     #[arg(long)]
     pipelining: bool,
-    /// Use BDAT <n> LAST (RFC 3030 CHUNKING) instead of DATA.
+    /// Send content with BDAT chunks (RFC 3030 CHUNKING) instead of DATA.
     #[arg(long)]
     bdat: bool,
     /// Upgrade every connection with STARTTLS (needs --insecure-tls or --ca).

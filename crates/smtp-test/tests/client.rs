@@ -12,54 +12,148 @@ use std::time::{Duration, Instant};
 
 use smtp_test::{
     Adapter, Call, ListenerKind, ListenerSettings, PASSWORD, Pki, RecordingHandler, Running,
-    SERVER_NAME, ServerSpec, USER, base_settings,
+    SERVER_NAME, ServerSettings, ServerSpec, USER, base_settings,
 };
 use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
 use smtpkit_proto::client::{
-    ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
+    Capabilities, ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
 };
 use smtpkit_proto::server::Protocol;
-use smtpkit_server::client::{Body, Connection, Error, Runtime, TlsMode, TlsSettings, Transport};
+use smtpkit_server::client::{Body, Delivery, Error, TlsMode, TlsSettings};
 
-/// A client adapter: how to run its futures and connect.
-trait Side {
-    type R: Runtime;
-    type T: Transport;
-    fn block_on<F: Future>(f: F) -> F::Output;
+/// A client adapter, as blocking calls so one test body serves all three. Each call is
+/// bounded by the core's deadlines, which `config` sets to seconds.
+trait TestClient: Sized + std::fmt::Debug {
     fn connect(
         addr: SocketAddr,
         config: Arc<ClientConfig>,
         tls: Option<TlsSettings>,
-    ) -> impl Future<Output = Result<Connection<Self::R, Self::T>, Error>>;
+    ) -> Result<Self, Error>;
+    fn is_tls(&self) -> bool;
+    fn capabilities(&self) -> &Capabilities;
+    fn is_open(&self) -> bool;
+    fn auth(&mut self, sasl: &Sasl<'_>) -> Result<(), Error>;
+    fn send(&mut self, envelope: &Envelope<'_>, body: Body<'_>) -> Result<Delivery, Error>;
+    fn quit(self) -> Result<(), Error>;
 }
 
-struct TokioClient;
+/// `smtpkit_tokio::client` on a current-thread runtime of its own.
+#[derive(Debug)]
+struct TokioClient {
+    rt: tokio::runtime::Runtime,
+    conn: smtpkit_tokio::client::Connection,
+}
 
-impl Side for TokioClient {
-    type R = smtpkit_tokio::Tokio;
-    type T = smtpkit_tokio::client::Stream;
-    fn block_on<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
+impl TestClient for TokioClient {
+    fn connect(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> Result<Self, Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("tokio runtime")
-            .block_on(f)
+            .expect("tokio runtime");
+        let conn = rt.block_on(smtpkit_tokio::client::connect(addr, config, tls))?;
+        Ok(Self { rt, conn })
     }
+    fn is_tls(&self) -> bool {
+        self.conn.is_tls()
+    }
+    fn capabilities(&self) -> &Capabilities {
+        self.conn.capabilities()
+    }
+    fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+    fn auth(&mut self, sasl: &Sasl<'_>) -> Result<(), Error> {
+        self.rt.block_on(self.conn.auth(sasl))
+    }
+    fn send(&mut self, envelope: &Envelope<'_>, body: Body<'_>) -> Result<Delivery, Error> {
+        self.rt.block_on(self.conn.send(envelope, body))
+    }
+    fn quit(self) -> Result<(), Error> {
+        self.rt.block_on(self.conn.quit())
+    }
+}
+
+/// `smtpkit_smol::client` under `smol::block_on`.
+#[derive(Debug)]
+struct SmolClient(smtpkit_smol::client::Connection);
+
+impl TestClient for SmolClient {
     fn connect(
         addr: SocketAddr,
         config: Arc<ClientConfig>,
         tls: Option<TlsSettings>,
-    ) -> impl Future<Output = Result<Connection<Self::R, Self::T>, Error>> {
-        smtpkit_tokio::client::connect(addr, config, tls)
+    ) -> Result<Self, Error> {
+        smol::block_on(smtpkit_smol::client::connect(addr, config, tls)).map(Self)
+    }
+    fn is_tls(&self) -> bool {
+        self.0.is_tls()
+    }
+    fn capabilities(&self) -> &Capabilities {
+        self.0.capabilities()
+    }
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+    fn auth(&mut self, sasl: &Sasl<'_>) -> Result<(), Error> {
+        smol::block_on(self.0.auth(sasl))
+    }
+    fn send(&mut self, envelope: &Envelope<'_>, body: Body<'_>) -> Result<Delivery, Error> {
+        smol::block_on(self.0.send(envelope, body))
+    }
+    fn quit(self) -> Result<(), Error> {
+        smol::block_on(self.0.quit())
     }
 }
 
-/// Every wait in a test is bounded by this, so a hung client fails instead of hanging.
-const LIMIT: Duration = Duration::from_secs(20);
+/// `smtpkit_mio::client`, blocking already.
+type MioClient = smtpkit_mio::client::Connection;
+
+impl TestClient for MioClient {
+    fn connect(
+        addr: SocketAddr,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> Result<Self, Error> {
+        Self::connect(addr, config, tls)
+    }
+    fn is_tls(&self) -> bool {
+        self.is_tls()
+    }
+    fn capabilities(&self) -> &Capabilities {
+        self.capabilities()
+    }
+    fn is_open(&self) -> bool {
+        self.is_open()
+    }
+    fn auth(&mut self, sasl: &Sasl<'_>) -> Result<(), Error> {
+        self.auth(sasl)
+    }
+    fn send(&mut self, envelope: &Envelope<'_>, body: Body<'_>) -> Result<Delivery, Error> {
+        self.send(envelope, body)
+    }
+    fn quit(self) -> Result<(), Error> {
+        self.quit()
+    }
+}
 
 fn config(f: impl FnOnce(&mut ClientOptions)) -> Arc<ClientConfig> {
+    // Every wait of a test is bounded by these, so a hung client fails instead of hanging.
+    let t = Duration::from_secs(10);
     let mut o = ClientOptions {
         hostname: "client.test".into(),
+        timeouts: ClientTimeouts {
+            greeting: t,
+            mail: t,
+            rcpt: t,
+            data_start: t,
+            data_block: t,
+            data_end: t,
+            command: t,
+        },
         ..ClientOptions::default()
     };
     f(&mut o);
@@ -84,14 +178,19 @@ fn ca_tls(mode: TlsMode) -> TlsSettings {
 }
 
 fn start<A: Adapter>(kind: ListenerKind, tls: bool) -> (Running, RecordingHandler) {
+    start_with::<A>(kind, tls, |_| {})
+}
+
+fn start_with<A: Adapter>(
+    kind: ListenerKind,
+    tls: bool,
+    settings: impl FnOnce(&mut ServerSettings),
+) -> (Running, RecordingHandler) {
     let handler = RecordingHandler::new();
     let tls = tls.then(|| Arc::clone(&Pki::get().server));
-    let spec = ServerSpec::new(
-        base_settings(),
-        vec![ListenerSettings::new(kind)],
-        tls,
-        handler.clone(),
-    );
+    let mut s = base_settings();
+    settings(&mut s);
+    let spec = ServerSpec::new(s, vec![ListenerSettings::new(kind)], tls, handler.clone());
     (A::start(spec), handler)
 }
 
@@ -113,27 +212,13 @@ fn calls(h: &RecordingHandler) -> Vec<String> {
     h.record().render().into_iter().flatten().collect()
 }
 
-/// Runs `f` on the client side with a time limit.
-fn run<S: Side, O>(f: impl Future<Output = O>) -> O {
-    S::block_on(async {
-        let limit = <S::R as Runtime>::timer(Instant::now() + LIMIT);
-        futures_lite::future::or(f, async {
-            limit.await;
-            panic!("client test over {LIMIT:?}")
-        })
-        .await
-    })
-}
-
 /// Two messages over one plaintext connection, the second with lines that need
 /// dot-stuffing and a bare LF; then QUIT.
-fn plain<S: Side, A: Adapter>() {
+fn plain<C: TestClient, A: Adapter>() {
     let (mut server, h) = start::<A>(ListenerKind::Smtp, false);
     let addr = server.addrs[0];
-    run::<S, _>(async {
-        let mut conn = S::connect(addr, config(|_| {}), None)
-            .await
-            .expect("connect");
+    {
+        let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
         assert!(!conn.is_tls());
         assert!(conn.capabilities().pipelining);
         let to = recipients(&["a@example.test", "b@example.test"]);
@@ -143,7 +228,6 @@ fn plain<S: Side, A: Adapter>() {
                 &Envelope::new(from, &to),
                 Body::Bytes(b"Subject: one\r\n\r\nHi\r\n"),
             )
-            .await
             .expect("first message");
         assert_eq!(d.delivered(), 2);
         let d = conn
@@ -151,11 +235,10 @@ fn plain<S: Side, A: Adapter>() {
                 &Envelope::new(ReversePath::Null, &to[..1]),
                 Body::Bytes(b"Subject: two\r\n\r\n.leading dot\r\n.\r\nbare\nlf"),
             )
-            .await
             .expect("second message");
         assert!(d.all_delivered(), "{d:?}");
-        conn.quit().await.expect("quit");
-    });
+        conn.quit().expect("quit");
+    }
     // Shutting down waits for the session's end, so its `close` is recorded.
     server.shutdown(Duration::from_secs(5));
     assert_eq!(
@@ -174,16 +257,15 @@ fn plain<S: Side, A: Adapter>() {
 
 /// STARTTLS required, verified against the suite's CA with the SNI name apart from the
 /// address; opportunistic and required against a server without TLS.
-fn starttls<S: Side, A: Adapter>() {
+fn starttls<C: TestClient, A: Adapter>() {
     let (tls_server, h) = start::<A>(ListenerKind::Smtp, true);
     let (plain_server, _) = start::<A>(ListenerKind::Smtp, false);
-    run::<S, _>(async {
-        let mut conn = S::connect(
+    {
+        let mut conn = C::connect(
             tls_server.addrs[0],
             config(|_| {}),
             Some(ca_tls(TlsMode::Required)),
         )
-        .await
         .expect("STARTTLS");
         assert!(conn.is_tls());
         assert!(
@@ -196,25 +278,22 @@ fn starttls<S: Side, A: Adapter>() {
                 &Envelope::new(ReversePath::Null, &to),
                 Body::Bytes(b"secret\r\n"),
             )
-            .await
             .expect("send");
         assert!(d.all_delivered());
-        conn.quit().await.expect("quit");
+        conn.quit().expect("quit");
 
-        let conn = S::connect(
+        let conn = C::connect(
             plain_server.addrs[0],
             config(|_| {}),
             Some(ca_tls(TlsMode::Opportunistic)),
         )
-        .await
         .expect("opportunistic falls back to plaintext");
         assert!(!conn.is_tls());
-        let e = S::connect(
+        let e = C::connect(
             plain_server.addrs[0],
             config(|_| {}),
             Some(ca_tls(TlsMode::Required)),
         )
-        .await
         .expect_err("required TLS is not offered");
         assert!(
             matches!(e, Error::TlsUnavailable) && e.is_temporary(),
@@ -225,11 +304,10 @@ fn starttls<S: Side, A: Adapter>() {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(Pki::get().ca_der.clone()).expect("CA root");
         let wrong = TlsSettings::with_roots(roots, "other.test", TlsMode::Required).expect("name");
-        let e = S::connect(tls_server.addrs[0], config(|_| {}), Some(wrong))
-            .await
-            .expect_err("wrong name");
+        let e =
+            C::connect(tls_server.addrs[0], config(|_| {}), Some(wrong)).expect_err("wrong name");
         assert!(matches!(e, Error::Tls(_)), "{e}");
-    });
+    }
     let c = calls(&h);
     assert!(
         c.contains(&"secured localhost TLSv1.3".to_string()),
@@ -240,22 +318,20 @@ fn starttls<S: Side, A: Adapter>() {
 
 /// Submission with STARTTLS and AUTH PLAIN: a wrong password is a permanent refusal that
 /// leaves the connection usable; the right one lets MAIL through as that user.
-fn auth<S: Side, A: Adapter>() {
+fn auth<C: TestClient, A: Adapter>() {
     let (server, h) = start::<A>(ListenerKind::Submission, true);
-    run::<S, _>(async {
-        let mut conn = S::connect(
+    {
+        let mut conn = C::connect(
             server.addrs[0],
             config(|_| {}),
             Some(ca_tls(TlsMode::Required)),
         )
-        .await
         .expect("connect");
         let e = conn
             .auth(&Sasl::Plain {
                 user: USER,
                 password: "wrong",
             })
-            .await
             .expect_err("wrong password");
         assert_eq!(e.reply().map(|r| r.code().get()), Some(535));
         assert!(e.is_permanent() && conn.is_open());
@@ -263,17 +339,15 @@ fn auth<S: Side, A: Adapter>() {
             user: USER,
             password: PASSWORD,
         })
-        .await
         .expect("auth");
         let to = recipients(&["a@example.test"]);
         let from = ReversePath::Mailbox(mailbox("user@example.org"));
         let d = conn
             .send(&Envelope::new(from, &to), Body::Bytes(b"x\r\n"))
-            .await
             .expect("send");
         assert!(d.all_delivered());
-        conn.quit().await.expect("quit");
-    });
+        conn.quit().expect("quit");
+    }
     let c = calls(&h);
     assert!(c.contains(&"auth user refused".to_string()), "{c:?}");
     assert!(
@@ -282,22 +356,78 @@ fn auth<S: Side, A: Adapter>() {
     );
 }
 
+/// SMTPS (implicit TLS, port 465 style) with AUTH LOGIN.
+fn implicit_tls<C: TestClient, A: Adapter>() {
+    let (server, h) = start::<A>(ListenerKind::Smtps, true);
+    {
+        let mut conn = C::connect(
+            server.addrs[0],
+            config(|_| {}),
+            Some(ca_tls(TlsMode::Implicit)),
+        )
+        .expect("connect");
+        assert!(conn.is_tls());
+        conn.auth(&Sasl::Login {
+            user: USER,
+            password: PASSWORD,
+        })
+        .expect("auth");
+        let to = recipients(&["a@example.test"]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"465\r\n"),
+            )
+            .expect("send");
+        assert!(d.all_delivered());
+        conn.quit().expect("quit");
+    }
+    let c = calls(&h);
+    assert!(c.contains(&"connect smtps tls".to_string()), "{c:?}");
+    assert_eq!(bodies(&h), [b"465\r\n".to_vec()]);
+}
+
+/// The server's application never answers a RCPT, so the server holds even the replies
+/// before it (it writes a pipelined group's replies together): the client's deadline for the
+/// MAIL reply ends the session, and every recipient shares that temporary failure.
+fn hung_rcpt<C: TestClient, A: Adapter>() {
+    // The server cuts its hung handler soon after the client gave up, so it stops quickly.
+    let (server, _h) = start_with::<A>(ListenerKind::Smtp, false, |s| {
+        s.timeouts.decision = Duration::from_millis(600);
+    });
+    let started = Instant::now();
+    {
+        let config = config(|o| {
+            o.timeouts.mail = Duration::from_millis(300);
+            o.timeouts.rcpt = Duration::from_millis(300);
+        });
+        let mut conn = C::connect(server.addrs[0], config, None).expect("connect");
+        let to = recipients(&["a@example.test", "hang@example.test"]);
+        let e = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"x\r\n"),
+            )
+            .expect_err("no final answer for anyone");
+        assert!(matches!(e, Error::Timeout), "{e}");
+        assert!(!conn.is_open());
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
 /// A pipelined envelope where one recipient is refused: that one fails permanently, the
 /// others get the message; a transaction with every recipient refused is reset and the
 /// connection goes on; a refused DATA (452) is a temporary failure.
-fn refused_recipient<S: Side, A: Adapter>() {
+fn refused_recipient<C: TestClient, A: Adapter>() {
     let (server, h) = start::<A>(ListenerKind::Smtp, false);
-    run::<S, _>(async {
-        let mut conn = S::connect(server.addrs[0], config(|_| {}), None)
-            .await
-            .expect("connect");
+    {
+        let mut conn = C::connect(server.addrs[0], config(|_| {}), None).expect("connect");
         let to = recipients(&["a@example.test", "reject@example.test", "b@example.test"]);
         let d = conn
             .send(
                 &Envelope::new(ReversePath::Null, &to),
                 Body::Bytes(b"m1\r\n"),
             )
-            .await
             .expect("send");
         assert!(d.recipients[0].is_ok() && d.recipients[2].is_ok(), "{d:?}");
         let e = d.recipients[1].as_ref().expect_err("refused");
@@ -310,7 +440,6 @@ fn refused_recipient<S: Side, A: Adapter>() {
                 &Envelope::new(ReversePath::Null, &none),
                 Body::Bytes(b"never\r\n"),
             )
-            .await
             .expect("send");
         assert_eq!(d.delivered(), 0);
         assert!(
@@ -322,7 +451,6 @@ fn refused_recipient<S: Side, A: Adapter>() {
         let busy = ReversePath::Mailbox(mailbox("busy@example.org"));
         let d = conn
             .send(&Envelope::new(busy, &to[..1]), Body::Bytes(b"never\r\n"))
-            .await
             .expect("send");
         let e = d.recipients[0].as_ref().expect_err("DATA refused");
         assert_eq!(e.reply().map(|r| r.code().get()), Some(452));
@@ -333,17 +461,16 @@ fn refused_recipient<S: Side, A: Adapter>() {
                 &Envelope::new(ReversePath::Null, &to[..1]),
                 Body::Bytes(b"m2\r\n"),
             )
-            .await
             .expect("send after failures");
         assert!(d.all_delivered());
-        conn.quit().await.expect("quit");
-    });
+        conn.quit().expect("quit");
+    }
     assert_eq!(bodies(&h), [b"m1\r\n".to_vec(), b"m2\r\n".to_vec()]);
 }
 
 /// BDAT: content from a reader, larger than one chunk, goes byte for byte (no stuffing, bare
 /// LF kept).
-fn bdat<S: Side, A: Adapter>(
+fn bdat<C: TestClient, A: Adapter>(
     reader: impl Fn(Vec<u8>) -> Box<dyn futures_io::AsyncRead + Send + Unpin>,
 ) {
     let (server, h) = start::<A>(ListenerKind::Smtp, false);
@@ -352,10 +479,9 @@ fn bdat<S: Side, A: Adapter>(
         body.extend_from_slice(format!(".line {i}\n").as_bytes());
     }
     let sent = body.clone();
-    run::<S, _>(async {
-        let mut conn = S::connect(server.addrs[0], config(|o| o.chunking = true), None)
-            .await
-            .expect("connect");
+    {
+        let mut conn =
+            C::connect(server.addrs[0], config(|o| o.chunking = true), None).expect("connect");
         assert!(conn.capabilities().chunking);
         let to = recipients(&["a@example.test"]);
         let mut r = reader(sent);
@@ -364,24 +490,22 @@ fn bdat<S: Side, A: Adapter>(
                 &Envelope::new(ReversePath::Null, &to),
                 Body::Reader(&mut *r),
             )
-            .await
             .expect("send");
         assert!(d.all_delivered(), "{d:?}");
-        conn.quit().await.expect("quit");
-    });
+        conn.quit().expect("quit");
+    }
     assert_eq!(bodies(&h), [body]);
 }
 
 /// LMTP: one result per recipient after the message.
-fn lmtp<S: Side, A: Adapter>() {
+fn lmtp<C: TestClient, A: Adapter>() {
     let (server, h) = start::<A>(ListenerKind::Lmtp, false);
-    run::<S, _>(async {
-        let mut conn = S::connect(
+    {
+        let mut conn = C::connect(
             server.addrs[0],
             config(|o| o.protocol = Protocol::Lmtp),
             None,
         )
-        .await
         .expect("connect");
         let to = recipients(&[
             "a@example.test",
@@ -394,7 +518,6 @@ fn lmtp<S: Side, A: Adapter>() {
                 &Envelope::new(ReversePath::Null, &to),
                 Body::Bytes(b"lmtp\r\n"),
             )
-            .await
             .expect("send");
         let codes: Vec<_> = d
             .recipients
@@ -406,27 +529,18 @@ fn lmtp<S: Side, A: Adapter>() {
             .collect();
         assert_eq!(codes, [250, 452, 550, 250]);
         assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [1]);
-        conn.quit().await.expect("quit");
-    });
+        conn.quit().expect("quit");
+    }
     assert!(calls(&h).iter().any(|c| c == "ehlo client.test"));
 }
 
 /// A server that accepts and never says anything: the greeting deadline ends it.
-fn stalled<S: Side>() {
+fn stalled<C: TestClient>() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let started = Instant::now();
-    let e = run::<S, _>(async {
-        let config = config(|o| {
-            o.timeouts = ClientTimeouts {
-                greeting: Duration::from_millis(300),
-                ..ClientTimeouts::default()
-            }
-        });
-        S::connect(addr, config, None)
-            .await
-            .expect_err("no greeting")
-    });
+    let config = config(|o| o.timeouts.greeting = Duration::from_millis(300));
+    let e = C::connect(addr, config, None).expect_err("no greeting");
     assert!(matches!(e, Error::Timeout) && e.is_temporary(), "{e}");
     assert!(started.elapsed() >= Duration::from_millis(300));
     drop(listener);
@@ -508,14 +622,12 @@ impl Drop for Sink {
 /// Against Postfix's `smtp-sink`: two messages on one connection (pipelined, dot-stuffed),
 /// then a sink that refuses RCPT with 4xx and offers no PIPELINING (`-r RCPT`): every
 /// recipient fails temporarily; and LMTP (`-L`).
-fn smtp_sink<S: Side>() {
+fn smtp_sink<C: TestClient>() {
     let sink = Sink::start(&[]);
     let soft = Sink::start(&["-r", "RCPT"]);
     let lmtp = Sink::start(&["-L"]);
-    run::<S, _>(async {
-        let mut conn = S::connect(sink.addr, config(|_| {}), None)
-            .await
-            .expect("connect");
+    {
+        let mut conn = C::connect(sink.addr, config(|_| {}), None).expect("connect");
         assert!(conn.capabilities().pipelining);
         let to = recipients(&["a@example.test", "b@example.test"]);
         for body in [
@@ -525,38 +637,33 @@ fn smtp_sink<S: Side>() {
             let from = ReversePath::Mailbox(mailbox("s@example.org"));
             let d = conn
                 .send(&Envelope::new(from, &to), Body::Bytes(body.as_bytes()))
-                .await
                 .expect("send");
             assert!(d.all_delivered(), "{d:?}");
         }
-        conn.quit().await.expect("quit");
+        conn.quit().expect("quit");
 
-        let mut conn = S::connect(soft.addr, config(|_| {}), None)
-            .await
-            .expect("connect");
+        let mut conn = C::connect(soft.addr, config(|_| {}), None).expect("connect");
         assert!(!conn.capabilities().pipelining);
         let d = conn
             .send(
                 &Envelope::new(ReversePath::Null, &to),
                 Body::Bytes(b"x\r\n"),
             )
-            .await
             .expect("send");
         assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [0, 1], "{d:?}");
-        conn.quit().await.expect("quit");
+        conn.quit().expect("quit");
 
         let config = config(|o| o.protocol = Protocol::Lmtp);
-        let mut conn = S::connect(lmtp.addr, config, None).await.expect("connect");
+        let mut conn = C::connect(lmtp.addr, config, None).expect("connect");
         let d = conn
             .send(
                 &Envelope::new(ReversePath::Null, &to),
                 Body::Bytes(b"x\r\n"),
             )
-            .await
             .expect("send");
         assert_eq!(d.delivered(), 2, "{d:?}");
-        conn.quit().await.expect("quit");
-    });
+        conn.quit().expect("quit");
+    }
     // smtp-sink writes a dump when it has answered the end of data; give it a moment.
     let mut dumps = Vec::new();
     for _ in 0..100 {
@@ -578,6 +685,64 @@ fn smtp_sink<S: Side>() {
         dumps.iter().any(|d| ends(d, "Subject: two\n\nsecond\n\n")),
         "{dumps:?}"
     );
+}
+
+/// A one-connection server on a thread that answers each command line with the next of
+/// `replies` (after writing `greeting`), then closes.
+fn scripted(greeting: &'static [u8], replies: &'static [&'static [u8]]) -> SocketAddr {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = tcp.write_all(greeting);
+        let mut reader = BufReader::new(tcp.try_clone().expect("clone"));
+        let mut line = Vec::new();
+        for reply in replies {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let _ = tcp.write_all(reply);
+        }
+    });
+    addr
+}
+
+/// The server answers MAIL with 421 and closes: every recipient shares that temporary
+/// refusal and the connection is gone. A malformed reply is a protocol error. A 554 greeting
+/// is a refusal.
+fn broken_servers<C: TestClient>() {
+    let to = recipients(&["a@example.test"]);
+    let no_pipelining: &[&[u8]] = &[b"250-mx\r\n250 8BITMIME\r\n", b"421 4.3.2 going away\r\n"];
+    let addr = scripted(b"220 mx ESMTP\r\n", no_pipelining);
+    let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
+    let e = conn
+        .send(
+            &Envelope::new(ReversePath::Null, &to),
+            Body::Bytes(b"x\r\n"),
+        )
+        .expect_err("421");
+    assert_eq!(e.reply().map(|r| r.code().get()), Some(421), "{e}");
+    assert!(e.is_temporary() && !conn.is_open());
+
+    let addr = scripted(b"220 mx ESMTP\r\n", &[b"250 mx\r\n", b"25O oops\r\n"]);
+    let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
+    let e = conn
+        .send(
+            &Envelope::new(ReversePath::Null, &to),
+            Body::Bytes(b"x\r\n"),
+        )
+        .expect_err("malformed");
+    assert!(matches!(e, Error::Protocol(_)) && e.is_temporary(), "{e}");
+
+    let addr = scripted(b"554 5.7.1 go away\r\n", &[b"221 bye\r\n"]);
+    let e = C::connect(addr, config(|_| {}), None).expect_err("refused greeting");
+    assert_eq!(e.reply().map(|r| r.code().get()), Some(554), "{e}");
+    assert!(e.is_permanent());
 }
 
 macro_rules! client_suite {
@@ -609,6 +774,14 @@ macro_rules! client_suite {
                             super::super::bdat::<$side, $adapter>($reader)
                         }
                         #[test]
+                        fn implicit_tls() {
+                            super::super::implicit_tls::<$side, $adapter>()
+                        }
+                        #[test]
+                        fn hung_rcpt() {
+                            super::super::hung_rcpt::<$side, $adapter>()
+                        }
+                        #[test]
                         fn lmtp() {
                             super::super::lmtp::<$side, $adapter>()
                         }
@@ -626,10 +799,22 @@ macro_rules! client_suite {
             fn smtp_sink() {
                 super::smtp_sink::<$side>()
             }
+            #[test]
+            fn broken_servers() {
+                super::broken_servers::<$side>()
+            }
         }
     };
 }
 
 client_suite!(tokio_client, TokioClient, |b: Vec<u8>| Box::new(
     smtpkit_tokio::client::BodyReader(std::io::Cursor::new(b))
+));
+
+client_suite!(smol_client, SmolClient, |b: Vec<u8>| Box::new(
+    futures_lite::io::Cursor::new(b)
+));
+
+client_suite!(mio_client, MioClient, |b: Vec<u8>| Box::new(
+    smtpkit_mio::client::BodyReader(std::io::Cursor::new(b))
 ));

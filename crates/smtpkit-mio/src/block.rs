@@ -87,6 +87,30 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
     })
 }
 
+/// Runs `fut` to completion on this thread; while it is pending, calls `wait` with how long
+/// it may block (until the earliest pending [`Deadline`], or without limit). `wait` returns
+/// on whatever may let `fut` progress (socket readiness for the client, say); a wait that
+/// returns early only costs another poll.
+pub(crate) fn block_on_with<F: Future>(
+    fut: F,
+    mut wait: impl FnMut(Option<std::time::Duration>),
+) -> F::Output {
+    let mut fut = pin!(fut);
+    WAKER.with(|waker| {
+        let mut cx = Context::from_waker(waker);
+        loop {
+            WAKE_AT.with(|w| w.set(None));
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(v) => return v,
+                Poll::Pending => {
+                    let at = WAKE_AT.with(Cell::get);
+                    wait(at.map(|at| at.saturating_duration_since(Instant::now())));
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

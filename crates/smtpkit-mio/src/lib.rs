@@ -72,6 +72,7 @@ struct ReadmeDoctests;
 
 mod accept;
 mod block;
+pub mod client;
 mod conn;
 mod control;
 mod worker;

@@ -69,6 +69,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod client;
 mod stream;
 
 use std::io;

@@ -10,7 +10,7 @@ use super::Error;
 /// endings to CRLF and dot-stuffs for DATA, or sends it byte for byte with BDAT.
 #[non_exhaustive]
 pub enum Body<'a> {
-    /// Content in memory.
+    /// Content in memory, handed to the core in pieces of up to `ClientOptions::output_buffer`.
     Bytes(&'a [u8]),
     /// Content read as it goes out (a spool file, a pipe). Read in chunks of at most
     /// [`CHUNK`] octets, never held whole.
@@ -26,9 +26,9 @@ impl std::fmt::Debug for Body<'_> {
     }
 }
 
-/// The largest piece of content handed to the core at once: the core's output cap
-/// (`ClientOptions::output_buffer`, 64 KiB by default) then holds a few of them, and one BDAT
-/// chunk is this size.
+/// The size of each read from a [`Body::Reader`] (one BDAT chunk each), and the smallest piece
+/// of a [`Body::Bytes`]: the core's output cap (`ClientOptions::output_buffer`, 64 KiB by
+/// default) holds a few of them.
 pub const CHUNK: usize = 16 * 1024;
 
 /// What became of one message: one entry per recipient of the envelope, in its order.

@@ -73,7 +73,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(e: io::Error) -> Self {
+    /// An IO failure as a client error: a timed-out operation is [`Error::Timeout`].
+    pub fn io(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::TimedOut {
             Self::Timeout
         } else {

@@ -71,3 +71,19 @@ pub fn client_config(roots: RootCertStore) -> ClientConfig {
         .with_root_certificates(roots)
         .with_no_client_auth()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_roots() {
+        let t = TlsSettings::webpki("mx.example.com", TlsMode::Required).unwrap();
+        assert_eq!(t.server_name.to_str(), "mx.example.com");
+        assert_eq!(t.mode, TlsMode::Required);
+        assert!(TlsSettings::webpki("not a name", TlsMode::Opportunistic).is_err());
+        // An IP address is a valid name for the certificate check too.
+        let t = TlsSettings::with_roots(RootCertStore::empty(), "192.0.2.1", TlsMode::Implicit);
+        assert!(t.is_ok());
+    }
+}
