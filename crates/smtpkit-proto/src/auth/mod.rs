@@ -225,6 +225,45 @@ pub(crate) fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the client sends, a built-in mechanism never panics and asks at most two
+        /// questions (LOGIN's), so the driver's step limit is never what ends a built-in.
+        #[test]
+        fn builtins_take_any_bytes_and_ask_at_most_twice(
+            which in 0..BUILTIN_MECHANISMS.len(),
+            responses in vec(proptest::option::of(vec(any::<u8>(), 0..48)), 1..6),
+        ) {
+            let mut m = builtin(BUILTIN_MECHANISMS[which]).unwrap();
+            let mut challenges = 0;
+            for r in &responses {
+                match m.step(r.as_deref()) {
+                    Step::Challenge(_) => challenges += 1,
+                    _ => break,
+                }
+            }
+            prop_assert!(challenges <= 2, "{} asked {challenges} times", BUILTIN_MECHANISMS[which]);
+        }
+
+        /// Any user and token a client can encode come back unchanged from both token
+        /// mechanisms.
+        #[test]
+        fn token_credentials_round_trip(
+            user in "[a-zA-Z0-9.@+_=,-]{1,24}",
+            token in "[a-zA-Z0-9._~+/=-]{1,40}",
+        ) {
+            let expected = Credentials::Token {
+                user: user.clone(),
+                token: Secret::new(token.clone()),
+            };
+            let xoauth2 = format!("user={user}\u{1}auth=Bearer {token}\u{1}\u{1}");
+            prop_assert_eq!(XOAuth2::default().step(Some(xoauth2.as_bytes())), Step::Done(expected.clone()));
+            let bearer = format!("n,a={},\u{1}auth=Bearer {token}\u{1}\u{1}", user.replace('=', "=3D").replace(',', "=2C"));
+            prop_assert_eq!(OAuthBearer::default().step(Some(bearer.as_bytes())), Step::Done(expected));
+        }
+    }
 
     #[test]
     fn base64_and_login_challenges() {

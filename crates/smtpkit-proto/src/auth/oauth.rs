@@ -28,7 +28,8 @@ impl Default for XOAuth2 {
 
 impl XOAuth2 {
     /// An exchange that sends `error` (a JSON document: `status`, `schemes`, `scope`) when the
-    /// application refuses the token.
+    /// application refuses the token. Keep it under 380 octets: its base64 must fit one
+    /// reply line (512), or the driver answers `451 4.3.0` instead.
     pub fn with_error(error: &str) -> Self {
         Self {
             asked: false,
@@ -99,7 +100,8 @@ impl Default for OAuthBearer {
 
 impl OAuthBearer {
     /// An exchange that sends `error` (RFC 7628 3.2.2: `status`, optional `scope` and
-    /// `openid-configuration`) when the application refuses the token.
+    /// `openid-configuration`) when the application refuses the token. Keep it under 380
+    /// octets: its base64 must fit one reply line (512), or the driver answers `451 4.3.0`.
     pub fn with_error(error: &str) -> Self {
         Self {
             asked: false,
