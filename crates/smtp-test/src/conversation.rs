@@ -206,6 +206,11 @@ pub fn base_settings() -> ServerSettings {
 
 fn defaults(_: &mut ServerSettings) {}
 
+/// Every built-in AUTH mechanism offered, the token ones too.
+fn token_mechanisms(s: &mut ServerSettings) {
+    s.auth_mechanisms = smtpkit_server::AUTH_MECHANISMS.map(str::to_owned).to_vec();
+}
+
 macro_rules! greeting {
     () => {
         "220 mx.test ESMTP\r\n"
@@ -570,8 +575,8 @@ pub static CONVERSATIONS: &[Conversation] = &[
             "starttls",
             "secured localhost TLSv1.3",
             "ehlo c.test tls",
-            "auth user refused",
-            "auth user",
+            "auth PLAIN user refused",
+            "auth PLAIN user",
             "mail <a@x.test> as user",
             "rcpt <b@y.test>",
             "data_start",
@@ -610,9 +615,80 @@ pub static CONVERSATIONS: &[Conversation] = &[
         calls: Calls::Exact(&[&[
             "connect smtps tls",
             "ehlo c.test tls",
-            "auth user refused",
-            "auth user",
+            "auth LOGIN user refused",
+            "auth LOGIN user",
             "mail <a@x.test> as user",
+            "close quit",
+        ]]),
+    },
+    Conversation {
+        name: "auth_xoauth2",
+        about: "XOAUTH2 (Google's format): a refused token gets the JSON error challenge, the \
+                client's empty reply, then 535; a good token without initial response after \
+                an empty 334",
+        listeners: &[Listen::new(ListenerKind::Smtps)],
+        tls: true,
+        settings: token_mechanisms,
+        steps: &[
+            Step::Connect,
+            Step::StartTls,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(
+                ehlo_common!(),
+                "250-ENHANCEDSTATUSCODES\r\n",
+                "250 AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER\r\n"
+            )),
+            // user=user^Aauth=Bearer expired^A^A
+            Step::Send(b"AUTH XOAUTH2 dXNlcj11c2VyAWF1dGg9QmVhcmVyIGV4cGlyZWQBAQ==\r\n"),
+            Step::Expect(
+                b"334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==\r\n",
+            ),
+            Step::Send(b"\r\n"),
+            Step::Expect(b"535 5.7.8 Authentication credentials invalid\r\n"),
+            Step::Send(b"AUTH XOAUTH2\r\n"),
+            Step::Expect(b"334 \r\n"),
+            // user=user^Aauth=Bearer ya29.token^A^A
+            Step::Send(b"dXNlcj11c2VyAWF1dGg9QmVhcmVyIHlhMjkudG9rZW4BAQ==\r\n"),
+            Step::Expect(b"235 2.7.0 Authentication successful\r\n"),
+            Step::Send(b"MAIL FROM:<a@x.test>\r\n"),
+            Step::Expect(MAIL_OK.as_bytes()),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[&[
+            "connect smtps tls",
+            "ehlo c.test tls",
+            "auth XOAUTH2 user refused",
+            "auth XOAUTH2 user",
+            "mail <a@x.test> as user",
+            "close quit",
+        ]]),
+    },
+    Conversation {
+        name: "auth_oauthbearer",
+        about: "RFC 7628 OAUTHBEARER with a GS2 header naming the user: accepted at once",
+        listeners: &[Listen::new(ListenerKind::Smtps)],
+        tls: true,
+        settings: token_mechanisms,
+        steps: &[
+            Step::Connect,
+            Step::StartTls,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(
+                ehlo_common!(),
+                "250-ENHANCEDSTATUSCODES\r\n",
+                "250 AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER\r\n"
+            )),
+            // n,a=user,^Aauth=Bearer ya29.token^A^A
+            Step::Send(b"AUTH OAUTHBEARER bixhPXVzZXIsAWF1dGg9QmVhcmVyIHlhMjkudG9rZW4BAQ==\r\n"),
+            Step::Expect(b"235 2.7.0 Authentication successful\r\n"),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[&[
+            "connect smtps tls",
+            "ehlo c.test tls",
+            "auth OAUTHBEARER user",
             "close quit",
         ]]),
     },

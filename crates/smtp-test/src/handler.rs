@@ -15,6 +15,8 @@ use smtpkit_server::{
 pub const USER: &str = "user";
 /// The password of [`USER`].
 pub const PASSWORD: &str = "secret";
+/// The OAuth 2.0 token of [`USER`] (XOAUTH2, OAUTHBEARER).
+pub const TOKEN: &str = "ya29.token";
 
 /// One call the application received, in a form that is the same for every adapter: message
 /// content is joined into one body, because how it is split into chunks depends on timing.
@@ -65,9 +67,11 @@ pub enum Call {
         /// The name it greeted the front end with (`-` when not given).
         helo: String,
     },
-    /// `Session::auth`: the user name and whether it was accepted.
+    /// `Session::auth`: the mechanism, the user name and whether it was accepted.
     Auth {
-        /// The authentication identity.
+        /// The mechanism's name.
+        mechanism: String,
+        /// The authentication identity (the token's user for XOAUTH2 and OAUTHBEARER).
         user: String,
         /// Whether the handler accepted it.
         accepted: bool,
@@ -128,7 +132,11 @@ impl fmt::Display for Call {
                 None => write!(f, "xclient {peer} {name}"),
             },
             Self::Forwarded { addr, helo } => write!(f, "forwarded {addr} {helo}"),
-            Self::Auth { user, accepted } => write!(f, "auth {user}{}", ok(*accepted)),
+            Self::Auth {
+                mechanism,
+                user,
+                accepted,
+            } => write!(f, "auth {mechanism} {user}{}", ok(*accepted)),
             Self::MailFrom { from, user } => match user {
                 Some(u) => write!(f, "mail {from} as {u}"),
                 None => write!(f, "mail {from}"),
@@ -304,10 +312,17 @@ impl Session for RecordingSession {
         Decision::Accept
     }
 
-    async fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {
-        let accepted = creds.authcid == USER && creds.password.expose() == PASSWORD;
+    async fn auth(&mut self, _: &SessionInfo, mechanism: &str, creds: &Credentials) -> Decision {
+        let accepted = match creds {
+            Credentials::Password { user, password, .. } => {
+                user == USER && password.expose() == PASSWORD
+            }
+            Credentials::Token { user, token } => user == USER && token.expose() == TOKEN,
+            _ => false,
+        };
         self.push(Call::Auth {
-            user: creds.authcid.clone(),
+            mechanism: mechanism.to_owned(),
+            user: creds.user().to_owned(),
             accepted,
         });
         if accepted {

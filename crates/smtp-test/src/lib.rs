@@ -37,7 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use conversation::{CONVERSATIONS, Calls, Conversation, Listen, Step, base_settings};
-pub use handler::{Call, PASSWORD, Record, RecordingHandler, RecordingSession, USER, escape};
+pub use handler::{
+    Call, PASSWORD, Record, RecordingHandler, RecordingSession, TOKEN, USER, escape,
+};
 pub use pki::{Pki, SERVER_NAME};
 pub use runner::{Transcript, compare, conversation, execute, run};
 use smtpkit_server::rdns::ReverseLookup;
@@ -161,6 +163,8 @@ macro_rules! __with_conversation_names {
             starttls_refused_by_hook,
             auth_plain_after_starttls,
             auth_login_implicit_tls,
+            auth_xoauth2,
+            auth_oauthbearer,
             bdat,
             bdat_refused_skip,
             size_overrun,

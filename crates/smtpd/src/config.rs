@@ -110,8 +110,10 @@ pub struct Config {
     /// and is disconnected. Default `false`.
     #[serde(default = "library_pipelining_sync_check")]
     pub pipelining_sync_check: bool,
-    /// AUTH mechanisms offered on submission and smtps listeners, in order: `PLAIN` and
-    /// `LOGIN` are the ones implemented. Default `["PLAIN", "LOGIN"]`.
+    /// AUTH mechanisms offered on submission and smtps listeners, in order: smtpd checks
+    /// passwords from its password file, so `PLAIN` and `LOGIN` are the ones it runs; the
+    /// token mechanisms `XOAUTH2` and `OAUTHBEARER` need a token verifier smtpd does not
+    /// have, and are a configuration error. Default `["PLAIN", "LOGIN"]`.
     #[serde(default = "library_auth_mechanisms")]
     pub auth_mechanisms: Vec<String>,
     /// MAIL parameter keywords accepted without being advertised (none is acted on by smtpd;
@@ -886,6 +888,14 @@ impl Config {
             }
         }
         self.validate_users(&mut problems);
+        for m in &self.auth_mechanisms {
+            if m.eq_ignore_ascii_case("XOAUTH2") || m.eq_ignore_ascii_case("OAUTHBEARER") {
+                problems.push(format!(
+                    "auth_mechanisms: {m} needs a token verifier, and smtpd checks only \
+                     passwords (PLAIN, LOGIN)"
+                ));
+            }
+        }
         if self
             .routing
             .recipient_delimiter
@@ -1518,6 +1528,14 @@ mod tests {
         let mechanism = invalid("auth_mechanisms = [\"PLAIN\", \"CRAM-MD5\"]\n");
         assert_eq!(mechanism.len(), 1, "{mechanism:?}");
         assert!(mechanism[0].contains("CRAM-MD5"), "{mechanism:?}");
+        let token = invalid("auth_mechanisms = [\"PLAIN\", \"XOAUTH2\"]\n");
+        assert_eq!(token.len(), 1, "{token:?}");
+        assert!(
+            token[0].contains("XOAUTH2 needs a token verifier"),
+            "{token:?}"
+        );
+        let bearer = invalid("auth_mechanisms = [\"OAUTHBEARER\"]\n");
+        assert!(bearer[0].contains("OAUTHBEARER"), "{bearer:?}");
         let binary = invalid("[extensions]\nchunking = false\n");
         assert!(binary[0].contains("BINARYMIME"), "{binary:?}");
     }

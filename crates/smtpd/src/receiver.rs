@@ -479,14 +479,29 @@ fn stalled(timeout: Duration) -> String {
 }
 
 impl Session for Conversation {
-    async fn auth(&mut self, info: &SessionInfo, creds: &Credentials) -> Decision {
+    async fn auth(&mut self, info: &SessionInfo, mechanism: &str, creds: &Credentials) -> Decision {
         let now = Instant::now();
         let ip = info.peer.ip();
-        let user = creds.authcid.as_str();
+        // smtpd checks passwords against its password file; it has no token verifier, so its
+        // configuration never offers XOAUTH2 or OAUTHBEARER.
+        let Credentials::Password {
+            authzid,
+            user: name,
+            password,
+        } = creds
+        else {
+            warn!(session = %info.id, peer = %info.peer, mechanism, "refused: not a password");
+            return reply(
+                ReplyCode::AUTH_FAILED,
+                EnhancedCode::AUTH_FAILED,
+                "Authentication credentials invalid",
+            );
+        };
+        let user = name.as_str();
         // RFC 4616 2: the server decides whether the authentication identity may act as another
         // authorization identity. Here a user acts only as itself.
-        if creds.authzid.as_deref().is_some_and(|z| z != user) {
-            warn!(session = %info.id, peer = %info.peer, user, authzid = creds.authzid.as_deref().unwrap_or(""), "refused: may not act as another user");
+        if authzid.as_deref().is_some_and(|z| z != user) {
+            warn!(session = %info.id, peer = %info.peer, user, authzid = authzid.as_deref().unwrap_or(""), "refused: may not act as another user");
             return reply(
                 ReplyCode::AUTH_FAILED,
                 EnhancedCode::AUTH_FAILED,
@@ -503,7 +518,7 @@ impl Session for Conversation {
                 "Too many authentication failures; try again later",
             );
         }
-        if let Verdict::Exceeded { first } = self.guards.by_user.check(&creds.authcid, now) {
+        if let Verdict::Exceeded { first } = self.guards.by_user.check(name, now) {
             if first {
                 warn!(session = %info.id, peer = %info.peer, user, "too many authentication failures for this user; refusing AUTH for the rest of the window");
             }
@@ -514,8 +529,8 @@ impl Session for Conversation {
             );
         }
         let state = Arc::clone(&self.state);
-        let name = creds.authcid.clone();
-        let password = creds.password.expose().clone();
+        let name = name.clone();
+        let password = password.expose().clone();
         let ok = self
             .guards
             .checks
@@ -529,7 +544,7 @@ impl Session for Conversation {
             self.guards.by_ip.record_failure(ip, now);
             self.guards
                 .by_user
-                .record_failure(creds.authcid.clone(), now);
+                .record_failure(creds.user().to_owned(), now);
             warn!(session = %info.id, peer = %info.peer, user, "authentication failed");
             reply(
                 ReplyCode::AUTH_FAILED,
@@ -1227,9 +1242,9 @@ mod tests {
     }
 
     fn creds(user: &str, password: &str, authzid: Option<&str>) -> Credentials {
-        Credentials {
+        Credentials::Password {
             authzid: authzid.map(str::to_owned),
-            authcid: user.to_owned(),
+            user: user.to_owned(),
             password: Secret::new(password.to_owned()),
         }
     }
@@ -1258,43 +1273,63 @@ mod tests {
         runtime.block_on(async {
             let a = info("192.0.2.1:1000");
             let mut s = receiver.connect(&a).await.unwrap();
-            assert_eq!(code(&s.auth(&a, &creds("alice", "right", None)).await).0, 0);
+            assert_eq!(
+                code(&s.auth(&a, "PLAIN", &creds("alice", "right", None)).await).0,
+                0
+            );
+            // smtpd verifies no tokens: a token is refused whatever it holds.
+            let token = Credentials::Token {
+                user: "alice".into(),
+                token: Secret::new("right".into()),
+            };
+            assert_eq!(code(&s.auth(&a, "XOAUTH2", &token).await).0, 535);
             // Acting as somebody else is refused, with the right password too.
             assert_eq!(
-                code(&s.auth(&a, &creds("alice", "right", Some("bob"))).await).0,
+                code(
+                    &s.auth(&a, "PLAIN", &creds("alice", "right", Some("bob")))
+                        .await
+                )
+                .0,
                 535
             );
             assert_eq!(
-                code(&s.auth(&a, &creds("alice", "right", Some("alice"))).await).0,
+                code(
+                    &s.auth(&a, "PLAIN", &creds("alice", "right", Some("alice")))
+                        .await
+                )
+                .0,
                 0
             );
             for _ in 0..3 {
                 assert_eq!(
-                    code(&s.auth(&a, &creds("alice", "wrong", None)).await).0,
+                    code(&s.auth(&a, "PLAIN", &creds("alice", "wrong", None)).await).0,
                     535
                 );
             }
             // The limit holds across sessions of the same address, even for the right password.
             let mut s2 = receiver.connect(&a).await.unwrap();
-            let (n, text) = code(&s2.auth(&a, &creds("alice", "right", None)).await);
+            let (n, text) = code(&s2.auth(&a, "PLAIN", &creds("alice", "right", None)).await);
             assert_eq!(n, 421, "{text}");
             assert!(text.contains("4.7.0"), "{text}");
             // Another address may still try, until the user's own limit (5) is reached.
             let b = info("192.0.2.2:1000");
             let mut s3 = receiver.connect(&b).await.unwrap();
             assert_eq!(
-                code(&s3.auth(&b, &creds("alice", "wrong", None)).await).0,
+                code(&s3.auth(&b, "PLAIN", &creds("alice", "wrong", None)).await).0,
                 535
             );
             assert_eq!(
-                code(&s3.auth(&b, &creds("alice", "wrong", None)).await).0,
+                code(&s3.auth(&b, "PLAIN", &creds("alice", "wrong", None)).await).0,
                 535
             );
-            let (n, text) = code(&s3.auth(&b, &creds("alice", "right", None)).await);
+            let (n, text) = code(&s3.auth(&b, "PLAIN", &creds("alice", "right", None)).await);
             assert_eq!(n, 454, "{text}");
             assert!(text.contains("4.7.0"), "{text}");
             // Other users from that address are unaffected.
-            assert_eq!(code(&s3.auth(&b, &creds("carol", "x", None)).await).0, 535);
+            assert_eq!(
+                code(&s3.auth(&b, "PLAIN", &creds("carol", "x", None)).await).0,
+                535
+            );
         });
     }
 

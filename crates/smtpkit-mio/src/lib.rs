@@ -88,6 +88,7 @@ use smtpkit_server::{Adapter, Parts, WithThreads};
 use tracing::info;
 
 pub use smtpkit_server::blocking::{Blocking, BlockingHandler, BlockingSession};
+pub use smtpkit_server::{AUTH_MECHANISMS, Mechanism, auth};
 pub use smtpkit_server::{
     CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
     ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,

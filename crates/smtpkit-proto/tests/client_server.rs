@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use proptest::prelude::*;
 use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
-use smtpkit_proto::auth::{decode_login_step, decode_plain};
+use smtpkit_proto::auth::{Credentials, decode_login_step, decode_plain};
 use smtpkit_proto::client::{
     Client, ClientConfig, ClientOptions, Envelope, Event as ClientEvent, Recipient, Sasl,
 };
@@ -256,8 +256,11 @@ impl ServerSide {
                 } => {
                     if mechanism.eq_ignore_ascii_case("PLAIN") {
                         let c = decode_plain(initial_response.unwrap().expose()).unwrap();
+                        let Credentials::Password { user, password, .. } = c else {
+                            panic!("{c:?}")
+                        };
                         assert_eq!(
-                            (c.authcid.as_str(), c.password.expose().as_str()),
+                            (user.as_str(), password.expose().as_str()),
                             ("user", "secret")
                         );
                         self.server.accept(now).unwrap();

@@ -35,7 +35,7 @@
 use std::future::{Future, ready};
 
 use smtpkit_proto::address::{ForwardPath, ReversePath};
-use smtpkit_proto::auth::Credentials;
+use smtpkit_proto::auth::{self, Credentials, Mechanism};
 use smtpkit_proto::extension::Parameters;
 use smtpkit_proto::{CloseReason, EnhancedCode, Reply, ReplyCode};
 
@@ -76,10 +76,16 @@ pub trait BlockingSession: Send + 'static {
         Decision::Accept
     }
 
+    /// The SASL exchange for `mechanism`; see [`Session::mechanism`]. Default: the built-ins.
+    fn mechanism(&mut self, info: &SessionInfo, mechanism: &str) -> Option<Box<dyn Mechanism>> {
+        let _ = info;
+        auth::builtin(mechanism)
+    }
+
     /// AUTH credentials; see [`Session::auth`]. Default: refuse with `535 5.7.8`, so that no
     /// one authenticates (and may relay) unless the application says so.
-    fn auth(&mut self, info: &SessionInfo, creds: &Credentials) -> Decision {
-        let _ = (info, creds);
+    fn auth(&mut self, info: &SessionInfo, mechanism: &str, creds: &Credentials) -> Decision {
+        let _ = (info, mechanism, creds);
         Decision::Reply(static_reply(
             ReplyCode::AUTH_FAILED,
             EnhancedCode::AUTH_FAILED,
@@ -189,12 +195,17 @@ impl<S: BlockingSession> Session for Blocking<S> {
         ready(self.0.xclient(info))
     }
 
+    fn mechanism(&mut self, info: &SessionInfo, mechanism: &str) -> Option<Box<dyn Mechanism>> {
+        self.0.mechanism(info, mechanism)
+    }
+
     fn auth(
         &mut self,
         info: &SessionInfo,
+        mechanism: &str,
         creds: &Credentials,
     ) -> impl Future<Output = Decision> + Send {
-        ready(self.0.auth(info, creds))
+        ready(self.0.auth(info, mechanism, creds))
     }
 
     fn authorize(
@@ -311,12 +322,14 @@ mod tests {
         block_on(s.reset(&info));
         assert_eq!((s.0.octets, s.0.resets), (5, 1));
         // The default AUTH refuses.
-        let creds = Credentials {
+        let creds = Credentials::Password {
             authzid: None,
-            authcid: "u".into(),
+            user: "u".into(),
             password: smtpkit_proto::Secret::new("p".into()),
         };
-        let Decision::Reply(r) = block_on(s.auth(&info, &creds)) else {
+        assert!(s.mechanism(&info, "XOAUTH2").is_some());
+        assert!(s.mechanism(&info, "CRAM-MD5").is_none());
+        let Decision::Reply(r) = block_on(s.auth(&info, "PLAIN", &creds)) else {
             panic!("default auth accepted");
         };
         assert_eq!(r.code(), ReplyCode::AUTH_FAILED);

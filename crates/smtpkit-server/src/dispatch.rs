@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use smtpkit_proto::auth::{self, Credentials};
+use smtpkit_proto::auth::{self, Credentials, Mechanism, Step};
 use smtpkit_proto::server::Protocol;
 use smtpkit_proto::{CloseReason, EnhancedCode, Event, Refusal, Reply, ReplyCode, Secret, Server};
 use tracing::{debug, warn};
@@ -16,26 +16,49 @@ use crate::handler::{Decision, Handler, Session, SessionInfo, local_error, stati
 use crate::metrics::Metrics;
 use crate::tls_info::TlsInfo;
 
+/// Most challenges one AUTH exchange may send: LOGIN needs two, the built-in token mechanisms
+/// one plus their error challenge; the bound keeps a custom mechanism (or a client it talks
+/// to) from holding a session in AUTH forever.
+pub const MAX_AUTH_STEPS: usize = 8;
+
 /// Where an AUTH exchange stands between a 334 challenge and the client's response.
-#[derive(Debug, Default)]
+#[derive(Default)]
 enum AuthStep {
     #[default]
     None,
-    /// PLAIN without an initial response: the next line is the whole PLAIN message.
-    Plain,
-    /// LOGIN: the next line is the user name.
-    LoginUser,
-    /// LOGIN: the next line is the password for `user`.
-    LoginPassword { user: String },
+    /// The mechanism waits for the client's response to its challenge number `steps`.
+    Exchange {
+        mechanism: String,
+        exchange: Box<dyn Mechanism>,
+        steps: usize,
+    },
+    /// The application refused a token; the mechanism's error challenge went out, and the
+    /// client's answer to it gets this reply.
+    Failing(Reply<'static>),
+}
+
+impl core::fmt::Debug for AuthStep {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Exchange {
+                mechanism, steps, ..
+            } => write!(f, "Exchange({mechanism}, {steps})"),
+            Self::Failing(r) => write!(f, "Failing({})", r.code()),
+        }
+    }
 }
 
 /// Drives one [`Session`] from the core's events and answers the core.
 ///
 /// It implements, once for all adapters:
-/// - AUTH PLAIN (with or without an initial response; `=` gets a 334 challenge) and LOGIN
-///   (334 `Username:` / `Password:` challenges), decoded with [`smtpkit_proto::auth`]; malformed
-///   responses get `501 5.5.2`;
-/// - AUTH PLAIN with an authorization identity: refused with `535 5.7.8` unless
+/// - AUTH: the SASL exchange [`Session::mechanism`] returns (PLAIN, LOGIN, XOAUTH2,
+///   OAUTHBEARER or the application's own) is driven here: responses base64-decoded,
+///   challenges sent as `334`, at most [`MAX_AUTH_STEPS`] of them; malformed responses get
+///   `501 5.5.2`; the credentials go to [`Session::auth`] with the mechanism's name, and a 5xx
+///   refusal is preceded by the mechanism's error challenge when it has one (XOAUTH2,
+///   OAUTHBEARER);
+/// - credentials with an authorization identity: refused with `535 5.7.8` unless
 ///   [`Session::authorize`] allows it;
 /// - DATA and BDAT: `data_start` before the first chunk, `data_chunk` for the content,
 ///   `data_end` (or `data_end_lmtp`, with the number of replies the core says it owes) for
@@ -380,29 +403,28 @@ impl<S: Session> Dispatcher<S> {
         mechanism: &str,
         initial: Option<Secret<&str>>,
     ) {
-        // `=` is an empty initial response (RFC 4954 4); both PLAIN and LOGIN then ask.
-        let initial = initial.filter(|r| *r.expose() != "=");
-        if mechanism.eq_ignore_ascii_case("PLAIN") {
-            match initial {
-                Some(response) => self.auth_plain(server, now, response).await,
-                None => self.challenge(server, now, AuthStep::Plain, ""),
-            }
-        } else if mechanism.eq_ignore_ascii_case("LOGIN") {
-            match initial {
-                Some(user) => self.login_user(server, now, user),
-                None => self.challenge(
-                    server,
-                    now,
-                    AuthStep::LoginUser,
-                    auth::LOGIN_USERNAME_CHALLENGE,
-                ),
-            }
-        } else {
-            // Settings offer only the mechanisms implemented here; a raw ServerConfig may
-            // offer others, which are answered as the core answers an unknown one.
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        // The core checked the name against the offered ones, case-insensitively.
+        let name = mechanism.to_ascii_uppercase();
+        let Some(exchange) = session.mechanism(&self.info, &name) else {
+            // Offered but not run by this session: answered as the core answers an unknown
+            // mechanism (settings refuse to offer a name nothing implements).
             let reply = Refusal::UnknownMechanism.reply();
             answer(server, now, "auth", Decision::Reply(reply));
-        }
+            return;
+        };
+        let response = match initial.map(|r| auth::decode_base64(r.expose())).transpose() {
+            Ok(r) => r,
+            Err(e) => return self.malformed(server, now, e),
+        };
+        self.auth = AuthStep::Exchange {
+            mechanism: name,
+            exchange,
+            steps: 0,
+        };
+        self.advance(server, now, response.as_deref()).await;
     }
 
     async fn auth_step(
@@ -411,20 +433,22 @@ impl<S: Session> Dispatcher<S> {
         now: &impl Fn() -> Instant,
         response: Secret<&str>,
     ) {
-        match std::mem::take(&mut self.auth) {
-            AuthStep::Plain => self.auth_plain(server, now, response).await,
-            AuthStep::LoginUser => self.login_user(server, now, response),
-            AuthStep::LoginPassword { user } => match auth::decode_login_step(response.expose()) {
-                Ok(password) => {
-                    let creds = Credentials {
-                        authzid: None,
-                        authcid: user,
-                        password: Secret::new(password),
-                    };
-                    self.auth_check(server, now, creds).await;
+        match &self.auth {
+            AuthStep::Exchange { .. } => match auth::decode_base64(response.expose()) {
+                Ok(r) => self.advance(server, now, Some(&r)).await,
+                Err(e) => {
+                    self.auth = AuthStep::None;
+                    self.malformed(server, now, e);
                 }
-                Err(e) => self.malformed(server, now, e),
             },
+            AuthStep::Failing(_) => {
+                // Whatever the client answered to the error challenge (XOAUTH2: an empty
+                // line; OAUTHBEARER: %x01), the exchange has failed.
+                let AuthStep::Failing(reply) = std::mem::take(&mut self.auth) else {
+                    return;
+                };
+                self.auth_refused(server, now, reply);
+            }
             AuthStep::None => {
                 warn!("AUTH response without a challenge");
                 answer(server, now, "auth", Decision::Reply(local_error()));
@@ -432,81 +456,130 @@ impl<S: Session> Dispatcher<S> {
         }
     }
 
-    async fn auth_plain(
+    /// Gives the mechanism the client's (decoded) response and acts on its step.
+    async fn advance(
         &mut self,
         server: &mut Server,
         now: &impl Fn() -> Instant,
-        response: Secret<&str>,
+        response: Option<&[u8]>,
     ) {
-        match auth::decode_plain(response.expose()) {
-            Ok(creds) => self.auth_check(server, now, creds).await,
-            Err(e) => self.malformed(server, now, e),
+        let AuthStep::Exchange {
+            mechanism,
+            mut exchange,
+            steps,
+        } = std::mem::take(&mut self.auth)
+        else {
+            return;
+        };
+        match exchange.step(response) {
+            Step::Challenge(_) if steps >= MAX_AUTH_STEPS => {
+                debug!(%mechanism, steps, "AUTH exchange too long");
+                let reply = static_reply(
+                    ReplyCode::AUTH_FAILED,
+                    EnhancedCode::AUTH_FAILED,
+                    "Authentication exchange too long",
+                );
+                self.auth_refused(server, now, reply);
+            }
+            Step::Challenge(challenge) => {
+                if self.challenge(server, now, &challenge) {
+                    self.auth = AuthStep::Exchange {
+                        mechanism,
+                        exchange,
+                        steps: steps + 1,
+                    };
+                }
+            }
+            Step::Done(creds) => {
+                self.auth_check(server, now, &mechanism, exchange, creds)
+                    .await
+            }
+            Step::Failed(e) => self.malformed(server, now, e),
+            // Steps added later are failures this version cannot act on.
+            _ => self.malformed(server, now, auth::SaslError::Unexpected),
         }
     }
 
-    fn login_user(&mut self, server: &mut Server, now: &impl Fn() -> Instant, r: Secret<&str>) {
-        match auth::decode_login_step(r.expose()) {
-            Ok(user) => self.challenge(
-                server,
-                now,
-                AuthStep::LoginPassword { user },
-                auth::LOGIN_PASSWORD_CHALLENGE,
-            ),
-            Err(e) => self.malformed(server, now, e),
-        }
-    }
-
+    /// Sends `challenge` as a 334 line; whether it went out.
     fn challenge(
         &mut self,
         server: &mut Server,
         now: &impl Fn() -> Instant,
-        next: AuthStep,
-        challenge: &'static str,
-    ) {
-        let sent = Reply::new(ReplyCode::AUTH_CONTINUE, challenge)
-            .is_ok_and(|reply| answer(server, now, "auth", Decision::Reply(reply)));
-        self.auth = if sent { next } else { AuthStep::None };
+        challenge: &[u8],
+    ) -> bool {
+        let text = auth::encode_base64(challenge);
+        match Reply::new(ReplyCode::AUTH_CONTINUE, text) {
+            Ok(reply) => answer(server, now, "auth", Decision::Reply(reply)),
+            Err(e) => {
+                // A challenge longer than a reply line: the mechanism's fault, not the client's.
+                warn!(error = %e, "AUTH challenge does not fit a reply line");
+                answer(server, now, "auth", Decision::Reply(local_error()));
+                false
+            }
+        }
     }
 
     async fn auth_check(
         &mut self,
         server: &mut Server,
         now: &impl Fn() -> Instant,
+        mechanism: &str,
+        mut exchange: Box<dyn Mechanism>,
         creds: Credentials,
     ) {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        // RFC 4616 2: an authzid equal to the authcid is the same as none.
-        let acting_as = creds.authzid.as_deref().filter(|z| *z != creds.authcid);
+        let acting_as = creds.acting_as();
         if let Some(authzid) = acting_as
-            && !session.authorize(&self.info, &creds.authcid, authzid).await
+            && !session.authorize(&self.info, creds.user(), authzid).await
         {
-            debug!(user = %creds.authcid, "may not act as the authorization identity");
+            debug!(user = %creds.user(), "may not act as the authorization identity");
             let reply = static_reply(
                 ReplyCode::AUTH_FAILED,
                 EnhancedCode::AUTH_FAILED,
                 "Authentication credentials invalid",
             );
-            answer(server, now, "auth", Decision::Reply(reply));
-            if let Some(m) = &self.metrics {
-                m.auth_failed();
-            }
+            self.auth_refused(server, now, reply);
             return;
         }
-        let decision = match session.auth(&self.info, &creds).await {
-            // A 334 would start an exchange this dispatcher does not know.
+        let decision = match session.auth(&self.info, mechanism, &creds).await {
+            // A 334 would continue an exchange the mechanism has finished.
             Decision::Reply(r) if r.code() == ReplyCode::AUTH_CONTINUE => {
                 warn!("auth handler answered 334; refusing");
                 Decision::Reply(local_error())
             }
             d => d,
         };
+        if let Decision::Reply(refusal) = &decision
+            && refusal.code().get() / 100 == 5
+            && let Some(challenge) = exchange.failure_challenge()
+        {
+            // The failure reply answers the client's reply to the error document.
+            debug!(user = %creds.user(), %mechanism, "credentials refused, sending the error challenge");
+            if self.challenge(server, now, &challenge) {
+                self.auth = AuthStep::Failing(refusal.clone());
+            }
+            return;
+        }
         if answer(server, now, "auth", decision) && server.is_authenticated() {
-            let identity = acting_as.unwrap_or(&creds.authcid).to_owned();
-            debug!(user = %creds.authcid, as_user = %identity, "authenticated");
+            let identity = acting_as.unwrap_or(creds.user()).to_owned();
+            debug!(user = %creds.user(), as_user = %identity, %mechanism, "authenticated");
             self.info.authenticated = Some(identity);
         } else if let Some(m) = &self.metrics {
+            m.auth_failed();
+        }
+    }
+
+    /// Sends the failure `reply` that ends an exchange, and counts it.
+    fn auth_refused(
+        &mut self,
+        server: &mut Server,
+        now: &impl Fn() -> Instant,
+        reply: Reply<'static>,
+    ) {
+        answer(server, now, "auth", Decision::Reply(reply));
+        if let Some(m) = &self.metrics {
             m.auth_failed();
         }
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use smtpkit_proto::address::{ForwardPath, ReversePath};
-use smtpkit_proto::auth::Credentials;
+use smtpkit_proto::auth::{self, Credentials, Mechanism};
 use smtpkit_proto::extension::Parameters;
 use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};
 
@@ -245,18 +245,35 @@ pub trait Session: Send + 'static {
         async { Decision::Accept }
     }
 
-    /// AUTH credentials (PLAIN or LOGIN, already decoded). Accept authenticates as
-    /// `creds.authcid`, or as `creds.authzid` when [`authorize`](Self::authorize) allowed it
-    /// (it is asked first, and `auth` is not called when it refuses).
+    /// The SASL exchange for AUTH `mechanism` (one of the offered ones, upper case), or
+    /// `None` to answer `504 5.5.4`. Called once per AUTH command; the exchange it returns is
+    /// driven by the dispatcher (challenges, step limit, base64) and ends in
+    /// [`auth`](Self::auth). Override it to run a mechanism of your own, named in
+    /// [`ServerSettings::custom_mechanisms`](crate::ServerSettings::custom_mechanisms) (go-smtp's
+    /// `Session.Auth(mech)`). Default: the built-in PLAIN, LOGIN, XOAUTH2 and OAUTHBEARER
+    /// ([`smtpkit_proto::auth::builtin`]).
+    fn mechanism(&mut self, info: &SessionInfo, mechanism: &str) -> Option<Box<dyn Mechanism>> {
+        let _ = info;
+        auth::builtin(mechanism)
+    }
+
+    /// AUTH: the client presented `creds` with `mechanism` (upper case: `PLAIN`, `LOGIN`,
+    /// `XOAUTH2`, `OAUTHBEARER` or one of your own). Accept authenticates as
+    /// [`creds.user()`](Credentials::user), or as the authorization identity when
+    /// [`authorize`](Self::authorize) allowed it (it is asked first, and `auth` is not called
+    /// when it refuses). A handler may take tokens and refuse passwords, or the reverse, by
+    /// matching on the [`Credentials`] variant. A 5xx refusal of a token first sends the
+    /// mechanism's error challenge (XOAUTH2, OAUTHBEARER), then the refusal.
     ///
     /// Default: refuse with `535 5.7.8`. Accepting by default would let anyone authenticate,
     /// and an authenticated session is usually allowed to relay: an open relay.
     fn auth(
         &mut self,
         info: &SessionInfo,
+        mechanism: &str,
         creds: &Credentials,
     ) -> impl Future<Output = Decision> + Send {
-        let _ = (info, creds);
+        let _ = (info, mechanism, creds);
         async {
             Decision::Reply(static_reply(
                 ReplyCode::AUTH_FAILED,
@@ -266,7 +283,8 @@ pub trait Session: Send + 'static {
         }
     }
 
-    /// AUTH PLAIN with an authorization identity `authzid` other than the authentication
+    /// AUTH PLAIN (or a custom mechanism's password) with an authorization identity `authzid`
+    /// other than the authentication
     /// identity `authcid`: may `authcid` act as `authzid` (RFC 4616 2)? `false` refuses the
     /// attempt with `535 5.7.8` before the password is checked. Default: `false`, so no one
     /// is logged in as someone else by an application that never looked at `authzid`.

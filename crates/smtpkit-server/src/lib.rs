@@ -61,7 +61,7 @@ mod tls_info;
 
 pub use crate::metrics::{Metrics, MetricsSnapshot};
 pub use builder::{Adapter, Builder, ListenerSource, Parts, WithExecutor, WithThreads};
-pub use dispatch::Dispatcher;
+pub use dispatch::{Dispatcher, MAX_AUTH_STEPS};
 pub use envelope::{Envelope, Recipient};
 pub use error::Error;
 pub use forwarded::Forwarded;
@@ -75,11 +75,11 @@ pub use proxy::{
     parse_proxy_header,
 };
 pub use rate::{FailureLimiter, Verdict};
-pub use settings::{AUTH_MECHANISMS, ListenerKind, ServerSettings};
+pub use settings::{AUTH_MECHANISMS, DEFAULT_AUTH_MECHANISMS, ListenerKind, ServerSettings};
 pub use tls_info::TlsInfo;
 
 // The types an application needs to implement a `Session`, so it can depend on this crate alone.
 pub use smtpkit_proto::address::{ForwardPath, ReversePath};
-pub use smtpkit_proto::auth::Credentials;
+pub use smtpkit_proto::auth::{self, Credentials, Mechanism};
 pub use smtpkit_proto::extension::{BodyType, Parameters};
 pub use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};

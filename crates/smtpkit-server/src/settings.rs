@@ -103,10 +103,17 @@ pub struct ServerSettings {
     pub extra_rcpt_params: Vec<String>,
     /// Submission and SMTPS: allow MAIL without AUTH. Default off (RFC 6409 4.3).
     pub auth_optional: bool,
-    /// AUTH mechanisms offered on submission listeners, in order. Only the mechanisms the
-    /// [`Dispatcher`](crate::Dispatcher) runs are allowed ([`AUTH_MECHANISMS`]); another
-    /// name is a [`ConfigError::UnsupportedMechanism`]. Default: both, PLAIN first.
+    /// AUTH mechanisms offered on submission listeners, in order. Each must be built in
+    /// ([`AUTH_MECHANISMS`]: PLAIN, LOGIN, XOAUTH2, OAUTHBEARER) or named in
+    /// [`custom_mechanisms`](Self::custom_mechanisms); another name is a
+    /// [`ConfigError::UnsupportedMechanism`], never an advertised `504`. Default: PLAIN and
+    /// LOGIN ([`DEFAULT_AUTH_MECHANISMS`]): the token mechanisms need an application that
+    /// checks tokens.
     pub auth_mechanisms: Vec<String>,
+    /// Mechanisms the application implements itself, by overriding
+    /// [`Session::mechanism`](crate::Session::mechanism); listing one here allows it in
+    /// [`auth_mechanisms`](Self::auth_mechanisms). Default none.
+    pub custom_mechanisms: Vec<String>,
     /// Open connections across all listeners; more get `421 4.7.0`. Default 1000: Postfix
     /// runs at most 100 smtpd processes (`default_process_limit`), and a session here is far
     /// cheaper than a process.
@@ -136,9 +143,13 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
 }
 
-/// The AUTH mechanisms the [`Dispatcher`](crate::Dispatcher) runs, in the order offered by
-/// default.
-pub const AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
+/// The AUTH mechanisms built in ([`smtpkit_proto::auth::builtin`]), run by the
+/// [`Dispatcher`](crate::Dispatcher) unless the session overrides
+/// [`Session::mechanism`](crate::Session::mechanism).
+pub const AUTH_MECHANISMS: [&str; 4] = smtpkit_proto::auth::BUILTIN_MECHANISMS;
+
+/// The AUTH mechanisms offered by default, in order.
+pub const DEFAULT_AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "LOGIN"];
 
 impl Default for ServerSettings {
     fn default() -> Self {
@@ -156,7 +167,8 @@ impl Default for ServerSettings {
             extra_mail_params: core.extra_mail_params,
             extra_rcpt_params: core.extra_rcpt_params,
             auth_optional: false,
-            auth_mechanisms: AUTH_MECHANISMS.map(str::to_owned).to_vec(),
+            auth_mechanisms: DEFAULT_AUTH_MECHANISMS.map(str::to_owned).to_vec(),
+            custom_mechanisms: Vec::new(),
             max_connections: 1000,
             max_per_ip: 50,
             trusted_networks: "127.0.0.0/8, ::1/128".parse().unwrap_or_default(),
@@ -241,7 +253,7 @@ impl ServerSettings {
         match self
             .auth_mechanisms
             .iter()
-            .find(|m| !AUTH_MECHANISMS.contains(&m.as_str()))
+            .find(|m| !AUTH_MECHANISMS.contains(&m.as_str()) && !self.custom_mechanisms.contains(m))
         {
             Some(m) => Err(ConfigError::UnsupportedMechanism(m.clone())),
             None => Ok(()),

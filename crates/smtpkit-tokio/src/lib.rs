@@ -76,6 +76,7 @@ use smtpkit_server::driver::{self, Accept, Context, ListenerConfig, Spawn};
 use smtpkit_server::{Adapter, Parts};
 use tokio::net::TcpListener;
 
+pub use smtpkit_server::{AUTH_MECHANISMS, Mechanism, auth};
 pub use smtpkit_server::{
     CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
     ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,

@@ -60,8 +60,16 @@ impl Session for Conn {
         self.0.seen().secured.push(info.clone());
     }
 
-    async fn auth(&mut self, _: &SessionInfo, creds: &smtpkit_tokio::Credentials) -> Decision {
-        if creds.authcid == "user" && creds.password.expose() == "secret" {
+    async fn auth(
+        &mut self,
+        _: &SessionInfo,
+        _: &str,
+        creds: &smtpkit_tokio::Credentials,
+    ) -> Decision {
+        if let smtpkit_tokio::Credentials::Password { user, password, .. } = creds
+            && user == "user"
+            && password.expose() == "secret"
+        {
             Decision::Accept
         } else {
             Decision::reply(535, EnhancedCode::AUTH_FAILED, "Bad credentials")

@@ -104,6 +104,33 @@ async fn starttls_with_auth_plain_and_login() {
 }
 
 #[tokio::test]
+async fn xoauth2_token_accepted_and_refused() {
+    let pki = pki();
+    let mut cfg = settings();
+    cfg.auth_mechanisms = smtpkit_tokio::AUTH_MECHANISMS.map(str::to_owned).to_vec();
+    let s = start(cfg, &[ListenerKind::Submission], Some(pki.server.clone())).await;
+    let transport = |token: &str| {
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(s.addr(0).port())
+            .tls(Tls::Required(tls_params(&pki.ca_pem)))
+            .credentials(Credentials::new("user".into(), token.into()))
+            .authentication(vec![Mechanism::Xoauth2])
+            .build()
+    };
+    send(&transport("ya29.token"), message("oauth", "with a token"))
+        .await
+        .unwrap();
+    // lettre does not answer XOAUTH2's error challenge; either way nothing is delivered.
+    let err = send(&transport("expired"), message("x", "y"))
+        .await
+        .unwrap_err();
+    assert!(!err.is_empty());
+    let store = s.rec.store();
+    assert_eq!(store.messages.len(), 1);
+    assert_eq!(store.messages[0].user.as_deref(), Some("user"));
+}
+
+#[tokio::test]
 async fn implicit_tls() {
     let pki = pki();
     let mut cfg = settings();

@@ -62,8 +62,15 @@ impl BlockingHandler for Recorder {
 }
 
 impl BlockingSession for Conn {
-    fn auth(&mut self, _: &SessionInfo, creds: &Credentials) -> Decision {
-        if creds.authcid == "user" && creds.password.expose() == "secret" {
+    fn auth(&mut self, _: &SessionInfo, _: &str, creds: &Credentials) -> Decision {
+        let accepted = match creds {
+            Credentials::Password { user, password, .. } => {
+                user == "user" && password.expose() == "secret"
+            }
+            Credentials::Token { user, token } => user == "user" && token.expose() == "ya29.token",
+            _ => false,
+        };
+        if accepted {
             Decision::Accept
         } else {
             Decision::reply(535, EnhancedCode::new(5, 7, 8).unwrap(), "Bad credentials")

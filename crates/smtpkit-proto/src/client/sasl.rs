@@ -143,8 +143,11 @@ mod tests {
         .start(&mut out);
         assert_eq!(out, b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
         let c = crate::auth::decode_plain("AHVzZXIAcGFzcw==").unwrap();
+        let crate::auth::Credentials::Password { user, password, .. } = c else {
+            panic!("{c:?}")
+        };
         assert_eq!(
-            (c.authcid.as_str(), c.password.expose().as_str()),
+            (user.as_str(), password.expose().as_str()),
             ("user", "pass")
         );
 
