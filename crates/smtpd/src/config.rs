@@ -153,6 +153,15 @@ pub struct Config {
     /// How queued mail leaves: MX lookup, ports, TLS, an optional smart host.
     #[serde(default)]
     pub delivery: Delivery,
+    /// DKIM signing keys.
+    #[serde(default)]
+    pub dkim: Dkim,
+    /// DNS blocklists checked at RCPT. Default: none.
+    #[serde(default)]
+    pub dnsbl: Dnsbl,
+    /// Greylisting at RCPT. Default: off.
+    #[serde(default)]
+    pub greylist: Greylist,
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
@@ -653,6 +662,114 @@ impl Proxy {
     }
 }
 
+/// `[dkim]`: where the signing keys are ([`crate::dkim_key`] describes the layout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dkim {
+    /// The key directory: `smtpd dns-records` writes keys there, outbound signing reads them.
+    /// Default `"./dkim"`, beside the default `./maildir` and relative to the working directory
+    /// like every path here; a packaged install points it at `/var/lib/smtpd/dkim` (state, not
+    /// configuration: keys are made by the server and rotated, never edited by hand).
+    pub key_dir: PathBuf,
+}
+
+impl Default for Dkim {
+    fn default() -> Self {
+        Self {
+            key_dir: PathBuf::from("./dkim"),
+        }
+    }
+}
+
+/// `[dnsbl]`: DNS blocklists ([`crate::dnsbl`]), asked once per session at the first RCPT;
+/// authenticated clients and `limits.trusted_networks` are exempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dnsbl {
+    /// The lists (`[[dnsbl.list]]`). Default: none, no lookups.
+    #[serde(rename = "list")]
+    pub lists: Vec<DnsblList>,
+    /// Refuse (`554 5.7.1`) when the weights of the lists listing the client add up to this.
+    /// Default 1 (Postfix `postscreen_dnsbl_threshold`): any listing.
+    pub threshold: u32,
+    /// Seconds the lookups of one client may take together; then unanswered lists count as not
+    /// listing. Default 5: a DNS problem never refuses mail, and a session never waits long on
+    /// one.
+    pub timeout: u64,
+}
+
+impl Default for Dnsbl {
+    fn default() -> Self {
+        Self {
+            lists: Vec::new(),
+            threshold: 1,
+            timeout: 5,
+        }
+    }
+}
+
+/// One `[[dnsbl.list]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsblList {
+    /// The list's zone, e.g. `"zen.spamhaus.org"`. Required.
+    pub zone: String,
+    /// What a listing here adds towards `threshold`. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[greylist]` ([`crate::greylist`]): defer the first attempt of each (client network, sender,
+/// recipient) with `451 4.7.1`. Authenticated clients and `limits.trusted_networks` are exempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Greylist {
+    /// Greylist. Default `false`: it delays all first mail from new senders.
+    pub enabled: bool,
+    /// The state file (append-only, rewritten when it grows). Default `"./greylist.db"`.
+    pub file: PathBuf,
+    /// Seconds before a retry passes. Default 300 (postgrey).
+    pub delay: u64,
+    /// Seconds after the delay in which a retry still passes. Default 172800 (2 days).
+    pub retry_window: u64,
+    /// Seconds a passed triplet or whitelisted network is kept unseen. Default 3024000 (35
+    /// days, postgrey).
+    pub max_age: u64,
+    /// Passes after which a client network skips greylisting; 0 = never. Default 5 (postgrey).
+    pub auto_whitelist: u32,
+}
+
+impl Default for Greylist {
+    fn default() -> Self {
+        let s = crate::greylist::Settings::default();
+        Self {
+            enabled: false,
+            file: PathBuf::from("./greylist.db"),
+            delay: s.delay.as_secs(),
+            retry_window: s.retry_window.as_secs(),
+            max_age: s.max_age.as_secs(),
+            auto_whitelist: s.auto_whitelist,
+        }
+    }
+}
+
+impl Greylist {
+    /// The store's timing rules.
+    #[must_use]
+    pub fn settings(&self) -> crate::greylist::Settings {
+        crate::greylist::Settings {
+            delay: Duration::from_secs(self.delay),
+            retry_window: Duration::from_secs(self.retry_window),
+            max_age: Duration::from_secs(self.max_age),
+            auto_whitelist: self.auto_whitelist,
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -940,6 +1057,7 @@ impl Config {
         if self.relay.enabled && self.queue.directory.as_os_str().is_empty() {
             problems.push("queue.directory is empty".to_owned());
         }
+        self.validate_rcpt_checks(&mut problems);
         if problems.is_empty() {
             // The library's own checks (AUTH mechanisms, BINARYMIME without CHUNKING, output
             // cap...), once the ones above, which name the TOML fields, found nothing.
@@ -1089,6 +1207,26 @@ impl Config {
                     "{name}: proxy_protocol = true needs [proxy] trusted networks, otherwise every connection is refused"
                 ));
             }
+        }
+    }
+
+    fn validate_rcpt_checks(&self, problems: &mut Vec<String>) {
+        if self.dnsbl.threshold == 0 {
+            problems.push("dnsbl.threshold must be at least 1".to_owned());
+        }
+        if self.dnsbl.timeout == 0 {
+            problems.push("dnsbl.timeout must be at least 1 second".to_owned());
+        }
+        for (i, list) in self.dnsbl.lists.iter().enumerate() {
+            if !is_valid_hostname(list.zone.trim_end_matches('.')) {
+                problems.push(format!(
+                    "dnsbl.list[{i}]: zone `{}` is not a domain name",
+                    list.zone
+                ));
+            }
+        }
+        if self.greylist.enabled && self.greylist.file.as_os_str().is_empty() {
+            problems.push("greylist.file is empty".to_owned());
         }
     }
 
@@ -1606,6 +1744,28 @@ mod tests {
         );
         assert!(
             problems.iter().any(|p| p.contains("[proxy]")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn rcpt_checks_are_off_by_default_and_validated() {
+        let config = Config::default_embedded();
+        assert!(config.dnsbl.lists.is_empty());
+        assert!(!config.greylist.enabled);
+        assert_eq!(
+            config.greylist.settings(),
+            crate::greylist::Settings::default()
+        );
+        assert_eq!(config.dkim.key_dir, PathBuf::from("./dkim"));
+        let example = Config::from_str(EXAMPLE).unwrap();
+        assert_eq!(example.dnsbl.lists.len(), 2);
+        assert_eq!(example.dnsbl.lists[1].weight, 1);
+        let problems =
+            invalid("[dnsbl]\nthreshold = 0\ntimeout = 0\n[[dnsbl.list]]\nzone = \"bad zone\"\n");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[2].contains("dnsbl.list[0]: zone `bad zone`"),
             "{problems:?}"
         );
     }

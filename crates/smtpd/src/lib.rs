@@ -7,6 +7,10 @@
 //! - [`check`]: what `check-config` finds on this machine (certificate, Maildir root, warnings);
 //! - [`config`]: the TOML configuration, its defaults and its validation;
 //! - [`dns`]: the `[dns]` section: nameservers, hickory's configuration, the reverse lookup;
+//! - [`dkim_key`]: the DKIM signing keys on disk, shared by `dns-records` and outbound signing;
+//! - [`dns_records`] and [`dns_check`]: the records a domain publishes, and checking them;
+//! - [`dnsbl`] and [`greylist`]: the optional RCPT-time checks of the client (DNS blocklists,
+//!   greylisting), tied together at RCPT by [`rcpt_policy`];
 //! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
 //!   directory names;
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
@@ -24,13 +28,19 @@ pub mod activation;
 pub mod check;
 pub mod config;
 pub mod delivery;
+pub mod dkim_key;
 pub mod dns;
+pub mod dns_check;
+pub mod dns_records;
+pub mod dnsbl;
+pub mod greylist;
 pub mod housekeeping;
 pub mod maildir;
 pub mod metrics_endpoint;
 pub mod password;
 pub mod privilege;
 pub mod queue;
+pub mod rcpt_policy;
 pub mod receiver;
 pub mod relay;
 pub mod routing;

@@ -64,6 +64,25 @@ enum Command {
     HashPassword,
     /// Print the example configuration, every option with its default and its source.
     ExampleConfig,
+    /// Make DOMAIN's DKIM keys in [dkim] key_dir (Ed25519 and RSA-2048, unless it has them) and
+    /// print the DNS records to publish: zone-file lines, a table, the MTA-STS policy file.
+    DnsRecords {
+        /// The mail domain.
+        domain: String,
+        #[command(flatten)]
+        server: ServerAddresses,
+    },
+    /// Look up what DOMAIN publishes and report, record by record, what is missing or wrong.
+    /// Exit code 0 when everything is right, 1 otherwise.
+    DnsCheck {
+        /// The mail domain.
+        domain: String,
+        #[command(flatten)]
+        server: ServerAddresses,
+        /// Ask this nameserver (ip:port) instead of `[dns] nameservers`. Repeatable.
+        #[arg(long, value_name = "ADDR")]
+        nameserver: Vec<SocketAddr>,
+    },
     /// Look at and act on the outbound queue (`[queue] directory`). Safe while the server
     /// runs: both take the queue's lock for every change.
     Queue {
@@ -90,6 +109,22 @@ enum QueueCommand {
     Delete { id: smtpkit_queue::QueueId },
 }
 
+/// This server as the domain's DNS should show it.
+#[derive(Debug, clap::Args)]
+struct ServerAddresses {
+    /// This server's IPv4 address (A record, SPF). Repeatable. For dns-check, default: the
+    /// addresses the MX host has.
+    #[arg(long, value_name = "ADDR")]
+    ip: Vec<std::net::Ipv4Addr>,
+    /// This server's IPv6 address (AAAA record, SPF). Repeatable.
+    #[arg(long, value_name = "ADDR")]
+    ip6: Vec<std::net::Ipv6Addr>,
+    /// The MX host name. Default: the configured hostname when a configuration file is given
+    /// and the name is fully qualified, `mx.DOMAIN` otherwise.
+    #[arg(long, value_name = "HOST")]
+    mx: Option<String>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -100,6 +135,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Queue { action }) => return queue_command(&cli, action),
+        Some(Command::DnsRecords { domain, server }) => return dns_records(&cli, domain, server),
+        Some(Command::DnsCheck {
+            domain,
+            server,
+            nameserver,
+        }) => return dns_check(&cli, domain, server, nameserver),
         None => {}
     }
     let mut config = match &cli.config {
@@ -335,6 +376,189 @@ fn hash_password() -> ExitCode {
     }
 }
 
+/// The configuration `-c` names, or the built-in one; `None` after printing why it is unusable.
+fn load_config(cli: &Cli) -> Option<Config> {
+    match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("smtpd: {e}");
+                None
+            }
+        },
+        None => Some(Config::default_embedded()),
+    }
+}
+
+/// What `domain`'s records should say about this server, its keys not yet filled in.
+fn expected_records(
+    cli: &Cli,
+    config: &Config,
+    domain: &str,
+    server: &ServerAddresses,
+) -> smtpd::dns_records::DomainRecords {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    // The detected host name of a machine run on the built-in configuration is rarely the name
+    // the world should use; a configured one is.
+    let mx_host = match &server.mx {
+        Some(mx) => mx.trim_end_matches('.').to_ascii_lowercase(),
+        None if cli.config.is_some() && config.hostname.contains('.') => {
+            config.hostname.to_ascii_lowercase()
+        }
+        None => format!("mx.{domain}"),
+    };
+    let addresses = server
+        .ip
+        .iter()
+        .map(|&ip| std::net::IpAddr::V4(ip))
+        .chain(server.ip6.iter().map(|&ip| std::net::IpAddr::V6(ip)))
+        .collect();
+    smtpd::dns_records::DomainRecords {
+        domain,
+        mx_host,
+        addresses,
+        keys: Vec::new(),
+        sts_id: smtpd::dns_records::sts_id(std::time::SystemTime::now()),
+    }
+}
+
+fn dns_records(cli: &Cli, domain: &str, server: &ServerAddresses) -> ExitCode {
+    let Some(config) = load_config(cli) else {
+        return ExitCode::from(2);
+    };
+    // The domain names key files: nothing but a host name may get there (no `/`, no `..`).
+    if !config::is_valid_hostname(domain.trim_end_matches('.')) {
+        eprintln!("smtpd: `{domain}` is not a domain name");
+        return ExitCode::from(2);
+    }
+    if server.ip.is_empty() && server.ip6.is_empty() {
+        eprintln!("smtpd: give this server's address with --ip (and --ip6)");
+        return ExitCode::from(2);
+    }
+    let mut records = expected_records(cli, &config, domain, server);
+    let keys = smtpd::dkim_key::KeyStore::load(&config.dkim.key_dir)
+        .and_then(|mut store| store.ensure(&records.domain, std::time::SystemTime::now()));
+    match keys {
+        Ok(keys) => {
+            for (key, made) in keys {
+                let verb = if made { "made" } else { "kept" };
+                eprintln!(
+                    "smtpd: {verb} {} key {} (selector {})",
+                    key.algorithm,
+                    key.path.display(),
+                    key.selector
+                );
+                records.keys.push(key);
+            }
+        }
+        Err(e) => {
+            eprintln!("smtpd: DKIM keys: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    print!("{}", records.render());
+    ExitCode::SUCCESS
+}
+
+fn dns_check(
+    cli: &Cli,
+    domain: &str,
+    server: &ServerAddresses,
+    nameservers: &[SocketAddr],
+) -> ExitCode {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    let Some(config) = load_config(cli) else {
+        return ExitCode::from(2);
+    };
+    // The domain names key files: nothing but a host name may get there (no `/`, no `..`).
+    if !config::is_valid_hostname(domain.trim_end_matches('.')) {
+        eprintln!("smtpd: `{domain}` is not a domain name");
+        return ExitCode::from(2);
+    }
+    let mut records = expected_records(cli, &config, domain, server);
+    let store = match smtpd::dkim_key::KeyStore::load(&config.dkim.key_dir) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("smtpd: DKIM keys: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    records.keys = store.signing_keys(&records.domain).cloned().collect();
+    // `[dns]`'s nameservers (or the system's), unless --nameserver names others; one try of at
+    // most 5 s: the lookups run at once, so a dead nameserver costs one timeout (and one more
+    // for SPF), not one per record.
+    let (mut resolver, mut opts) = match config.dns.resolver_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("smtpd: [dns]: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !nameservers.is_empty() {
+        resolver = ResolverConfig::from_name_servers(
+            nameservers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect(),
+        );
+    }
+    opts.timeout = opts.timeout.min(std::time::Duration::from_secs(5));
+    opts.attempts = 1;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smtpd: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let findings = runtime.block_on(async {
+        let checker = smtpd::dns_check::Checker::new(resolver, opts)?;
+        Ok::<_, String>(checker.check(&records).await)
+    });
+    let findings = match findings {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("smtpd: cannot build the resolver: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut bad = 0;
+    for f in &findings {
+        println!("{f}");
+        if f.status != smtpd::dns_check::Status::Ok {
+            bad += 1;
+        }
+    }
+    if records.keys.is_empty() {
+        println!(
+            "MISSING DKIM     no key for {} in {}: run smtpd dns-records first",
+            records.domain,
+            config.dkim.key_dir.display()
+        );
+        bad += 1;
+    }
+    if bad == 0 {
+        println!(
+            "{}: all {} records are right",
+            records.domain,
+            findings.len()
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("{}: {bad} of the records need attention", records.domain);
+        ExitCode::from(1)
+    }
+}
+
 /// Everything that can be rebuilt from the configuration without rebinding sockets.
 fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result<State, String> {
     let router = smtpd::routing::Router::from_config(config).map_err(|e| e.to_string())?;
@@ -353,6 +577,7 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
         outbound: queue
             .filter(|_| config.relay.enabled)
             .map(|q| q.outbound(&config.relay)),
+        rcpt_policy: smtpd::rcpt_policy::RcptPolicy::from_config(config)?,
     })
 }
 

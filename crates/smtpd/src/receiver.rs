@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
 use crate::password::{Accounts, CheckPool};
+use crate::rcpt_policy::{Rcpt, RcptPolicy, SessionPolicy};
 use crate::relay::{self, Outbound};
 use crate::routing::{MailboxPath, Resolution, Router};
 
@@ -44,6 +45,8 @@ pub struct State {
     pub accounts: Accounts,
     /// The queue for authenticated users' mail to other domains; `None`: never relay.
     pub outbound: Option<Outbound>,
+    /// DNSBL and greylisting at RCPT.
+    pub rcpt_policy: RcptPolicy,
 }
 
 /// Storage operations running at once on the blocking pool. Enough for every session of a
@@ -155,6 +158,7 @@ impl Handler for Receiver {
             txn: None,
             messages: 0,
             rejected: 0,
+            policy: SessionPolicy::default(),
         })
     }
 }
@@ -167,6 +171,7 @@ pub struct Conversation {
     txn: Option<Transaction>,
     messages: u32,
     rejected: u32,
+    policy: SessionPolicy,
 }
 
 #[derive(Debug, Default)]
@@ -612,6 +617,19 @@ impl Session for Conversation {
         };
         match resolution {
             Resolution::Local(paths) => {
+                let rcpt = Rcpt {
+                    sender: &txn.from,
+                    recipient: &to.to_string(),
+                    spf_pass: None,
+                };
+                if let Some(refusal) = self
+                    .state
+                    .rcpt_policy
+                    .check(info, &mut self.policy, rcpt, SystemTime::now())
+                    .await
+                {
+                    return refusal;
+                }
                 txn.rcpts.push(to.to_string());
                 for p in paths {
                     if !txn.mailboxes.contains(&p) {
@@ -981,6 +999,7 @@ mod tests {
             store,
             accounts: Accounts::new(users),
             outbound: None,
+            rcpt_policy: RcptPolicy::default(),
         };
         Receiver::new(state, Guards::from_config(config))
     }
