@@ -153,6 +153,9 @@ pub struct Config {
     /// How queued mail leaves: MX lookup, ports, TLS, an optional smart host.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Inbound mail authentication (SPF, DKIM, ARC, DMARC, iprev) and its policy; on by default.
+    #[serde(default)]
+    pub checks: crate::checks::Checks,
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
@@ -719,18 +722,18 @@ fn library_auth_mechanisms() -> Vec<String> {
 }
 
 /// (De)serializes CIDR lists as strings, with errors that show the accepted forms.
-mod cidr_list {
+pub(crate) mod cidr_list {
     use ipnet::IpNet;
     use serde::{Deserialize, Deserializer, Serializer, de};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         nets: &[IpNet],
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(nets.iter().map(ToString::to_string))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Vec<IpNet>, D::Error> {
         let texts = Vec::<String>::deserialize(deserializer)?;

@@ -353,6 +353,8 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
         outbound: queue
             .filter(|_| config.relay.enabled)
             .map(|q| q.outbound(&config.relay)),
+        checks: smtpd::checks::Checker::from_config(&config.checks, &config.hostname)
+            .map_err(|e| format!("[checks]: {e}"))?,
     })
 }
 
