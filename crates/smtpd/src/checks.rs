@@ -302,3 +302,55 @@ pub fn message_verdict(report: &Report, policy: Policy) -> Action {
         Disposition::Accept => Action::Deliver,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn on_by_default_and_per_domain_policy_overrides() {
+        let config = Config::default_embedded();
+        assert!(config.checks.enabled);
+        let config = Config::from_str(
+            r#"
+[checks]
+nameservers = ["127.0.0.1:5353"]
+spf_fail = "accept"
+
+[checks.domain."Strict.example"]
+spf_fail = "reject"
+dmarc = false
+"#,
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let checker = Checker::from_config(&config.checks, "mx.test")
+            .unwrap()
+            .expect("enabled");
+        assert_eq!(checker.policy().spf_fail, SpfFail::Accept);
+        let strict = checker.policy_for("strict.EXAMPLE");
+        assert_eq!(strict.spf_fail, SpfFail::Reject);
+        assert!(!strict.dmarc);
+        assert_eq!(strict.temperror, TempError::Accept);
+        // A message for both domains: the stricter of each setting.
+        let both = checker.policy().strictest(strict);
+        assert_eq!(both.spf_fail, SpfFail::Reject);
+        assert!(both.dmarc);
+
+        let mut off = config.checks.clone();
+        off.enabled = false;
+        assert!(Checker::from_config(&off, "mx.test").unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_policy_values_name_the_choices() {
+        let err = Config::from_str("[checks]\ntemperror = \"maybe\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("accept") && text.contains("defer"), "{text}");
+    }
+}
