@@ -13,9 +13,10 @@ commands:
                           cargo-fuzz on stable (RUSTC_BOOTSTRAP=1); all targets, 60 s each by default
   fuzz-smoke              every fuzz target for 20 s
   bench [--baseline NAME] cargo bench -p smtp-benches, saving a criterion baseline if named
-  loadtest [--adapter A] [--sessions N] [--messages M] [--size S] [--per-connection K]
+  loadtest [--adapter A[,A...]] [--sessions N] [--messages M] [--size S] [--per-connection K]
                           start a server on 127.0.0.1, run smtp-load against it, print a table;
-                          A is tokio|smol|mio|smtpd-sink|smtpd|baseline|all (default all)
+                          A is tokio|smol|mio|smtpd-sink|smtpd|smtpd-nochecks|
+                          baseline|all (default all)
   torture [--smoke] [-- ARGS...]
                           release smtpd under floods, slow and never-reading clients, oversize
                           mail, full and unwritable disks, kill -9, an AUTH storm, 200 RCPTs and
@@ -58,7 +59,15 @@ pub(crate) struct LoadtestOptions {
 }
 
 /// Every server `loadtest` knows, in the order `all` runs them.
-pub(crate) const ADAPTERS: &[&str] = &["baseline", "tokio", "smol", "mio", "smtpd-sink", "smtpd"];
+pub(crate) const ADAPTERS: &[&str] = &[
+    "baseline",
+    "tokio",
+    "smol",
+    "mio",
+    "smtpd-sink",
+    "smtpd",
+    "smtpd-nochecks",
+];
 
 /// Parses the arguments after `cargo xtask`.
 pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
@@ -90,13 +99,20 @@ pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
             let adapter = flags.value("--adapter")?.unwrap_or_else(|| "all".into());
             let adapters = if adapter == "all" {
                 ADAPTERS.iter().map(|&a| a.to_owned()).collect()
-            } else if ADAPTERS.contains(&adapter.as_str()) {
-                vec![adapter]
             } else {
-                return Err(format!(
-                    "unknown adapter `{adapter}`; expected one of {} or all",
-                    ADAPTERS.join(", ")
-                ));
+                // A comma-separated list runs those servers in that order, in one run (a
+                // figure and its baseline side by side).
+                let mut list = Vec::new();
+                for a in adapter.split(',') {
+                    if !ADAPTERS.contains(&a) {
+                        return Err(format!(
+                            "unknown adapter `{a}`; expected one of {} or all",
+                            ADAPTERS.join(", ")
+                        ));
+                    }
+                    list.push(a.to_owned());
+                }
+                list
             };
             let sessions = flags.value("--sessions")?;
             let messages = flags.value("--messages")?;
@@ -259,6 +275,11 @@ mod tests {
             panic!("loadtest parses")
         };
         assert_eq!(all.adapters.len(), ADAPTERS.len());
+        let Ok(Task::Loadtest(pair)) = p("loadtest --adapter smtpd,smtpd-nochecks,smtpd") else {
+            panic!("a list parses")
+        };
+        assert_eq!(pair.adapters, ["smtpd", "smtpd-nochecks", "smtpd"]);
+        assert!(p("loadtest --adapter smtpd,bogus").is_err());
         assert_eq!(
             (all.sessions, all.messages, all.size.as_str()),
             (50, 10_000, "1k")

@@ -73,6 +73,14 @@ const SERVERS: &[Server] = &[
         args: &["--listen", "{addr}"],
         marker: "crates/smtpd/src/main.rs",
     },
+    // The same server without [checks] (SPF, DKIM, ARC, DMARC), the baseline of the row above.
+    Server {
+        name: "smtpd-nochecks",
+        package: "smtpd",
+        target: Target::Bin("smtpd"),
+        args: &["--no-checks", "--listen", "{addr}"],
+        marker: "crates/smtpd/src/main.rs",
+    },
 ];
 
 /// One finished run, as printed in the table.

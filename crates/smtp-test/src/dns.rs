@@ -1,5 +1,6 @@
 //! An authoritative DNS server on 127.0.0.1 with records a test writes, for anything that
-//! resolves: reverse DNS now, SPF/DKIM/DMARC and MX later.
+//! resolves: reverse DNS, SPF/DKIM/DMARC/ARC ([`txt`] splits long records), MX later; and a
+//! [`SilentDns`] that never answers.
 //!
 //! It serves the whole `test.` TLD and the reverse trees `in-addr.arpa.` and `ip6.arpa.`, so
 //! every name a test asks about gets an authoritative answer (NXDOMAIN when it wrote no record),
@@ -45,6 +46,59 @@ pub const NEGATIVE_TTL: u32 = 60;
 /// The PTR record line for `ip` pointing at `name` (absolute, with the trailing dot), TTL 300.
 pub fn ptr(ip: IpAddr, name: &str) -> String {
     format!("{} 300 IN PTR {name}\n", Name::from(ip))
+}
+
+/// The TXT record line for `name` (absolute) holding `value`, TTL 300, split into strings of at
+/// most 255 octets (RFC 1035 3.3.14) as DKIM keys need; `"` and `\\` are escaped.
+pub fn txt(name: &str, value: &str) -> String {
+    let mut line = format!("{name} 300 IN TXT");
+    for piece in value.as_bytes().chunks(255) {
+        line.push_str(" \"");
+        for &b in piece {
+            if matches!(b, b'"' | b'\\') {
+                line.push('\\');
+            }
+            line.push(char::from(b));
+        }
+        line.push('"');
+    }
+    line.push('\n');
+    line
+}
+
+/// A nameserver that never answers: queries arrive (UDP) or connect (TCP) and wait. For
+/// "the server is not answering" (`temperror`) cases; its sockets close when it is dropped.
+#[derive(Debug)]
+pub struct SilentDns {
+    addr: SocketAddr,
+    _udp: std::net::UdpSocket,
+    _tcp: std::net::TcpListener,
+}
+
+impl SilentDns {
+    /// Binds UDP and TCP on one free port of 127.0.0.1.
+    pub fn start() -> io::Result<Self> {
+        let mut last = None;
+        for _ in 0..20 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            match std::net::TcpListener::bind(udp.local_addr()?) {
+                Ok(tcp) => {
+                    return Ok(Self {
+                        addr: udp.local_addr()?,
+                        _udp: udp,
+                        _tcp: tcp,
+                    });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+    }
+
+    /// The address to point a resolver at.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// A running authoritative server. Keep it alive for as long as the test resolves: dropping it

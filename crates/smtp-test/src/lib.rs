@@ -27,6 +27,7 @@ mod client;
 pub mod conversation;
 pub mod dns;
 mod handler;
+pub mod mailauth;
 mod pki;
 mod runner;
 pub mod support;

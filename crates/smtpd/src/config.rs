@@ -162,6 +162,9 @@ pub struct Config {
     /// Greylisting at RCPT. Default: off.
     #[serde(default)]
     pub greylist: Greylist,
+    /// Inbound mail authentication (SPF, DKIM, ARC, DMARC, iprev) and its policy; on by default.
+    #[serde(default)]
+    pub checks: crate::checks::Checks,
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
@@ -836,18 +839,18 @@ fn library_auth_mechanisms() -> Vec<String> {
 }
 
 /// (De)serializes CIDR lists as strings, with errors that show the accepted forms.
-mod cidr_list {
+pub(crate) mod cidr_list {
     use ipnet::IpNet;
     use serde::{Deserialize, Deserializer, Serializer, de};
 
-    pub(super) fn serialize<S: Serializer>(
+    pub(crate) fn serialize<S: Serializer>(
         nets: &[IpNet],
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(nets.iter().map(ToString::to_string))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Vec<IpNet>, D::Error> {
         let texts = Vec::<String>::deserialize(deserializer)?;

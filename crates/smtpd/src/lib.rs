@@ -5,6 +5,7 @@
 //! The library holds the parts of the server that do not speak SMTP:
 //!
 //! - [`check`]: what `check-config` finds on this machine (certificate, Maildir root, warnings);
+//! - [`checks`]: inbound mail authentication (SPF, DKIM, ARC, DMARC, iprev) and its policy;
 //! - [`config`]: the TOML configuration, its defaults and its validation;
 //! - [`dns`]: the `[dns]` section: nameservers, hickory's configuration, the reverse lookup;
 //! - [`dkim_key`]: the DKIM signing keys on disk, shared by `dns-records` and outbound signing;
@@ -26,6 +27,7 @@
 
 pub mod activation;
 pub mod check;
+pub mod checks;
 pub mod config;
 pub mod delivery;
 pub mod dkim_key;

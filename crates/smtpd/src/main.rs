@@ -40,6 +40,9 @@ struct Cli {
     /// Read every message to its end and discard it (for load tests). Replies 250 as usual.
     #[arg(long)]
     sink: bool,
+    /// Turn the mail authentication checks ([checks]) off, whatever the configuration says.
+    #[arg(long)]
+    no_checks: bool,
     /// Log line format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
@@ -248,6 +251,9 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
     if cli.sink {
         config.storage.sink = true;
+    }
+    if cli.no_checks {
+        config.checks.enabled = false;
     }
     match cli.log_format {
         Some(LogFormatArg::Json) => config.log_format = LogFormat::Json,
@@ -578,6 +584,8 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
             .filter(|_| config.relay.enabled)
             .map(|q| q.outbound(&config.relay)),
         rcpt_policy: smtpd::rcpt_policy::RcptPolicy::from_config(config)?,
+        checks: smtpd::checks::Checker::from_config(&config.checks, &config.hostname)
+            .map_err(|e| format!("[checks]: {e}"))?,
     })
 }
 

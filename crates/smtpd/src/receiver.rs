@@ -25,6 +25,7 @@ use smtpkit_server::{
 };
 use tracing::{debug, info, warn};
 
+use crate::checks::{self, Action, Checker, Iprev, MessageStream, Policy, SessionFacts, Spf};
 use crate::config::Config;
 use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
 use crate::password::{Accounts, CheckPool};
@@ -47,6 +48,8 @@ pub struct State {
     pub outbound: Option<Outbound>,
     /// DNSBL and greylisting at RCPT.
     pub rcpt_policy: RcptPolicy,
+    /// Mail authentication (`[checks]`); `None` when off.
+    pub checks: Option<Arc<Checker>>,
 }
 
 /// Storage operations running at once on the blocking pool. Enough for every session of a
@@ -159,6 +162,7 @@ impl Handler for Receiver {
             messages: 0,
             rejected: 0,
             policy: SessionPolicy::default(),
+            iprev: None,
         })
     }
 }
@@ -172,6 +176,8 @@ pub struct Conversation {
     messages: u32,
     rejected: u32,
     policy: SessionPolicy,
+    /// The client's reverse DNS, looked up with the first checked MAIL FROM.
+    iprev: Option<Iprev>,
 }
 
 #[derive(Debug, Default)]
@@ -198,6 +204,29 @@ struct Transaction {
     abandoned: Arc<AtomicBool>,
     /// The sink counts inline; nothing is staged.
     sink: bool,
+    /// The MAIL FROM address without angle brackets (empty for the null sender).
+    sender: String,
+    /// SPF from MAIL FROM time; `None` when the session is not checked.
+    spf: Option<Spf>,
+    /// The strictest policy of the recipients' domains.
+    policy: Option<Policy>,
+    /// The content on its way through the checks.
+    stream: Option<MessageStream>,
+    /// Octets of smtpd's own trace headers at the start of the message: the checks' results go
+    /// right after them, below our `Received:` (they were made after it), above the message's.
+    trace_len: usize,
+}
+
+/// Hands `chunk` through the checks' stream (when there is one) and appends what may be stored.
+fn stage(staged: &mut Vec<u8>, stream: Option<&mut MessageStream>, chunk: &[u8]) {
+    match stream {
+        Some(stream) => {
+            let passed = stream.write(chunk);
+            staged.extend_from_slice(passed.header.unwrap_or_default());
+            staged.extend_from_slice(passed.body);
+        }
+        None => staged.extend_from_slice(chunk),
+    }
 }
 
 /// How much of the content is kept to find the Subject header.
@@ -235,6 +264,13 @@ impl Conversation {
                 }
             }
         }
+    }
+
+    /// Drops a transaction that was already taken out of the session, with its file.
+    fn abort_with(&mut self, txn: Transaction) {
+        self.txn = Some(txn);
+        self.abort();
+        self.txn = None;
     }
 
     /// Hands the staged content to the store, starting the message file first if needed.
@@ -386,15 +422,105 @@ impl Conversation {
             );
         }
         let subject = subject(&txn.head);
+        let ehlo = info.ehlo.as_deref().unwrap_or("");
+        let to = txn.rcpts.join(",");
+        // The checks' results: prepended to the message, and in its log line.
+        let mut results = String::new();
+        let mut auth_summary: Option<String> = None;
+        let mut folder = "INBOX";
+        if let (Some(checker), Some(mut stream), Some(spf)) =
+            (self.state.checks.clone(), txn.stream.take(), txn.spf.take())
+        {
+            let rest = stream.end();
+            if let Some(header) = rest.header {
+                if txn.sink {
+                    if let Some(Err(e)) = txn.writer.as_mut().map(|w| w.write_chunk(header)) {
+                        txn.failed = Some(e.to_string());
+                    }
+                } else {
+                    txn.staged.extend_from_slice(header);
+                }
+            }
+            if stream.is_oversized() {
+                let txn_from = std::mem::take(&mut txn.from);
+                self.abort_with(txn);
+                self.rejected += 1;
+                warn!(session = %info.id, peer = %info.peer, ehlo, from = txn_from.as_str(), to = to.as_str(), outcome = "rejected", error = "header too large to check", "message");
+                return reply(
+                    ReplyCode::EXCEEDED_STORAGE,
+                    EnhancedCode::MESSAGE_TOO_BIG,
+                    "Message header too large",
+                );
+            }
+            let facts = SessionFacts {
+                ip: info.peer.ip().to_canonical(),
+                helo: ehlo,
+                mail_from: &txn.sender,
+            };
+            let iprev = self.iprev.clone().unwrap_or(Iprev::None);
+            let checked = checker.verify(&stream, facts, &spf, &iprev).await;
+            let policy = txn.policy.unwrap_or_else(|| checker.policy());
+            let verdict = checks::message_verdict(&checked, policy);
+            let verdict_junk = verdict == Action::Junk;
+            let report = checked;
+            let summary = report.summary();
+            match verdict {
+                Action::Deliver => {}
+                Action::Junk => {
+                    txn.mailboxes = txn.mailboxes.iter().map(|m| m.junk()).collect();
+                    if let Some(writer) = txn.writer.as_mut() {
+                        writer.redirect(txn.mailboxes.clone());
+                    }
+                }
+                Action::Reject(text) => {
+                    let txn_from = std::mem::take(&mut txn.from);
+                    self.abort_with(txn);
+                    self.rejected += 1;
+                    info!(session = %info.id, peer = %info.peer, ehlo, from = txn_from.as_str(), to = to.as_str(), subject = subject.as_str(), auth = summary.as_str(), outcome = "rejected", "message");
+                    return reply(
+                        ReplyCode::MAILBOX_UNAVAILABLE,
+                        EnhancedCode::NOT_AUTHORIZED,
+                        &text,
+                    );
+                }
+                Action::Defer(text) => {
+                    let txn_from = std::mem::take(&mut txn.from);
+                    self.abort_with(txn);
+                    self.rejected += 1;
+                    info!(session = %info.id, peer = %info.peer, ehlo, from = txn_from.as_str(), to = to.as_str(), subject = subject.as_str(), auth = summary.as_str(), outcome = "deferred", "message");
+                    return reply(
+                        ReplyCode::LOCAL_ERROR,
+                        EnhancedCode::SECURITY_TRANSIENT,
+                        text,
+                    );
+                }
+            }
+            if verdict_junk {
+                folder = "Junk";
+            }
+            results.push_str(report.authentication_results());
+            results.push_str(report.received_spf());
+            txn.size += results.len() as u64;
+            auth_summary = Some(summary);
+        }
         let outcome: Result<DeliveryReceipt, String> = match (txn.failed.take(), &store) {
             (Some(e), _) => Err(e),
             (None, Store::Sink(_)) => match txn.writer.take() {
-                Some(writer) => writer.commit().map_err(|e| e.to_string()),
+                Some(mut writer) => writer
+                    .insert(txn.trace_len as u64, results.as_bytes())
+                    .and_then(|()| writer.commit())
+                    .map_err(|e| e.to_string()),
                 None => Err("no message writer".to_owned()),
             },
             (None, Store::Maildir(maildir)) => {
                 let writer = txn.writer.take();
-                let staged = std::mem::take(&mut txn.staged);
+                let mut staged = std::mem::take(&mut txn.staged);
+                let results = std::mem::take(&mut results).into_bytes();
+                let trace_len = txn.trace_len as u64;
+                if writer.is_none() && !results.is_empty() {
+                    let at = txn.trace_len.min(staged.len());
+                    staged.splice(at..at, results.iter().copied());
+                }
                 let mailboxes = std::mem::take(&mut txn.mailboxes);
                 let abandoned = Arc::clone(&txn.abandoned);
                 // The driver drops a handler that overruns the core's deadline mid-await: then
@@ -407,7 +533,13 @@ impl Conversation {
                         None => maildir.deliver(staged, mailboxes, abandoned).await,
                         Some(mut writer) => {
                             let rest = guards
-                                .blocking(move || writer.write_chunk(&staged).map(|()| writer))
+                                .blocking(move || {
+                                    writer.write_chunk(&staged)?;
+                                    if !results.is_empty() {
+                                        writer.insert(trace_len, &results)?;
+                                    }
+                                    Ok::<_, io::Error>(writer)
+                                })
                                 .await
                                 .ok_or_else(|| io::Error::other("storage write failed"))??;
                             rest.commit_grouped(abandoned).await
@@ -425,8 +557,8 @@ impl Conversation {
                 }
             }
         };
-        let ehlo = info.ehlo.as_deref().unwrap_or("");
-        let to = txn.rcpts.join(",");
+        // Unchecked (authenticated, exempt, or checks off): said so rather than left blank.
+        let auth = auth_summary.as_deref().unwrap_or("none");
         match outcome {
             Ok(receipt) => {
                 self.messages += 1;
@@ -437,7 +569,7 @@ impl Conversation {
                     session = %info.id, peer = %info.peer, forwarded = %Forwarded(info), ehlo,
                     from = txn.from.as_str(),
                     to = to.as_str(), subject = subject.as_str(), size = receipt.size,
-                    id = receipt.id.as_str(), outcome = "stored", "message"
+                    id = receipt.id.as_str(), auth, folder, outcome = "stored", "message"
                 );
                 reply(
                     ReplyCode::OK,
@@ -450,11 +582,29 @@ impl Conversation {
                 warn!(
                     session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(),
                     to = to.as_str(), subject = subject.as_str(), size = txn.size,
-                    error = error.as_str(), outcome = "failed", "message"
+                    error = error.as_str(), auth, outcome = "failed", "message"
                 );
                 try_again_later()
             }
         }
+    }
+}
+
+/// The reply to a MAIL FROM or RCPT TO refused by SPF (RFC 7372 3: X.7.23 failed, X.7.24
+/// could not be checked).
+fn spf_refusal(verdict: &Action) -> Decision {
+    match verdict {
+        Action::Defer(text) => reply(
+            ReplyCode::LOCAL_ERROR,
+            EnhancedCode::new(4, 7, 24).unwrap_or(EnhancedCode::SECURITY_TRANSIENT),
+            text,
+        ),
+        Action::Reject(text) => reply(
+            ReplyCode::MAILBOX_UNAVAILABLE,
+            EnhancedCode::new(5, 7, 23).unwrap_or(EnhancedCode::NOT_AUTHORIZED),
+            text,
+        ),
+        Action::Deliver | Action::Junk => Decision::Accept,
     }
 }
 
@@ -578,10 +728,39 @@ impl Session for Conversation {
                 "Sender address not owned by user",
             );
         }
-        self.txn = Some(Transaction {
+        let sender = match from {
+            ReversePath::Null => String::new(),
+            ReversePath::Mailbox(m) => m.to_string(),
+        };
+        let mut txn = Transaction {
             from: from.to_string(),
+            sender,
             ..Transaction::default()
-        });
+        };
+        if let Some(checker) = self.state.checks.clone().filter(|c| c.applies_to(info)) {
+            let ip = info.peer.ip().to_canonical();
+            let helo = info.ehlo.as_deref().unwrap_or("");
+            let spf = checker.spf(ip, helo, &txn.sender);
+            // The driver's reverse lookup (smtpd [dns] reverse_lookup) is the iprev result when
+            // there is one; otherwise mail-auth looks it up once per session.
+            if self.iprev.is_none() {
+                self.iprev = info.reverse_name.as_ref().map(Iprev::from);
+            }
+            let spf = if self.iprev.is_none() {
+                let (spf, iprev) = tokio::join!(spf, checker.authenticator().check_iprev(ip));
+                self.iprev = Some(iprev);
+                spf
+            } else {
+                spf.await
+            };
+            let verdict = checks::spf_verdict(&spf, checker.policy());
+            txn.spf = Some(spf);
+            if let Some(verdict) = verdict {
+                warn!(session = %info.id, peer = %info.peer, from = txn.from.as_str(), spf = txn.spf.as_ref().map_or("", Spf::keyword), "sender refused by SPF");
+                return spf_refusal(&verdict);
+            }
+        }
+        self.txn = Some(txn);
         Decision::Accept
     }
 
@@ -617,6 +796,20 @@ impl Session for Conversation {
         };
         match resolution {
             Resolution::Local(paths) => {
+                if let (Some(checker), Some(spf)) = (&self.state.checks, &txn.spf) {
+                    let domain = match to {
+                        ForwardPath::Mailbox(m) => match m.domain() {
+                            DomainPart::Domain(d) => d.as_str().to_owned(),
+                            DomainPart::Literal(_) => self.state.hostname.clone(),
+                        },
+                        ForwardPath::Postmaster => self.state.hostname.clone(),
+                    };
+                    let policy = checker.policy_for(&domain);
+                    if let Some(verdict) = checks::spf_verdict(spf, policy) {
+                        return spf_refusal(&verdict);
+                    }
+                    txn.policy = Some(txn.policy.map_or(policy, |p| p.strictest(policy)));
+                }
                 let rcpt = Rcpt {
                     sender: &txn.from,
                     recipient: &to.to_string(),
@@ -684,7 +877,11 @@ impl Session for Conversation {
         }
         let prepend = trace_headers(&self.state.hostname, info, &txn.from, &txn.rcpts);
         txn.size = prepend.len() as u64;
+        txn.trace_len = prepend.len();
         txn.sink = sink;
+        if txn.spf.is_some() {
+            txn.stream = self.state.checks.as_ref().map(|c| c.message());
+        }
         if sink {
             match self.state.store.begin(prepend.as_bytes(), &txn.mailboxes) {
                 Ok(writer) => txn.writer = Some(writer),
@@ -720,12 +917,19 @@ impl Session for Conversation {
             return Ok(());
         }
         if txn.sink {
+            let mut passed = Vec::new();
+            let chunk = if txn.stream.is_some() {
+                stage(&mut passed, txn.stream.as_mut(), chunk);
+                &passed[..]
+            } else {
+                chunk
+            };
             if let Some(Err(e)) = txn.writer.as_mut().map(|w| w.write_chunk(chunk)) {
                 txn.failed = Some(e.to_string());
             }
             return Ok(());
         }
-        txn.staged.extend_from_slice(chunk);
+        stage(&mut txn.staged, txn.stream.as_mut(), chunk);
         if txn.staged.len() >= STAGE_BYTES {
             // Keep reading the body whatever happens; a failure answers the end of data.
             self.write_staged().await;
@@ -1000,6 +1204,7 @@ mod tests {
             accounts: Accounts::new(users),
             outbound: None,
             rcpt_policy: RcptPolicy::default(),
+            checks: None,
         };
         Receiver::new(state, Guards::from_config(config))
     }

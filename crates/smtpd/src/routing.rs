@@ -56,6 +56,8 @@ const POSTMASTER: &str = "postmaster";
 pub struct MailboxPath {
     domain: String,
     local: String,
+    /// A Maildir++ folder inside the mailbox (`.Junk`), or the inbox.
+    folder: Option<&'static str>,
 }
 
 impl MailboxPath {
@@ -78,6 +80,7 @@ impl MailboxPath {
         Some(Self {
             domain: encode_component(domain)?,
             local: encode_component(local_part)?,
+            folder: None,
         })
     }
 
@@ -98,13 +101,30 @@ impl MailboxPath {
     pub fn relative_path(&self) -> PathBuf {
         let mut path = PathBuf::from(&self.domain);
         path.push(&self.local);
+        if let Some(folder) = self.folder {
+            path.push(folder);
+        }
         path
+    }
+
+    /// The same mailbox's Maildir++ junk folder, `.Junk` (the name Dovecot's and most clients'
+    /// special-use `\Junk` mapping expects).
+    #[must_use]
+    pub fn junk(&self) -> Self {
+        Self {
+            folder: Some(".Junk"),
+            ..self.clone()
+        }
     }
 }
 
 impl fmt::Display for MailboxPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.domain, self.local)
+        write!(f, "{}/{}", self.domain, self.local)?;
+        match self.folder {
+            Some(folder) => write!(f, "/{folder}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -184,6 +184,7 @@ async fn smtpd_refuses_listed_clients_and_greylists_at_rcpt() {
         store: Store::Maildir(MaildirStore::new(dir.path().join("maildir"))),
         accounts: Accounts::new(&[]),
         outbound: None,
+        checks: None,
         rcpt_policy: RcptPolicy {
             dnsbl: Some(Dnsbl::new(
                 lists(&[("bl.test", 1)]),

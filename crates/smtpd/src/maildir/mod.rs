@@ -502,6 +502,36 @@ impl MessageWriter {
         }
     }
 
+    /// Inserts `header` (CRLF-terminated header lines) at `offset` of what was written so far:
+    /// for header fields known only at the end of the message (`Authentication-Results:`). The
+    /// content is copied once into a new `tmp/` file around `header` (`copy_file_range` on
+    /// Linux: the kernel copies, no buffer here), which then takes the old file's name. Blocks:
+    /// call it on the blocking pool.
+    pub fn insert(&mut self, offset: u64, header: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            WriterKind::Maildir(writer) => writer.insert(offset, header),
+            WriterKind::Sink(writer) => {
+                writer.size += header.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers to `recipients` instead of the mailboxes given to `begin` (for example their
+    /// junk folders). They must be in the same Maildir tree, as folders of the same mailboxes
+    /// are.
+    pub fn redirect(&mut self, recipients: Vec<MailboxPath>) {
+        if let WriterKind::Maildir(writer) = &mut self.inner {
+            let mut unique: Vec<MailboxPath> = Vec::with_capacity(recipients.len());
+            for r in recipients {
+                if !unique.contains(&r) {
+                    unique.push(r);
+                }
+            }
+            writer.recipients = unique;
+        }
+    }
+
     /// Discards the message, removing its temporary file.
     pub fn abort(self) {
         // Dropping does the work; this method names the intent at the call site.
@@ -540,6 +570,34 @@ impl MaildirWriter {
         }
         self.size += chunk.len() as u64;
         Ok(())
+    }
+
+    fn insert(&mut self, offset: u64, header: &[u8]) -> io::Result<()> {
+        use std::io::Read as _;
+        let old = self.finish_file()?;
+        drop(old);
+        let new_path = self.tmp_path.with_file_name(format!("{}.insert", self.id));
+        let result = (|| {
+            let mut new = create_new_file(&new_path)?;
+            let mut old = File::open(&self.tmp_path)?;
+            io::copy(&mut (&mut old).take(offset), &mut new)?;
+            new.write_all(header)?;
+            io::copy(&mut old, &mut new)?;
+            fs::rename(&new_path, &self.tmp_path)?;
+            Ok(new)
+        })();
+        match result {
+            Ok(new) => {
+                self.file = Some(BufWriter::with_capacity(WRITE_BUFFER, new));
+                self.size += header.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&new_path);
+                self.poisoned = true;
+                Err(at(&self.tmp_path, e))
+            }
+        }
     }
 
     fn commit(mut self, abandoned: &AtomicBool) -> io::Result<DeliveryReceipt> {

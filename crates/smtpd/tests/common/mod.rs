@@ -407,7 +407,8 @@ pub(crate) struct Stored {
 
 impl Stored {
     /// Reads and splits a Maildir file; panics if the trace headers (`Return-Path:`, an optional
-    /// `Delivered-To:`, `Received:`) are not there.
+    /// `Delivered-To:`, `Received:`, then any `Authentication-Results:` and `Received-SPF:`) are
+    /// not there.
     pub(crate) fn read(path: &Path) -> Self {
         let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         Self::split(&bytes).unwrap_or_else(|| {
@@ -441,6 +442,13 @@ impl Stored {
         trace.extend_from_slice(&received);
         while rest.starts_with(b"\t") || rest.starts_with(b" ") {
             trace.extend_from_slice(&take_line(&mut rest)?);
+        }
+        // The mail authentication results ([checks]) follow smtpd's Received:.
+        while rest.starts_with(b"Authentication-Results: ") || rest.starts_with(b"Received-SPF: ") {
+            trace.extend_from_slice(&take_line(&mut rest)?);
+            while rest.starts_with(b"\t") || rest.starts_with(b" ") {
+                trace.extend_from_slice(&take_line(&mut rest)?);
+            }
         }
         Some(Self {
             trace: String::from_utf8(trace).ok()?,
