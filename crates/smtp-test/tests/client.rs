@@ -349,7 +349,7 @@ fn auth<C: TestClient, A: Adapter>() {
         conn.quit().expect("quit");
     }
     let c = calls(&h);
-    assert!(c.contains(&"auth user refused".to_string()), "{c:?}");
+    assert!(c.contains(&"auth PLAIN user refused".to_string()), "{c:?}");
     assert!(
         c.contains(&"mail <user@example.org> as user".to_string()),
         "{c:?}"
