@@ -813,7 +813,8 @@ impl Session for Conversation {
                 let rcpt = Rcpt {
                     sender: &txn.from,
                     recipient: &to.to_string(),
-                    spf_pass: None,
+                    // Unknown (`None`) when the checks are off or the session is exempt.
+                    spf_pass: txn.spf.as_ref().map(smtpkit_mailauth::Spf::is_pass),
                 };
                 if let Some(refusal) = self
                     .state

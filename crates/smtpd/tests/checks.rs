@@ -490,3 +490,43 @@ fn dns_trouble_is_temperror_accepted_or_deferred() {
     assert_eq!(code, 451, "{text}");
     assert!(text.starts_with("4.7.24 "), "{text}");
 }
+
+/// Greylisting trusts an SPF pass: the sender's domain vouches for the client, so its first
+/// attempt is not delayed; a sender without SPF is (postgrey's and policyd-spf's pairing).
+#[test]
+fn greylisting_lets_an_spf_pass_through_at_once() {
+    let runtime = runtime();
+    let keys = Keys::new();
+    let dns = runtime.block_on(TestDns::start(&zone(&keys))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Loopback is a trusted network by default, and trusted clients are never greylisted.
+    let extra = format!(
+        "\n[limits]\ntrusted_networks = []\n\n[greylist]\nenabled = true\nfile = \"{}\"\n",
+        dir.path().join("greylist.db").display()
+    );
+    let server = Server::start(dir.path(), 1, |p| {
+        let path = config(dir.path(), p[0], dns.addr(), &extra);
+        vec!["--config".into(), path.display().to_string()]
+    });
+    let port = server.port(0);
+
+    let content = message("a@sender.test", "grey-spf-pass", "x\r\n");
+    let (code, text) = send(
+        port,
+        "client.test",
+        "a@sender.test",
+        "bob@example.test",
+        &content,
+    );
+    assert_eq!(code, 250, "SPF pass is not greylisted: {text}");
+
+    let content = message("a@nospf.test", "grey-spf-none", "x\r\n");
+    let (code, text) = send(
+        port,
+        "client.test",
+        "a@nospf.test",
+        "bob@example.test",
+        &content,
+    );
+    assert_eq!(code, 451, "no SPF: the first attempt is greylisted: {text}");
+}

@@ -38,6 +38,12 @@ impl Spf {
         self.mail_from.result() == SpfResult::Fail
     }
 
+    /// Whether the MAIL FROM domain authorizes the client (`pass`).
+    #[must_use]
+    pub fn is_pass(&self) -> bool {
+        self.mail_from.result() == SpfResult::Pass
+    }
+
     /// Whether a lookup failed for a reason that may go away (RFC 7208 2.6.6).
     #[must_use]
     pub fn is_temporary_error(&self) -> bool {
