@@ -494,14 +494,14 @@ fn a_kill_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
 
     let second = instance_a_to(a_dir.path(), &net, "", Some(b_port));
     let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    let duplicates = loop {
         let (files, distinct) = subjects(&bob);
         if distinct.len() == MESSAGES {
             let duplicates = files - MESSAGES;
             eprintln!("killed at {at_kill} delivered; {duplicates} delivered twice");
             // In flight at the kill: at most per_domain (20) sessions to b.test.
             assert!(duplicates <= 20, "{duplicates} duplicates");
-            break;
+            break duplicates;
         }
         assert!(
             Instant::now() < deadline,
@@ -510,14 +510,18 @@ fn a_kill_during_delivery_loses_nothing_and_repeats_only_what_was_in_flight() {
             second.log()
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     let list = second.wait_log("an empty queue", |_| {
         queue_list(a_dir.path()).ends_with("0 message(s)\n")
     });
-    assert!(
-        list.contains("retrying what the last run was delivering"),
-        "{list}"
-    );
+    // A message delivered twice was in flight at the kill, so its lease must have been taken
+    // back. A kill between two rounds leaves no lease, and nothing to say (seen in CI).
+    if duplicates > 0 {
+        assert!(
+            list.contains("retrying what the last run was delivering"),
+            "{list}"
+        );
+    }
     drop(b);
     drop(net.runtime);
 }
