@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 use std::time::SystemTime;
 
 use mail_auth::AuthenticatedMessage;
@@ -191,6 +192,43 @@ impl Signer {
         Ok(Self { domains })
     }
 
+    /// The signer for the key directory `key_dir`, and what the operator must hear about
+    /// (logged once, at startup and on reload): a directory or key that cannot be used (then
+    /// nothing is signed) and each of `domains` without keys (its mail goes out unsigned).
+    /// Never an error: mail is never refused for want of a signature.
+    #[must_use]
+    pub fn load<'a>(
+        key_dir: &Path,
+        domains: impl IntoIterator<Item = &'a str>,
+    ) -> (Self, Vec<String>) {
+        let signer = KeyStore::load(key_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|store| Self::from_store(&store).map_err(|e| e.to_string()));
+        match signer {
+            Ok(signer) => {
+                let warnings = domains
+                    .into_iter()
+                    .filter(|d| !signer.signs(d))
+                    .map(|d| {
+                        format!(
+                            "no DKIM key for {d} in {}: its relayed mail goes out unsigned \
+                             (`smtpd dns-records {d}` makes the keys)",
+                            key_dir.display()
+                        )
+                    })
+                    .collect();
+                (signer, warnings)
+            }
+            Err(e) => (
+                Self::default(),
+                vec![format!(
+                    "DKIM keys: {e}; relayed mail goes out unsigned (the key directory must be \
+                     readable by the account smtpd runs as)"
+                )],
+            ),
+        }
+    }
+
     /// Whether any domain has a key.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -357,5 +395,30 @@ Subject: streamed\r\n\r\nFirst  line \t\r\n\r\nsecond line\r\n\r\n\r\n";
             .sign("example.test", b"", MESSAGE, &[0; 32], SystemTime::now())
             .unwrap();
         assert_eq!(out, "");
+    }
+
+    #[test]
+    fn loading_warns_about_domains_without_keys_and_unusable_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = KeyStore::load(dir.path()).unwrap();
+        store
+            .ensure("example.test", SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let (signer, warnings) = Signer::load(dir.path(), ["Example.test", "other.test"]);
+        assert!(signer.signs("example.test"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("no DKIM key for other.test in "),
+            "{warnings:?}"
+        );
+
+        std::fs::write(dir.path().join("broken.test.s.ed25519.key"), "not a key").unwrap();
+        let (signer, warnings) = Signer::load(dir.path(), ["example.test"]);
+        assert!(signer.is_empty());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("broken.test.s.ed25519.key"),
+            "{warnings:?}"
+        );
     }
 }

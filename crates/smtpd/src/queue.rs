@@ -207,13 +207,18 @@ pub struct Running {
 }
 
 impl Running {
-    /// What the receiver needs, with the current `[relay]` section.
+    /// What the receiver needs, with the current `[relay]` section and DKIM keys.
     #[must_use]
-    pub fn outbound(&self, relay: &crate::config::Relay) -> crate::relay::Outbound {
+    pub fn outbound(
+        &self,
+        relay: &crate::config::Relay,
+        signer: Arc<crate::dkim_sign::Signer>,
+    ) -> crate::relay::Outbound {
         crate::relay::Outbound {
             store: Arc::clone(&self.store),
             wake: Arc::clone(&self.wake),
             relay: relay.clone(),
+            signer,
         }
     }
 

@@ -5,6 +5,9 @@
 //!   ([`config::Relay::owns`]); otherwise `550 5.7.1`.
 //! - A missing `Message-ID` or `Date` is added (RFC 6409 8.3), with a `Received:` line naming
 //!   the submission.
+//! - When the `From:` domain has keys in `[dkim] key_dir`, the message is signed once, as it is
+//!   queued ([`assemble`], [`crate::dkim_sign`]): the queue holds it signed, so every delivery
+//!   attempt sends the same bytes.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use mail_parser::MessageParser;
 use smtpkit_queue::FileStore;
 
 use crate::config;
+use crate::dkim_sign::Signer;
 
 /// What the receiver needs to relay: the queue, the runner's wake-up, the sender map.
 #[derive(Debug, Clone)]
@@ -24,6 +28,8 @@ pub struct Outbound {
     pub wake: Arc<tokio::sync::Notify>,
     /// Who may send as whom.
     pub relay: config::Relay,
+    /// The DKIM keys of the key directory (none: nothing is signed).
+    pub signer: Arc<Signer>,
 }
 
 /// Why a submitted message is refused.
@@ -33,8 +39,18 @@ pub enum Refusal {
     From(String),
 }
 
-/// Checks the header section of `content` for `user` and returns the headers to prepend:
-/// `Message-ID` and `Date` when missing.
+/// What [`check_and_complete`] found in a submitted message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// Header fields to put above the message's own: `Message-ID` and `Date` when missing.
+    pub added: String,
+    /// The domain of the first `From:` address (lower case), the one a signature is made for.
+    pub from_domain: Option<String>,
+    /// Octets of the message's header block, its blank line included.
+    pub header_len: usize,
+}
+
+/// Checks the header section of `content` for `user` and says what to add to it.
 pub fn check_and_complete(
     relay: &config::Relay,
     user: &str,
@@ -42,18 +58,22 @@ pub fn check_and_complete(
     hostname: &str,
     id: &str,
     now: SystemTime,
-) -> Result<String, Refusal> {
+) -> Result<Completed, Refusal> {
     let head_end = content
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(content.len(), |i| i + 4);
     let parsed = MessageParser::default().parse_headers(&content[..head_end]);
     let mut added = String::new();
+    let mut from_domain = None;
     if let Some(from) = parsed.as_ref().and_then(|m| m.from()) {
         for addr in from.iter() {
             let a = addr.address().unwrap_or_default();
             if !relay.owns(user, a) {
                 return Err(Refusal::From(a.to_owned()));
+            }
+            if from_domain.is_none() {
+                from_domain = a.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
             }
         }
     }
@@ -68,7 +88,46 @@ pub fn check_and_complete(
     if !has("Date") {
         let _ = write!(added, "Date: {}\r\n", smtpkit_queue::dsn::rfc5322_date(now));
     }
-    Ok(added)
+    Ok(Completed {
+        added,
+        from_domain,
+        header_len: head_end,
+    })
+}
+
+/// The queued form of a relayed message: the `DKIM-Signature` fields (when `signing`, the
+/// signer and the [`crate::dkim_sign::BodyHash`] of `content`, has a key for the `From:`
+/// domain), `trace` (our `Received:`), the fields `completed` adds, then `content`. A signing
+/// error leaves the message unsigned and is handed back for the log: mail is never refused for
+/// want of a signature.
+pub fn assemble(
+    trace: &[u8],
+    completed: &Completed,
+    content: &[u8],
+    signing: Option<(&Signer, &[u8])>,
+    now: SystemTime,
+) -> (Vec<u8>, Option<mail_auth::Error>) {
+    let signed = match (signing, completed.from_domain.as_deref()) {
+        (Some((signer, body_hash)), Some(domain)) => signer.sign(
+            domain,
+            completed.added.as_bytes(),
+            &content[..completed.header_len.min(content.len())],
+            body_hash,
+            now,
+        ),
+        _ => Ok(String::new()),
+    };
+    let (signatures, error) = match signed {
+        Ok(signatures) => (signatures, None),
+        Err(e) => (String::new(), Some(e)),
+    };
+    let mut message =
+        Vec::with_capacity(signatures.len() + trace.len() + completed.added.len() + content.len());
+    message.extend_from_slice(signatures.as_bytes());
+    message.extend_from_slice(trace);
+    message.extend_from_slice(completed.added.as_bytes());
+    message.extend_from_slice(content);
+    (message, error)
 }
 
 /// The `Received:` line of a submission (RFC 5321 4.4; `ESMTPSA`/`ESMTPA`, RFC 3848). The
@@ -127,9 +186,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            added,
+            added.added,
             "Message-ID: <ID1@mx.example.org>\r\nDate: Sun, 29 Nov 2026 03:14:07 +0000\r\n"
         );
+        assert_eq!(added.from_domain.as_deref(), Some("example.org"));
+        assert_eq!(added.header_len, 47);
         let kept = check_and_complete(
             &r,
             "alice",
@@ -139,7 +200,7 @@ mod tests {
             now,
         )
         .unwrap();
-        assert_eq!(kept, "");
+        assert_eq!(kept.added, "");
         assert_eq!(
             check_and_complete(
                 &r,
@@ -163,5 +224,52 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_queued_form_is_signatures_trace_added_fields_then_the_message() {
+        let now = smtpkit_queue::from_unix(1_795_922_047);
+        let content = b"From: alice@example.org\r\nSubject: x\r\n\r\nbody\r\n";
+        let completed =
+            check_and_complete(&relay(), "alice", content, "mx.example.org", "ID1", now).unwrap();
+        let mut hash = crate::dkim_sign::BodyHash::new();
+        hash.write(content);
+        let body_hash = hash.finish();
+        let trace = b"Received: by mx.example.org\r\n";
+
+        // No key for the domain: unsigned.
+        let unsigned = Signer::default();
+        let (message, error) = assemble(
+            trace,
+            &completed,
+            content,
+            Some((&unsigned, &body_hash)),
+            now,
+        );
+        assert!(error.is_none());
+        let expected = [trace, completed.added.as_bytes(), content].concat();
+        assert_eq!(message, expected);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::dkim_key::KeyStore::load(dir.path()).unwrap();
+        store.ensure("example.org", now).unwrap();
+        let signer = Signer::from_store(&store).unwrap();
+        let (message, error) =
+            assemble(trace, &completed, content, Some((&signer, &body_hash)), now);
+        assert!(error.is_none(), "{error:?}");
+        let text = String::from_utf8(message).unwrap();
+        assert!(
+            text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; s=202611e; d=example.org;"),
+            "{text}"
+        );
+        assert_eq!(text.matches("DKIM-Signature: ").count(), 2, "{text}");
+        assert!(text.contains("t=1795922047;"), "{text}");
+        assert!(
+            text.ends_with(std::str::from_utf8(&expected).unwrap()),
+            "{text}"
+        );
+        // Not asked to sign: unsigned whatever the keys.
+        let (message, _) = assemble(trace, &completed, content, None, now);
+        assert_eq!(message, expected);
     }
 }

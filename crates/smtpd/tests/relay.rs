@@ -426,6 +426,92 @@ maildir = "md"
     drop(net.runtime);
 }
 
+/// A's key directory holds a.test's keys (as `smtpd dns-records` makes them) and TestDns
+/// publishes the records it prints: what A relays carries an Ed25519 and an RSA signature, and
+/// B's inbound checks record `dkim=pass` for both and DMARC passes. The copy for A's own
+/// mailbox is not signed (it never leaves the server).
+#[test]
+fn relayed_mail_is_dkim_signed_and_passes_the_receivers_checks() {
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let b_dir = tempfile::tempdir().expect("dir b");
+    let keys: Vec<_> = smtpd::dkim_key::KeyStore::load(a_dir.path().join("dkim"))
+        .and_then(|mut store| store.ensure("a.test", std::time::SystemTime::now()))
+        .expect("keys")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let records = smtpd::dns_records::DomainRecords {
+        domain: "a.test".to_owned(),
+        mx_host: "mx.a.test".to_owned(),
+        addresses: vec!["127.0.0.1".parse().expect("ip")],
+        keys,
+        sts_id: "1".to_owned(),
+    };
+    let published: String = records
+        .records()
+        .iter()
+        .filter(|r| matches!(r.purpose, "SPF" | "DKIM" | "DMARC"))
+        .map(|r| r.zone_line() + "\n")
+        .collect();
+    assert_eq!(
+        published.matches("._domainkey.a.test.").count(),
+        2,
+        "{published}"
+    );
+    let net = dns(&format!("{ZONE}{published}"));
+    let a = instance_a(a_dir.path(), &net, "");
+    let b = instance_b(
+        b_dir.path(),
+        a.port(0),
+        &format!(
+            "[checks]\nnameservers = [\"{}\"]\ntimeout = 2\n",
+            net.dns.addr()
+        ),
+    );
+
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["bob@b.test", "alice@a.test"],
+        "From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: signed\r\n\r\nhello  bob\r\n\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
+    let m = &at_b[0];
+    assert!(
+        m.contains("DKIM-Signature: v=1; a=ed25519-sha256; s="),
+        "{m}"
+    );
+    assert!(m.contains("DKIM-Signature: v=1; a=rsa-sha256; s="), "{m}");
+    let results = m
+        .split("Authentication-Results: mx.b.test;")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n\r\n").next())
+        .unwrap_or_else(|| panic!("no Authentication-Results from B: {m}"));
+    let results = results.split("\r\nReceived-SPF:").next().unwrap_or(results);
+    assert_eq!(
+        results.matches("dkim=pass header.d=a.test").count(),
+        2,
+        "{results}"
+    );
+    assert!(
+        results.contains("dmarc=pass header.from=a.test"),
+        "{results}"
+    );
+    assert!(b.log().contains("dkim=pass"), "{}", b.log());
+    // The local copy did not leave: unsigned.
+    let local = wait_mail(&a_dir.path().join("md/a.test/alice"), 1);
+    assert!(local[0].contains("Subject: signed"), "{}", local[0]);
+    assert!(!local[0].contains("DKIM-Signature"), "{}", local[0]);
+    assert!(
+        a.log().contains("dkim=a.test") || a.log().contains("dkim=\"a.test\""),
+        "{}",
+        a.log()
+    );
+    drop(b);
+    drop(net.runtime);
+}
+
 /// The message count and the distinct subjects in a Maildir's `new/`.
 fn subjects(maildir: &Path) -> (usize, std::collections::HashSet<String>) {
     let files: Vec<PathBuf> = files_under(maildir)
