@@ -406,6 +406,7 @@ impl Conversation {
         match queued {
             Some(Ok(id)) => {
                 outbound.wake.notify_one();
+                outbound.rate.count_message(&user, Instant::now());
                 let to = txn.remote.join(",");
                 info!(session = %info.id, user = user.as_str(), from = txn.from.as_str(), to = to.as_str(), queue_id = %id, dkim = dkim.as_str(), outcome = "queued", "message");
                 Ok(id)
@@ -872,9 +873,26 @@ impl Session for Conversation {
                         ListenerKind::Submission | ListenerKind::Smtps
                     );
                 if submitter
-                    && self.state.outbound.is_some()
+                    && let Some(outbound) = self.state.outbound.as_ref()
                     && let ForwardPath::Mailbox(m) = to
                 {
+                    let user = info.authenticated.as_deref().unwrap_or_default();
+                    let now = Instant::now();
+                    if let Err(exceeded) = outbound.rate.check(user, now) {
+                        let (limit, first) = match exceeded {
+                            relay::Exceeded::Messages { first } => ("rate", first),
+                            relay::Exceeded::Recipients { first } => ("recipient_rate", first),
+                        };
+                        if first {
+                            warn!(session = %info.id, user, limit, "relay rate limit reached; refusing this user's relayed mail for the rest of the window");
+                        }
+                        return Decision::reply(
+                            450,
+                            EnhancedCode::new(4, 7, 1).unwrap_or(EnhancedCode::SECURITY_TRANSIENT),
+                            "Sending rate limit exceeded; try again later",
+                        );
+                    }
+                    outbound.rate.count_recipient(user, now);
                     txn.remote.push(mailbox_address(m));
                     return Decision::Accept;
                 }

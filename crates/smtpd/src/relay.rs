@@ -5,16 +5,19 @@
 //!   ([`config::Relay::owns`]); otherwise `550 5.7.1`.
 //! - A missing `Message-ID` or `Date` is added (RFC 6409 8.3), with a `Received:` line naming
 //!   the submission.
+//! - Each user relays at most `[relay] rate` messages and `recipient_rate` recipients per
+//!   window ([`SendRate`]); past either, `450 4.7.1` at RCPT until the window ends.
 //! - When the `From:` domain has keys in `[dkim] key_dir`, the message is signed once, as it is
 //!   queued ([`assemble`], [`crate::dkim_sign`]): the queue holds it signed, so every delivery
 //!   attempt sends the same bytes.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use mail_parser::MessageParser;
 use smtpkit_queue::FileStore;
+use smtpkit_server::{FailureLimiter, Verdict};
 
 use crate::config;
 use crate::dkim_sign::Signer;
@@ -30,6 +33,73 @@ pub struct Outbound {
     pub relay: config::Relay,
     /// The DKIM keys of the key directory (none: nothing is signed).
     pub signer: Arc<Signer>,
+    /// Each user's sending counts; kept across reloads.
+    pub rate: Arc<SendRate>,
+}
+
+/// Per-user sending limits (`[relay] rate`, `recipient_rate`): fixed windows in a bounded
+/// table, the same counter as the AUTH failure limits (Postfix's anvil counts
+/// `smtpd_client_message_rate_limit` the same way). A message counts once queued; a recipient
+/// counts once accepted at RCPT, so one message cannot carry a user past the recipient limit.
+#[derive(Debug)]
+pub struct SendRate {
+    messages: FailureLimiter<String>,
+    recipients: FailureLimiter<String>,
+}
+
+/// Which limit a user reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    /// `[relay] rate`.
+    Messages {
+        /// The first refusal of the window: log it (once per window).
+        first: bool,
+    },
+    /// `[relay] recipient_rate`.
+    Recipients {
+        /// The first refusal of the window.
+        first: bool,
+    },
+}
+
+impl SendRate {
+    /// The limits `relay` sets (none: everything is allowed).
+    #[must_use]
+    pub fn new(relay: &config::Relay) -> Self {
+        // A limit of 0 turns a FailureLimiter off.
+        let limiter = |rate: Option<config::Rate>| {
+            rate.map_or_else(
+                || FailureLimiter::new(0, Duration::ZERO),
+                |r| FailureLimiter::new(r.count, r.window),
+            )
+        };
+        Self {
+            messages: limiter(relay.rate),
+            recipients: limiter(relay.recipient_rate),
+        }
+    }
+
+    /// Whether `user` may relay to one more recipient at `now`.
+    pub fn check(&self, user: &str, now: Instant) -> Result<(), Exceeded> {
+        let user = user.to_owned();
+        if let Verdict::Exceeded { first } = self.messages.check(&user, now) {
+            return Err(Exceeded::Messages { first });
+        }
+        if let Verdict::Exceeded { first } = self.recipients.check(&user, now) {
+            return Err(Exceeded::Recipients { first });
+        }
+        Ok(())
+    }
+
+    /// Counts a recipient `user` was allowed.
+    pub fn count_recipient(&self, user: &str, now: Instant) {
+        self.recipients.record_failure(user.to_owned(), now);
+    }
+
+    /// Counts a message `user` queued.
+    pub fn count_message(&self, user: &str, now: Instant) {
+        self.messages.record_failure(user.to_owned(), now);
+    }
 }
 
 /// Why a submitted message is refused.
@@ -158,6 +228,7 @@ mod tests {
                 ],
             )]
             .into(),
+            ..config::Relay::default()
         }
     }
 
@@ -271,5 +342,48 @@ mod tests {
         // Not asked to sign: unsigned whatever the keys.
         let (message, _) = assemble(trace, &completed, content, None, now);
         assert_eq!(message, expected);
+    }
+
+    #[test]
+    fn send_rates_per_user_and_window() {
+        let mut r = relay();
+        r.rate = Some("2/h".parse().unwrap());
+        r.recipient_rate = Some("3/10m".parse().unwrap());
+        let rate = SendRate::new(&r);
+        let t0 = Instant::now();
+        // Three recipients in two messages, then the recipient limit.
+        for _ in 0..3 {
+            assert_eq!(rate.check("alice", t0), Ok(()));
+            rate.count_recipient("alice", t0);
+        }
+        rate.count_message("alice", t0);
+        assert_eq!(
+            rate.check("alice", t0),
+            Err(Exceeded::Recipients { first: true })
+        );
+        assert_eq!(
+            rate.check("alice", t0),
+            Err(Exceeded::Recipients { first: false })
+        );
+        // Others are not affected.
+        assert_eq!(rate.check("bob", t0), Ok(()));
+        // Ten minutes on, recipients may go again, until the second message fills the hour.
+        let t1 = t0 + Duration::from_secs(600);
+        assert_eq!(rate.check("alice", t1), Ok(()));
+        rate.count_recipient("alice", t1);
+        rate.count_message("alice", t1);
+        assert_eq!(
+            rate.check("alice", t1),
+            Err(Exceeded::Messages { first: true })
+        );
+        assert_eq!(rate.check("alice", t0 + Duration::from_secs(3600)), Ok(()));
+
+        // No limits configured: nothing is counted or refused.
+        let open = SendRate::new(&relay());
+        for _ in 0..1000 {
+            open.count_message("alice", t0);
+            open.count_recipient("alice", t0);
+        }
+        assert_eq!(open.check("alice", t0), Ok(()));
     }
 }
