@@ -1345,6 +1345,86 @@ pub struct Relay {
     /// `@domain` for every address of a domain. A user name that is itself an address always
     /// owns that address. Anything else gets `550 5.7.1`.
     pub senders: BTreeMap<String, Vec<String>>,
+    /// Messages each user may relay per window, `"<count>/<window>"` (`"100/h"`, `"500/12h"`;
+    /// windows in `s`, `m`, `h` or `d`). Past it, relayed recipients get `450 4.7.1` until the
+    /// window ends. Default: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// Relayed recipients each user may send to per window, in the same form. Default: no
+    /// limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient_rate: Option<Rate>,
+}
+
+/// A count per fixed window, written `"<count>/<window>"`: `"100/h"`, `"20/10m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Rate {
+    /// How many per window (at least 1).
+    pub count: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a rate such as \"100/h\" or \"20/10m\"");
+        let (count, window) = s.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let window = window.trim();
+        let unit_at = window.len().checked_sub(1).ok_or_else(bad)?;
+        let (n, unit) = window.split_at(unit_at);
+        let n: u64 = if n.is_empty() {
+            1
+        } else {
+            n.parse().map_err(|_| bad())?
+        };
+        let unit = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        if count == 0 || n == 0 {
+            return Err(format!("{}: count and window must be above 0", bad()));
+        }
+        Ok(Self {
+            count,
+            window: Duration::from_secs(n.checked_mul(unit).ok_or_else(bad)?),
+        })
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.window.as_secs();
+        let (n, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|(u, _)| secs.is_multiple_of(*u))
+            .map_or((secs, "s"), |(u, name)| (secs / u, name));
+        if n == 1 {
+            write!(f, "{}/{unit}", self.count)
+        } else {
+            write!(f, "{}/{n}{unit}", self.count)
+        }
+    }
+}
+
+impl From<Rate> for String {
+    fn from(rate: Rate) -> Self {
+        rate.to_string()
+    }
 }
 
 impl Relay {
@@ -1607,6 +1687,51 @@ mod tests {
                 "{key} is not shown in config/example.toml"
             );
         }
+    }
+
+    #[test]
+    fn relay_rates() {
+        let config = Config::from_str(
+            "[relay]\nenabled = true\nrate = \"100/h\"\nrecipient_rate = \"1000/12h\"\n[queue]\ndirectory = \"q\"\n",
+        )
+        .unwrap();
+        let rate = config.relay.rate.unwrap();
+        assert_eq!((rate.count, rate.window), (100, Duration::from_secs(3600)));
+        let recipients = config.relay.recipient_rate.unwrap();
+        assert_eq!(recipients.window, Duration::from_secs(12 * 3600));
+        // Printed as written, and read back the same.
+        let printed = config.to_toml();
+        assert!(printed.contains("rate = \"100/h\""), "{printed}");
+        assert!(
+            printed.contains("recipient_rate = \"1000/12h\""),
+            "{printed}"
+        );
+        assert_eq!(Config::from_str(&printed).unwrap().relay, config.relay);
+        for (text, window) in [("5/s", 1), ("5/90s", 90), ("5/10m", 600), ("5/d", 86_400)] {
+            let r: Rate = text.parse().unwrap();
+            assert_eq!((r.count, r.window.as_secs()), (5, window), "{text}");
+            assert_eq!(r.to_string().parse::<Rate>().unwrap(), r, "{text}");
+        }
+        for bad in [
+            "",
+            "100",
+            "100/",
+            "/h",
+            "0/h",
+            "5/0h",
+            "x/h",
+            "5/w",
+            "5/hh",
+            "-1/h",
+            "5/99999999999999999d",
+        ] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad:?}");
+        }
+        let e = Config::from_str("[relay]\nrate = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not a rate"), "{e}");
+        assert_eq!(Config::default_embedded().relay.rate, None);
     }
 
     #[test]

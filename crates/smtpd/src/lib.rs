@@ -21,7 +21,8 @@
 //! - [`metrics_endpoint`]: the opt-in Prometheus endpoint;
 //! - [`privilege`]: the switch from root to `[privileges] user` after binding;
 //! - [`activation`]: listeners inherited from systemd (socket activation).
-//! - [`relay`]: submission relay checks (sender ownership, `Message-ID`/`Date`);
+//! - [`relay`]: submission relay checks (sender ownership, `Message-ID`/`Date`, sending rate);
+//! - [`dkim_sign`]: DKIM signing of relayed mail, the body hashed as it arrives;
 //! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands;
 //! - [`delivery`]: how queued mail leaves (MX hosts or a smart host, over SMTP).
 
@@ -31,6 +32,7 @@ pub mod checks;
 pub mod config;
 pub mod delivery;
 pub mod dkim_key;
+pub mod dkim_sign;
 pub mod dns;
 pub mod dns_check;
 pub mod dns_records;

@@ -579,10 +579,18 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
         router,
         store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
         accounts: smtpd::password::Accounts::new(&config.users),
-        // The queue itself is started once; a reload changes who may send as whom.
-        outbound: queue
-            .filter(|_| config.relay.enabled)
-            .map(|q| q.outbound(&config.relay)),
+        // The queue itself is started once; a reload changes who may send as whom, and reads
+        // the DKIM keys again (a rotation).
+        outbound: queue.filter(|_| config.relay.enabled).map(|q| {
+            let (signer, warnings) = smtpd::dkim_sign::Signer::load(
+                &config.dkim.key_dir,
+                config.domains.iter().map(|d| d.name.as_str()),
+            );
+            for warning in warnings {
+                warn!("{warning}");
+            }
+            q.outbound(&config.relay, Arc::new(signer))
+        }),
         rcpt_policy: smtpd::rcpt_policy::RcptPolicy::from_config(config)?,
         checks: smtpd::checks::Checker::from_config(&config.checks, &config.hostname)
             .map_err(|e| format!("[checks]: {e}"))?,

@@ -201,19 +201,28 @@ pub struct Running {
     pub store: Arc<FileStore>,
     /// Wakes the runner after a message is queued.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Per-user sending counts (`[relay] rate`): they live as long as the queue, so a reload
+    /// does not reset them.
+    pub rate: Arc<crate::relay::SendRate>,
     /// Ends the runner (it finishes the round in progress).
     stop: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// What the receiver needs, with the current `[relay]` section.
+    /// What the receiver needs, with the current `[relay]` section and DKIM keys.
     #[must_use]
-    pub fn outbound(&self, relay: &crate::config::Relay) -> crate::relay::Outbound {
+    pub fn outbound(
+        &self,
+        relay: &crate::config::Relay,
+        signer: Arc<crate::dkim_sign::Signer>,
+    ) -> crate::relay::Outbound {
         crate::relay::Outbound {
             store: Arc::clone(&self.store),
             wake: Arc::clone(&self.wake),
             relay: relay.clone(),
+            signer,
+            rate: Arc::clone(&self.rate),
         }
     }
 
@@ -267,6 +276,7 @@ pub async fn start(config: &Config) -> Result<Running, String> {
     Ok(Running {
         store,
         wake,
+        rate: Arc::new(crate::relay::SendRate::new(&config.relay)),
         stop,
         task,
     })

@@ -191,6 +191,8 @@ struct Transaction {
     remote: Vec<String>,
     /// The whole message for the queue, when `remote` is not empty.
     outbound: Option<Vec<u8>>,
+    /// The DKIM body hash of `outbound`'s content, when it may be signed.
+    body_hash: Option<crate::dkim_sign::BodyHash>,
     /// The store's writer, once the first staged piece went out (the sink's from the start).
     writer: Option<MessageWriter>,
     /// Content not yet handed to the store, trace headers first.
@@ -319,6 +321,7 @@ impl Conversation {
         info: &SessionInfo,
         txn: &Transaction,
         content: Vec<u8>,
+        body_hash: Option<crate::dkim_sign::BodyHash>,
     ) -> Result<smtpkit_queue::QueueId, Decision> {
         let Some(outbound) = self.state.outbound.clone() else {
             return Err(try_again_later());
@@ -332,7 +335,7 @@ impl Conversation {
             .enumerate()
             .position(|(i, w)| w == b"\r\n" && content.get(i + 2) != Some(&b'\t'))
             .map_or(0, |i| i + 2);
-        let added = match relay::check_and_complete(
+        let completed = match relay::check_and_complete(
             &outbound.relay,
             &user,
             &content[body_start..],
@@ -340,7 +343,7 @@ impl Conversation {
             &id,
             now,
         ) {
-            Ok(added) => added,
+            Ok(completed) => completed,
             Err(relay::Refusal::From(address)) => {
                 warn!(session = %info.id, user = user.as_str(), from = address.as_str(), "refused: From: address not owned by the user");
                 return Err(reply(
@@ -350,10 +353,20 @@ impl Conversation {
                 ));
             }
         };
-        let mut message = Vec::with_capacity(content.len() + added.len());
-        message.extend_from_slice(&content[..body_start]);
-        message.extend_from_slice(added.as_bytes());
-        message.extend_from_slice(&content[body_start..]);
+        // Signed on the blocking pool with the write: an RSA signature is a millisecond of CPU.
+        let signing = body_hash
+            .filter(|_| {
+                completed
+                    .from_domain
+                    .as_deref()
+                    .is_some_and(|d| outbound.signer.signs(d))
+            })
+            .map(|hash| (Arc::clone(&outbound.signer), hash.finish()));
+        let dkim = if signing.is_some() {
+            completed.from_domain.clone().unwrap_or_default()
+        } else {
+            String::new()
+        };
         let sender = txn
             .from
             .trim_start_matches('<')
@@ -365,7 +378,14 @@ impl Conversation {
             .guards
             .store(move || {
                 use smtpkit_queue::QueueStore as _;
-                store.enqueue(
+                let (message, sign_error) = relay::assemble(
+                    &content[..body_start],
+                    &completed,
+                    &content[body_start..],
+                    signing.as_ref().map(|(s, h)| (&**s, h.as_slice())),
+                    now,
+                );
+                let queued = store.enqueue(
                     smtpkit_queue::NewMessage {
                         kind: smtpkit_queue::Kind::Message,
                         sender: (!sender.is_empty()).then_some(sender.as_str()),
@@ -373,14 +393,22 @@ impl Conversation {
                         content: &message,
                     },
                     now,
-                )
+                );
+                (queued, sign_error)
             })
             .await;
+        let queued = queued.map(|(queued, sign_error)| {
+            if let Some(e) = sign_error {
+                warn!(session = %info.id, domain = dkim.as_str(), error = %e, "DKIM signing failed; queued unsigned");
+            }
+            queued
+        });
         match queued {
             Some(Ok(id)) => {
                 outbound.wake.notify_one();
+                outbound.rate.count_message(&user, Instant::now());
                 let to = txn.remote.join(",");
-                info!(session = %info.id, user = user.as_str(), from = txn.from.as_str(), to = to.as_str(), queue_id = %id, outcome = "queued", "message");
+                info!(session = %info.id, user = user.as_str(), from = txn.from.as_str(), to = to.as_str(), queue_id = %id, dkim = dkim.as_str(), outcome = "queued", "message");
                 Ok(id)
             }
             Some(Err(e)) => {
@@ -403,7 +431,8 @@ impl Conversation {
         };
         let mut queued = None;
         if let Some(content) = txn.outbound.take() {
-            match self.enqueue(info, &txn, content).await {
+            let body_hash = txn.body_hash.take();
+            match self.enqueue(info, &txn, content, body_hash).await {
                 Ok(id) => queued = Some(id),
                 Err(decision) => {
                     self.rejected += 1;
@@ -844,9 +873,26 @@ impl Session for Conversation {
                         ListenerKind::Submission | ListenerKind::Smtps
                     );
                 if submitter
-                    && self.state.outbound.is_some()
+                    && let Some(outbound) = self.state.outbound.as_ref()
                     && let ForwardPath::Mailbox(m) = to
                 {
+                    let user = info.authenticated.as_deref().unwrap_or_default();
+                    let now = Instant::now();
+                    if let Err(exceeded) = outbound.rate.check(user, now) {
+                        let (limit, first) = match exceeded {
+                            relay::Exceeded::Messages { first } => ("rate", first),
+                            relay::Exceeded::Recipients { first } => ("recipient_rate", first),
+                        };
+                        if first {
+                            warn!(session = %info.id, user, limit, "relay rate limit reached; refusing this user's relayed mail for the rest of the window");
+                        }
+                        return Decision::reply(
+                            450,
+                            EnhancedCode::new(4, 7, 1).unwrap_or(EnhancedCode::SECURITY_TRANSIENT),
+                            "Sending rate limit exceeded; try again later",
+                        );
+                    }
+                    outbound.rate.count_recipient(user, now);
                     txn.remote.push(mailbox_address(m));
                     return Decision::Accept;
                 }
@@ -875,6 +921,11 @@ impl Session for Conversation {
         };
         if !txn.remote.is_empty() {
             txn.outbound = Some(relay::received(&self.state.hostname, info).into_bytes());
+            if let Some(outbound) = self.state.outbound.as_ref()
+                && !outbound.signer.is_empty()
+            {
+                txn.body_hash = Some(crate::dkim_sign::BodyHash::new());
+            }
         }
         let prepend = trace_headers(&self.state.hostname, info, &txn.from, &txn.rcpts);
         txn.size = prepend.len() as u64;
@@ -913,6 +964,9 @@ impl Session for Conversation {
         txn.size += chunk.len() as u64;
         if let Some(outbound) = txn.outbound.as_mut() {
             outbound.extend_from_slice(chunk);
+            if let Some(hash) = txn.body_hash.as_mut() {
+                hash.write(chunk);
+            }
         }
         if txn.failed.is_some() || (txn.mailboxes.is_empty() && txn.outbound.is_some()) {
             return Ok(());

@@ -76,6 +76,17 @@ fn instance_a(dir: &Path, net: &Net, extra: &str) -> Server {
 /// [`instance_a`], delivering to MX hosts on `deliver_port` instead of its own MX port (a
 /// restarted A gets new ports, B keeps its own).
 fn instance_a_to(dir: &Path, net: &Net, extra: &str, deliver_port: Option<u16>) -> Server {
+    instance_a_with(dir, net, "", extra, deliver_port)
+}
+
+/// [`instance_a_to`] with `relay` added to its `[relay]` section.
+fn instance_a_with(
+    dir: &Path,
+    net: &Net,
+    relay: &str,
+    extra: &str,
+    deliver_port: Option<u16>,
+) -> Server {
     let hash = hash("pw");
     let root = dir.to_path_buf();
     let dns = net.dns.addr();
@@ -106,6 +117,7 @@ maildir = "md"
 
 [relay]
 enabled = true
+{relay}
 
 [relay.senders]
 alice = ["alice@a.test"]
@@ -423,6 +435,161 @@ maildir = "md"
     assert!(got[0].contains("Subject: via provider"), "{}", got[0]);
     // Authenticated, over TLS: the provider's Received line says ESMTPSA.
     assert!(got[0].contains("with ESMTPSA"), "{}", got[0]);
+    drop(net.runtime);
+}
+
+/// A's key directory holds a.test's keys (as `smtpd dns-records` makes them) and TestDns
+/// publishes the records it prints: what A relays carries an Ed25519 and an RSA signature, and
+/// B's inbound checks record `dkim=pass` for both and DMARC passes. The copy for A's own
+/// mailbox is not signed (it never leaves the server).
+#[test]
+fn relayed_mail_is_dkim_signed_and_passes_the_receivers_checks() {
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let b_dir = tempfile::tempdir().expect("dir b");
+    let keys: Vec<_> = smtpd::dkim_key::KeyStore::load(a_dir.path().join("dkim"))
+        .and_then(|mut store| store.ensure("a.test", std::time::SystemTime::now()))
+        .expect("keys")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let records = smtpd::dns_records::DomainRecords {
+        domain: "a.test".to_owned(),
+        mx_host: "mx.a.test".to_owned(),
+        addresses: vec!["127.0.0.1".parse().expect("ip")],
+        keys,
+        sts_id: "1".to_owned(),
+    };
+    let published: String = records
+        .records()
+        .iter()
+        .filter(|r| matches!(r.purpose, "SPF" | "DKIM" | "DMARC"))
+        .map(|r| r.zone_line() + "\n")
+        .collect();
+    assert_eq!(
+        published.matches("._domainkey.a.test.").count(),
+        2,
+        "{published}"
+    );
+    let net = dns(&format!("{ZONE}{published}"));
+    let a = instance_a(a_dir.path(), &net, "");
+    let b = instance_b(
+        b_dir.path(),
+        a.port(0),
+        &format!(
+            "[checks]\nnameservers = [\"{}\"]\ntimeout = 2\n",
+            net.dns.addr()
+        ),
+    );
+
+    let r = submit(
+        a.port(1),
+        "alice@a.test",
+        &["bob@b.test", "alice@a.test"],
+        "From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: signed\r\n\r\nhello  bob\r\n\r\n",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
+    let m = &at_b[0];
+    assert!(
+        m.contains("DKIM-Signature: v=1; a=ed25519-sha256; s="),
+        "{m}"
+    );
+    assert!(m.contains("DKIM-Signature: v=1; a=rsa-sha256; s="), "{m}");
+    let results = m
+        .split("Authentication-Results: mx.b.test;")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n\r\n").next())
+        .unwrap_or_else(|| panic!("no Authentication-Results from B: {m}"));
+    let results = results.split("\r\nReceived-SPF:").next().unwrap_or(results);
+    assert_eq!(
+        results.matches("dkim=pass header.d=a.test").count(),
+        2,
+        "{results}"
+    );
+    assert!(
+        results.contains("dmarc=pass header.from=a.test"),
+        "{results}"
+    );
+    // The log line is written by a thread of its own, maybe after the file.
+    b.wait_log("B's message line with dkim=pass", |log| {
+        log.lines()
+            .any(|l| l.contains("outcome=\"stored\"") || l.contains("outcome=stored"))
+            && log.contains("dkim=pass")
+    });
+    // The local copy did not leave: unsigned.
+    let local = wait_mail(&a_dir.path().join("md/a.test/alice"), 1);
+    assert!(local[0].contains("Subject: signed"), "{}", local[0]);
+    assert!(!local[0].contains("DKIM-Signature"), "{}", local[0]);
+    a.wait_log("A's queued line naming the signing domain", |log| {
+        log.lines().any(|l| {
+            l.contains("queued") && (l.contains("dkim=\"a.test\"") || l.contains("dkim=a.test"))
+        })
+    });
+    drop(b);
+    drop(net.runtime);
+}
+
+/// `[relay] rate` and `recipient_rate`: past either, relayed recipients get `450 4.7.1` at
+/// RCPT (local ones do not), and the log says so once per limit and window.
+#[test]
+fn relay_rate_limits_answer_450_at_rcpt() {
+    let net = dns(ZONE);
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let a = instance_a_with(
+        a_dir.path(),
+        &net,
+        "rate = \"2/h\"\nrecipient_rate = \"3/h\"",
+        "",
+        None,
+    );
+    let session = |rcpts: &[(&str, u16)], data: bool| {
+        let mut c = Client::connect(a.port(1));
+        c.expect("EHLO laptop.test", 250);
+        c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
+        c.expect("MAIL FROM:<alice@a.test>", 250);
+        for (rcpt, code) in rcpts {
+            let r = c.expect(&format!("RCPT TO:<{rcpt}>"), *code);
+            if *code == 450 {
+                assert!(r.text().starts_with("4.7.1"), "{r:?}");
+            }
+        }
+        if data {
+            c.expect("DATA", 354);
+            let r = c.cmd("From: alice@a.test\r\nSubject: rate\r\n\r\nx\r\n.");
+            assert_eq!(r.code, 250, "{r:?}");
+        }
+        c.expect("QUIT", 221);
+    };
+    // One message, one recipient.
+    session(&[("bob@b.test", 250)], true);
+    // The third relayed recipient reaches recipient_rate; the fourth is refused. Queued: the
+    // second message.
+    session(
+        &[("x1@b.test", 250), ("x2@b.test", 250), ("x3@b.test", 450)],
+        true,
+    );
+    // Two messages queued: the rate is reached, relayed recipients are refused, local ones not.
+    session(
+        &[
+            ("bob@b.test", 450),
+            ("alice@a.test", 250),
+            ("bob@b.test", 450),
+        ],
+        true,
+    );
+    let log = a.wait_log("the rate limit lines", |log| {
+        log.contains("limit=\"rate\"") || log.contains("limit=rate")
+    });
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("relay rate limit reached"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("recipient_rate"), "{log}");
+    assert!(
+        lines[1].contains("user=\"alice\"") || lines[1].contains("user=alice"),
+        "{log}"
+    );
     drop(net.runtime);
 }
 
