@@ -192,7 +192,7 @@ impl AsyncWrite for Socket {
 }
 
 impl smtpkit_server::client::Socket for Socket {
-    type Tls = TlsStream<Socket>;
+    type Tls = TlsStream<Self>;
 
     async fn start_tls(
         self,

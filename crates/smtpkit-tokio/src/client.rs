@@ -217,14 +217,16 @@ impl futures_io::AsyncWrite for Socket {
 }
 
 impl smtpkit_server::client::Socket for Socket {
-    type Tls = Compat<TlsStream<Socket>>;
+    type Tls = Compat<TlsStream<Self>>;
 
     async fn start_tls(
         self,
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
     ) -> io::Result<Self::Tls> {
-        let tls = TlsConnector::from(config).connect(server_name, self).await?;
+        let tls = TlsConnector::from(config)
+            .connect(server_name, self)
+            .await?;
         Ok(Compat(tls))
     }
 }

@@ -155,7 +155,10 @@ mod tests {
     #[test]
     fn addresses_parse_and_print_back() {
         for (text, parsed) in [
-            ("127.0.0.1:24", Address::Tcp("127.0.0.1:24".parse().unwrap())),
+            (
+                "127.0.0.1:24",
+                Address::Tcp("127.0.0.1:24".parse().unwrap()),
+            ),
             ("[::1]:24", Address::Tcp("[::1]:24".parse().unwrap())),
             (
                 "unix:/run/dovecot/lmtp",
