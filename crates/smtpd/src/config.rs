@@ -336,6 +336,11 @@ pub struct Storage {
     /// §6.1) for speed. Default `true`.
     #[serde(default = "yes")]
     pub fsync: bool,
+    /// Hand local mail to this LMTP server (Dovecot's `lmtp` service) instead of writing the
+    /// Maildirs: `"127.0.0.1:24"` or `"unix:/run/dovecot/lmtp"`. Its replies become the reply
+    /// to DATA (`smtpd::lmtp`). Default: none (Maildir delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lmtp: Option<String>,
 }
 
 impl Default for Storage {
@@ -344,6 +349,7 @@ impl Default for Storage {
             maildir: default_maildir(),
             sink: false,
             fsync: true,
+            lmtp: None,
         }
     }
 }
@@ -1039,6 +1045,14 @@ impl Config {
         }
         if !self.storage.sink && self.storage.maildir.as_os_str().is_empty() {
             problems.push("storage.maildir is empty".to_owned());
+        }
+        if let Some(lmtp) = &self.storage.lmtp {
+            if let Err(e) = lmtp.parse::<smtpkit_server::client::Address>() {
+                problems.push(format!("storage.lmtp: {e}"));
+            }
+            if self.storage.sink {
+                problems.push("storage.lmtp and storage.sink exclude each other".to_owned());
+            }
         }
         self.validate_limits(&mut problems);
         problems.extend(self.dns.problems());

@@ -15,6 +15,7 @@
 //! - [`routing`]: which mailboxes an envelope recipient is delivered to, and safe mailbox
 //!   directory names;
 //! - [`maildir`]: streaming, durable Maildir delivery (and a sink for load tests);
+//! - [`lmtp`]: delivery to an LMTP server (Dovecot) instead, replies mapped back to SMTP;
 //! - [`password`]: Argon2 password hashes for SMTP AUTH accounts, checked through a bounded pool;
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
 //! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio;
@@ -39,6 +40,7 @@ pub mod dns_records;
 pub mod dnsbl;
 pub mod greylist;
 pub mod housekeeping;
+pub mod lmtp;
 pub mod maildir;
 pub mod metrics_endpoint;
 pub mod password;

@@ -568,9 +568,10 @@ fn dns_check(
 /// Everything that can be rebuilt from the configuration without rebinding sockets.
 fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result<State, String> {
     let router = smtpd::routing::Router::from_config(config).map_err(|e| e.to_string())?;
-    if let smtpd::maildir::Store::Maildir(_) =
-        smtpd::maildir::Store::from_config(&config.storage, &config.hostname)
-    {
+    if let (smtpd::maildir::Store::Maildir(_), None) = (
+        smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
+        &config.storage.lmtp,
+    ) {
         std::fs::create_dir_all(&config.storage.maildir)
             .map_err(|e| format!("cannot create {}: {e}", config.storage.maildir.display()))?;
     }
@@ -594,6 +595,7 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
         rcpt_policy: smtpd::rcpt_policy::RcptPolicy::from_config(config)?,
         checks: smtpd::checks::Checker::from_config(&config.checks, &config.hostname)
             .map_err(|e| format!("[checks]: {e}"))?,
+        lmtp: smtpd::lmtp::Lmtp::from_config(config)?,
     })
 }
 

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::checks::{self, Action, Checker, Iprev, MessageStream, Policy, SessionFacts, Spf};
 use crate::config::Config;
+use crate::lmtp::{self, Lmtp, Spool};
 use crate::maildir::{DeliveryReceipt, MessageWriter, Store};
 use crate::password::{Accounts, CheckPool};
 use crate::rcpt_policy::{Rcpt, RcptPolicy, SessionPolicy};
@@ -50,6 +51,8 @@ pub struct State {
     pub rcpt_policy: RcptPolicy,
     /// Mail authentication (`[checks]`); `None` when off.
     pub checks: Option<Arc<Checker>>,
+    /// Local mail goes to this LMTP server instead of `store` (`[storage] lmtp`).
+    pub lmtp: Option<Lmtp>,
 }
 
 /// Storage operations running at once on the blocking pool. Enough for every session of a
@@ -217,6 +220,8 @@ struct Transaction {
     /// Octets of smtpd's own trace headers at the start of the message: the checks' results go
     /// right after them, below our `Received:` (they were made after it), above the message's.
     trace_len: usize,
+    /// With LMTP delivery, the content past the memory stage.
+    spool: Option<Spool>,
 }
 
 /// Hands `chunk` through the checks' stream (when there is one) and appends what may be stored.
@@ -277,6 +282,9 @@ impl Conversation {
 
     /// Hands the staged content to the store, starting the message file first if needed.
     async fn write_staged(&mut self) {
+        if self.state.lmtp.is_some() {
+            return self.spool_staged().await;
+        }
         let store = self.state.store.clone();
         let storage_timeout = self.guards.storage_timeout;
         let Some(txn) = self.txn.as_mut() else { return };
@@ -312,6 +320,85 @@ impl Conversation {
                 txn.failed = Some(stalled(storage_timeout));
             }
         }
+    }
+
+    /// LMTP delivery: moves the staged content to the spool file, on the blocking pool.
+    async fn spool_staged(&mut self) {
+        let storage_timeout = self.guards.storage_timeout;
+        let Some(txn) = self.txn.as_mut() else { return };
+        let spool = txn.spool.take();
+        let staged = std::mem::take(&mut txn.staged);
+        let trace_len = txn.trace_len;
+        match self
+            .guards
+            .store(move || Spool::append(spool, staged, trace_len))
+            .await
+        {
+            Some(Ok((spool, staged))) => {
+                txn.spool = Some(spool);
+                txn.staged = staged;
+            }
+            Some(Err(e)) => txn.failed = Some(format!("spooling for LMTP: {e}")),
+            None => txn.failed = Some(stalled(storage_timeout)),
+        }
+    }
+
+    /// Hands a finished message to the LMTP server; its replies decide the reply to DATA.
+    async fn deliver_lmtp(
+        &mut self,
+        info: &SessionInfo,
+        lmtp: Lmtp,
+        mut txn: Transaction,
+        results: String,
+        auth: &str,
+    ) -> Decision {
+        let subject = subject(&txn.head);
+        let ehlo = info.ehlo.as_deref().unwrap_or("");
+        let to = txn.rcpts.join(",");
+        let staged = std::mem::take(&mut txn.staged);
+        let message = match (txn.failed.take(), txn.spool.take()) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(lmtp::in_memory(staged, txn.trace_len, results.as_bytes())),
+            (None, Some(spool)) => self
+                .guards
+                .store(move || spool.into_message(results.as_bytes(), staged))
+                .await
+                .unwrap_or_else(|| Err(io::Error::other("the spool did not answer")))
+                .map_err(|e| format!("spooling for LMTP: {e}")),
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(error) => {
+                self.rejected += 1;
+                warn!(session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(), to = to.as_str(), subject = subject.as_str(), size = txn.size, error = error.as_str(), auth, outcome = "failed", "message");
+                return try_again_later();
+            }
+        };
+        let delivery = lmtp.deliver(&txn.sender, &txn.mailboxes, message).await;
+        let addresses: Vec<String> = txn.mailboxes.iter().map(lmtp::mailbox_address).collect();
+        let (code, enhanced, text) = lmtp::reply_to_data(&addresses, &delivery);
+        let lmtp_address = lmtp.address().to_string();
+        if code.is_positive() {
+            self.messages += 1;
+            info!(
+                session = %info.id, peer = %info.peer, forwarded = %Forwarded(info), ehlo,
+                from = txn.from.as_str(), to = to.as_str(), subject = subject.as_str(),
+                size = txn.size, lmtp = lmtp_address.as_str(), auth, outcome = "delivered", "message"
+            );
+        } else {
+            self.rejected += 1;
+            let outcome = if code.class() == 4 {
+                "failed"
+            } else {
+                "rejected"
+            };
+            warn!(
+                session = %info.id, peer = %info.peer, ehlo, from = txn.from.as_str(),
+                to = to.as_str(), subject = subject.as_str(), size = txn.size,
+                lmtp = lmtp_address.as_str(), error = text.as_str(), auth, outcome, "message"
+            );
+        }
+        Decision::reply(code.get(), enhanced, &text)
     }
 
     /// Checks a relayed message, completes its headers and queues it durably for its remote
@@ -531,6 +618,11 @@ impl Conversation {
             results.push_str(report.received_spf());
             txn.size += results.len() as u64;
             auth_summary = Some(summary);
+        }
+        // Unchecked (authenticated, exempt, or checks off): said so rather than left blank.
+        if let Some(lmtp) = self.state.lmtp.clone() {
+            let auth = auth_summary.as_deref().unwrap_or("none");
+            return self.deliver_lmtp(info, lmtp, txn, results, auth).await;
         }
         let outcome: Result<DeliveryReceipt, String> = match (txn.failed.take(), &store) {
             (Some(e), _) => Err(e),
@@ -1232,6 +1324,7 @@ mod tests {
             outbound: None,
             rcpt_policy: RcptPolicy::default(),
             checks: None,
+            lmtp: None,
         };
         Receiver::new(state, Guards::from_config(config))
     }

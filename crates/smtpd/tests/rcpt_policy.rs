@@ -185,6 +185,7 @@ async fn smtpd_refuses_listed_clients_and_greylists_at_rcpt() {
         accounts: Accounts::new(&[]),
         outbound: None,
         checks: None,
+        lmtp: None,
         rcpt_policy: RcptPolicy {
             dnsbl: Some(Dnsbl::new(
                 lists(&[("bl.test", 1)]),

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, IO_TIMEOUT, START_TIMEOUT, Server, addr, files_in};
+use common::{Client, IO_TIMEOUT, START_TIMEOUT, Server, addr, files_in, files_under};
 
 /// One plain HTTP/1.1 GET, as a scraper sends it; the status code and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -513,6 +513,129 @@ fn dovecot_reads_a_message_smtpd_stored() {
         "{}",
         fetched.stdout
     );
+}
+
+/// Dovecot's LMTP service takes what smtpd hands it: smtpd delivers over Dovecot's LMTP Unix
+/// socket (`[storage] lmtp`), `doveadm fetch` reads the message back from the user's Maildir
+/// with smtpd's trace headers, and nothing went to smtpd's own Maildir.
+#[test]
+fn dovecot_reads_a_message_smtpd_delivered_over_lmtp() {
+    let present = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if !present("dovecot") || !present("doveadm") {
+        eprintln!("skipped: Dovecot is not installed (apt-get install dovecot-core)");
+        return;
+    }
+    if !Path::new("/usr/lib/dovecot/lmtp").exists() {
+        eprintln!(
+            "skipped: Dovecot's LMTP service is not installed (apt-get install dovecot-lmtpd)"
+        );
+        return;
+    }
+    let root = fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:\t0\t")));
+    if !root {
+        eprintln!("skipped: the Dovecot check runs Dovecot's master, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Dovecot's mail processes refuse uid 0: the users' homes are nobody's.
+    let homes = dir.path().join("mail");
+    fs::create_dir(&homes).expect("mkdir");
+    std::os::unix::fs::chown(&homes, Some(65534), Some(65534)).expect("chown");
+    let run = dir.path().join("dovecot-run");
+    let config = dir.path().join("dovecot.conf");
+    fs::write(
+        &config,
+        format!(
+            "base_dir = {r}\nstate_dir = {d}/dovecot-state\n\
+             log_path = {d}/dovecot.log\nprotocols = lmtp\nssl = no\n\
+             mail_location = maildir:~/Maildir\nmail_save_crlf = yes\n\
+             userdb {{\n  driver = static\n  \
+             args = uid=65534 gid=65534 home={h}/%d/%n allow_all_users=yes\n}}\n\
+             passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
+             service lmtp {{\n  unix_listener lmtp {{\n    mode = 0666\n  }}\n}}\n",
+            r = run.display(),
+            d = dir.path().display(),
+            h = homes.display()
+        ),
+    )
+    .expect("write dovecot.conf");
+    let started = common::run_bounded(Command::new("dovecot").arg("-c").arg(&config), None);
+    assert!(started.status.success(), "dovecot: {}", started.stderr);
+    let _dovecot = Dovecot {
+        config: config.clone(),
+    };
+    let socket = run.join("lmtp");
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let smtpd_config = dir.path().join("smtpd.toml");
+    let server = Server::start(dir.path(), 1, |ports| {
+        fs::write(
+            &smtpd_config,
+            format!(
+                "hostname = \"mx.test\"\n\n[[listener]]\naddress = \"{}\"\n\n\
+                 [storage]\nmaildir = \"md\"\nlmtp = \"unix:{}\"\n",
+                addr(ports[0]),
+                socket.display()
+            ),
+        )
+        .expect("write config");
+        vec!["--config".into(), smtpd_config.display().to_string()]
+    });
+    let body = b"Subject: delivered by lmtp\r\n\r\nhanded to dovecot\r\n";
+    let mut c = Client::connect(server.port(0));
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@client.test>", 250);
+    c.expect("RCPT TO:<b+news@example.test>", 250);
+    let reply = c.data(body);
+    c.expect("QUIT", 221);
+    let dovecot_log = || fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default();
+    assert_eq!(
+        reply.code,
+        250,
+        "{reply:?}\n{}\n{}",
+        server.log(),
+        dovecot_log()
+    );
+    assert!(
+        files_under(&dir.path().join("md")).is_empty(),
+        "smtpd's Maildir stays empty"
+    );
+    let fetched = common::run_bounded(
+        Command::new("doveadm").arg("-c").arg(&config).args([
+            "fetch",
+            "-u",
+            "b@example.test",
+            "hdr body",
+            "all",
+        ]),
+        None,
+    );
+    assert!(
+        fetched.status.success(),
+        "{}\n{}",
+        fetched.stderr,
+        dovecot_log()
+    );
+    for part in [
+        "Subject: delivered by lmtp",
+        "handed to dovecot",
+        "Return-Path: <a@client.test>",
+        "by mx.test with ESMTP id",
+    ] {
+        assert!(fetched.stdout.contains(part), "{part}:\n{}", fetched.stdout);
+    }
 }
 
 /// `check-config` reports every routing error of the file in one run, not the first only.

@@ -2,8 +2,8 @@
 //!
 //! Each call ([`Connection::send`], ...) runs the shared client driver
 //! (`smtpkit_server::client`) to completion on the calling thread: the thread waits in a
-//! [`mio::Poll`] for the socket, never longer than the core's next deadline. TLS is
-//! futures-rustls over the non-blocking socket.
+//! [`mio::Poll`] for the socket (TCP or Unix), never longer than the core's next deadline.
+//! TLS is futures-rustls over the non-blocking socket.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -56,7 +56,7 @@ pub use smtpkit_proto::client::{
     Capabilities, ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
 };
 pub use smtpkit_server::client::{
-    Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, client_config,
+    Address, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, client_config,
 };
 
 use crate::block::{Mio, block_on_with};
@@ -100,13 +100,59 @@ impl Connection {
         // Commands are small and a pipelined group is written at once: no Nagle delay.
         let _ = tcp.set_nodelay(true);
         tcp.set_nonblocking(true).map_err(Error::io)?;
-        let mut tcp = mio::net::TcpStream::from_std(tcp);
+        Self::open(Socket::Tcp(mio::net::TcpStream::from_std(tcp)), config, tls)
+    }
+
+    /// Connects to the Unix socket at `path` (Dovecot's LMTP, say) and opens a session as
+    /// [`connect`](Self::connect) does. A local connect does not wait for the peer, so it
+    /// needs no timeout of its own.
+    #[cfg(unix)]
+    pub fn connect_unix(
+        path: impl AsRef<std::path::Path>,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> Result<Self, Error> {
+        let unix = std::os::unix::net::UnixStream::connect(path).map_err(Error::io)?;
+        unix.set_nonblocking(true).map_err(Error::io)?;
+        Self::open(
+            Socket::Unix(mio::net::UnixStream::from_std(unix)),
+            config,
+            tls,
+        )
+    }
+
+    /// [`connect`](Self::connect) or [`connect_unix`](Self::connect_unix), as `address`
+    /// says.
+    pub fn connect_to(
+        address: &Address,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> Result<Self, Error> {
+        match address {
+            Address::Tcp(addr) => Self::connect(*addr, config, tls),
+            #[cfg(unix)]
+            Address::Unix(path) => Self::connect_unix(path, config, tls),
+            #[cfg(not(unix))]
+            Address::Unix(_) => Err(Error::io(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
+    fn open(
+        mut socket: Socket,
+        config: Arc<ClientConfig>,
+        tls: Option<TlsSettings>,
+    ) -> Result<Self, Error> {
         let mut poll = mio::Poll::new().map_err(Error::io)?;
-        poll.registry()
-            .register(&mut tcp, Token(0), Interest::READABLE | Interest::WRITABLE)
-            .map_err(Error::io)?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registry = poll.registry();
+        match &mut socket {
+            Socket::Tcp(s) => registry.register(s, Token(0), interest),
+            #[cfg(unix)]
+            Socket::Unix(s) => registry.register(s, Token(0), interest),
+        }
+        .map_err(Error::io)?;
         let mut events = Events::with_capacity(4);
-        let stream = Stream::Plain(MioTcp(tcp));
+        let stream = Stream::new(socket);
         let driver = run(&mut poll, &mut events, Driver::open(stream, config, tls))?;
         Ok(Self {
             driver,
@@ -184,7 +230,11 @@ impl<R: io::Read + Unpin> AsyncRead for BodyReader<R> {
 /// A non-blocking mio socket as futures-io: `WouldBlock` is `Pending`, and the executor
 /// polls again after the next readiness event, so no waker is kept.
 #[derive(Debug)]
-struct MioTcp(mio::net::TcpStream);
+enum Socket {
+    Tcp(mio::net::TcpStream),
+    #[cfg(unix)]
+    Unix(mio::net::UnixStream),
+}
 
 /// Retries interrupted calls; `WouldBlock` becomes `Pending`.
 fn nonblocking<T>(mut op: impl FnMut() -> io::Result<T>) -> Poll<io::Result<T>> {
@@ -197,91 +247,61 @@ fn nonblocking<T>(mut op: impl FnMut() -> io::Result<T>) -> Poll<io::Result<T>> 
     }
 }
 
-impl AsyncRead for MioTcp {
+impl AsyncRead for Socket {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        nonblocking(|| self.0.read(buf))
+        match self.get_mut() {
+            Self::Tcp(s) => nonblocking(|| s.read(buf)),
+            #[cfg(unix)]
+            Self::Unix(s) => nonblocking(|| s.read(buf)),
+        }
     }
 }
 
-impl AsyncWrite for MioTcp {
+impl AsyncWrite for Socket {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        nonblocking(|| self.0.write(buf))
+        match self.get_mut() {
+            Self::Tcp(s) => nonblocking(|| s.write(buf)),
+            #[cfg(unix)]
+            Self::Unix(s) => nonblocking(|| s.write(buf)),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        nonblocking(|| self.0.flush())
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => nonblocking(|| s.flush()),
+            #[cfg(unix)]
+            Self::Unix(s) => nonblocking(|| s.flush()),
+        }
     }
 
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.0.shutdown(std::net::Shutdown::Write))
+        Poll::Ready(match self.get_mut() {
+            Self::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            #[cfg(unix)]
+            Self::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        })
+    }
+}
+
+impl smtpkit_server::client::Socket for Socket {
+    type Tls = TlsStream<Self>;
+
+    async fn start_tls(
+        self,
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> io::Result<Self::Tls> {
+        TlsConnector::from(config).connect(server_name, self).await
     }
 }
 
 /// The connection's bytes: the socket, then TLS on it.
-#[derive(Debug)]
-enum Stream {
-    Plain(MioTcp),
-    Tls(Box<TlsStream<MioTcp>>),
-    /// A handshake failed; reads see the end, writes fail.
-    Closed,
-}
-
-trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncReadWrite for T {}
-
-impl Stream {
-    fn io(&mut self) -> Option<Pin<&mut (dyn AsyncReadWrite + Send)>> {
-        match self {
-            Self::Plain(s) => Some(Pin::new(s)),
-            Self::Tls(s) => Some(Pin::new(s.as_mut())),
-            Self::Closed => None,
-        }
-    }
-}
-
-impl smtpkit_server::client::Transport for Stream {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.io() {
-            Some(io) => io.poll_read(cx, buf),
-            None => Poll::Ready(Ok(0)),
-        }
-    }
-
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.io() {
-            Some(io) => io.poll_write(cx, buf),
-            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()
-            .map_or(Poll::Ready(Ok(())), |io| io.poll_flush(cx))
-    }
-
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()
-            .map_or(Poll::Ready(Ok(())), |io| io.poll_close(cx))
-    }
-
-    async fn start_tls(
-        &mut self,
-        config: Arc<rustls::ClientConfig>,
-        server_name: ServerName<'static>,
-    ) -> io::Result<()> {
-        let Self::Plain(tcp) = std::mem::replace(self, Self::Closed) else {
-            return Err(io::Error::other("TLS is already on"));
-        };
-        let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
-        *self = Self::Tls(Box::new(tls));
-        Ok(())
-    }
-}
+type Stream = smtpkit_server::client::Stream<Socket>;

@@ -39,7 +39,8 @@
 //! ```
 //!
 //! The session logic is `smtpkit_server::client`, shared with `smtpkit-tokio` and
-//! `smtpkit-mio`; this module supplies async-net's TCP, async-io's timer and futures-rustls.
+//! `smtpkit-mio`; this module supplies async-net's TCP and Unix sockets, async-io's timer and
+//! futures-rustls.
 //! A message body is any `futures_io::AsyncRead` ([`Body::Reader`]).
 
 use std::io;
@@ -49,6 +50,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_net::TcpStream;
+#[cfg(unix)]
+use async_net::unix::UnixStream;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt as _};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
@@ -58,13 +61,16 @@ pub use smtpkit_proto::client::{
     Capabilities, ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
 };
 pub use smtpkit_server::client::{
-    Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, Transport, client_config,
+    Address, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, Transport, client_config,
 };
 
 use crate::Smol;
 
 /// A client connection on smol.
 pub type Connection = smtpkit_server::client::Connection<Smol, Stream>;
+
+/// A client connection's bytes: a TCP or Unix socket, then TLS on it.
+pub type Stream = smtpkit_server::client::Stream<Socket>;
 
 /// Connects to `addr` and opens a session ([`Connection::open`]): greeting, EHLO, and TLS as
 /// `tls` says. The TCP connect may take as long as the greeting timeout.
@@ -74,83 +80,125 @@ pub async fn connect(
     tls: Option<TlsSettings>,
 ) -> Result<Connection, Error> {
     let limit = config.options().timeouts.greeting;
+    let tcp = within(limit, TcpStream::connect(addr)).await?;
+    Connection::open(Stream::new(tcp), config, tls).await
+}
+
+/// Connects to the Unix socket at `path` (Dovecot's LMTP, say) and opens a session as
+/// [`connect`] does.
+#[cfg(unix)]
+pub async fn connect_unix(
+    path: impl AsRef<std::path::Path>,
+    config: Arc<ClientConfig>,
+    tls: Option<TlsSettings>,
+) -> Result<Connection, Error> {
+    let limit = config.options().timeouts.greeting;
+    let unix = within(limit, UnixStream::connect(path.as_ref())).await?;
+    Connection::open(Stream::new(unix), config, tls).await
+}
+
+/// [`connect`] or [`connect_unix`], as `address` says.
+pub async fn connect_to(
+    address: &Address,
+    config: Arc<ClientConfig>,
+    tls: Option<TlsSettings>,
+) -> Result<Connection, Error> {
+    match address {
+        Address::Tcp(addr) => connect(*addr, config, tls).await,
+        #[cfg(unix)]
+        Address::Unix(path) => connect_unix(path, config, tls).await,
+        #[cfg(not(unix))]
+        Address::Unix(_) => Err(Error::io(io::ErrorKind::Unsupported.into())),
+    }
+}
+
+/// A connect bounded by `limit`.
+async fn within<T>(
+    limit: std::time::Duration,
+    connect: impl Future<Output = io::Result<T>>,
+) -> Result<T, Error> {
     let timeout = async {
         async_io::Timer::after(limit).await;
         Err(io::ErrorKind::TimedOut.into())
     };
-    let tcp = TcpStream::connect(addr)
-        .or(timeout)
-        .await
-        .map_err(Error::io)?;
-    Connection::open(Stream::new(tcp), config, tls).await
+    connect.or(timeout).await.map_err(Error::io)
 }
 
-/// A client connection's bytes: TCP, then TLS.
+/// A connected socket, before TLS.
 #[derive(Debug)]
-pub enum Stream {
-    /// Plaintext.
-    Plain(TcpStream),
-    /// After the handshake.
-    Tls(Box<TlsStream<TcpStream>>),
-    /// A handshake failed; reads see the end, writes fail.
-    Closed,
+pub enum Socket {
+    /// TCP.
+    Tcp(TcpStream),
+    /// A Unix-domain stream socket.
+    #[cfg(unix)]
+    Unix(UnixStream),
 }
 
-impl Stream {
-    /// A connected TCP stream. Commands are small and a pipelined group is written at once,
-    /// so Nagle's algorithm would only add delay.
-    pub fn new(tcp: TcpStream) -> Self {
+impl From<TcpStream> for Socket {
+    /// Commands are small and a pipelined group is written at once, so Nagle's algorithm
+    /// would only add delay.
+    fn from(tcp: TcpStream) -> Self {
         let _ = tcp.set_nodelay(true);
-        Self::Plain(tcp)
+        Self::Tcp(tcp)
     }
+}
 
-    fn io(&mut self) -> Option<Pin<&mut (dyn AsyncReadWrite + Send)>> {
-        match self {
-            Self::Plain(s) => Some(Pin::new(s)),
-            Self::Tls(s) => Some(Pin::new(s.as_mut())),
-            Self::Closed => None,
+#[cfg(unix)]
+impl From<UnixStream> for Socket {
+    fn from(unix: UnixStream) -> Self {
+        Self::Unix(unix)
+    }
+}
+
+impl Socket {
+    fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn ReadWrite + Send)> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s),
         }
     }
 }
 
-trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncReadWrite for T {}
+trait ReadWrite: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> ReadWrite for T {}
 
-impl Transport for Stream {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.io() {
-            Some(io) => io.poll_read(cx, buf),
-            None => Poll::Ready(Ok(0)),
-        }
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.io() {
-            Some(io) => io.poll_write(cx, buf),
-            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()
-            .map_or(Poll::Ready(Ok(())), |io| io.poll_flush(cx))
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_close(cx)
     }
+}
 
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()
-            .map_or(Poll::Ready(Ok(())), |io| io.poll_close(cx))
-    }
+impl smtpkit_server::client::Socket for Socket {
+    type Tls = TlsStream<Self>;
 
     async fn start_tls(
-        &mut self,
+        self,
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
-    ) -> io::Result<()> {
-        let Self::Plain(tcp) = std::mem::replace(self, Self::Closed) else {
-            return Err(io::Error::other("TLS is already on"));
-        };
-        let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
-        *self = Self::Tls(Box::new(tls));
-        Ok(())
+    ) -> io::Result<Self::Tls> {
+        TlsConnector::from(config).connect(server_name, self).await
     }
 }

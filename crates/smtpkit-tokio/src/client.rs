@@ -38,7 +38,8 @@
 //! ```
 //!
 //! The session logic is `smtpkit_server::client`, shared with `smtpkit-smol` and
-//! `smtpkit-mio`; this module supplies tokio's TCP, timer and rustls handshake.
+//! `smtpkit-mio`; this module supplies tokio's TCP and Unix sockets, timer and rustls
+//! handshake.
 
 use std::io;
 use std::net::SocketAddr;
@@ -49,6 +50,8 @@ use std::task::{Context, Poll};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -56,13 +59,16 @@ pub use smtpkit_proto::client::{
     Capabilities, ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
 };
 pub use smtpkit_server::client::{
-    Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, Transport, client_config,
+    Address, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, Transport, client_config,
 };
 
 use crate::Tokio;
 
 /// A client connection on tokio.
 pub type Connection = smtpkit_server::client::Connection<Tokio, Stream>;
+
+/// A client connection's bytes: a TCP or Unix socket, then TLS on it.
+pub type Stream = smtpkit_server::client::Stream<Socket>;
 
 /// Connects to `addr` and opens a session ([`Connection::open`]): greeting, EHLO, and TLS as
 /// `tls` says. The TCP connect may take as long as the greeting timeout.
@@ -72,82 +78,198 @@ pub async fn connect(
     tls: Option<TlsSettings>,
 ) -> Result<Connection, Error> {
     let limit = config.options().timeouts.greeting;
-    let tcp = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(Error::Io(Arc::new(e))),
-        Err(_) => return Err(Error::Timeout),
-    };
+    let tcp = within(limit, TcpStream::connect(addr)).await?;
     Connection::open(Stream::new(tcp), config, tls).await
 }
 
-/// A client connection's bytes: TCP, then TLS.
+/// Connects to the Unix socket at `path` (Dovecot's LMTP, say) and opens a session as
+/// [`connect`] does.
+#[cfg(unix)]
+pub async fn connect_unix(
+    path: impl AsRef<std::path::Path>,
+    config: Arc<ClientConfig>,
+    tls: Option<TlsSettings>,
+) -> Result<Connection, Error> {
+    let limit = config.options().timeouts.greeting;
+    let unix = within(limit, UnixStream::connect(path)).await?;
+    Connection::open(Stream::new(unix), config, tls).await
+}
+
+/// [`connect`] or [`connect_unix`], as `address` says.
+pub async fn connect_to(
+    address: &Address,
+    config: Arc<ClientConfig>,
+    tls: Option<TlsSettings>,
+) -> Result<Connection, Error> {
+    match address {
+        Address::Tcp(addr) => connect(*addr, config, tls).await,
+        #[cfg(unix)]
+        Address::Unix(path) => connect_unix(path, config, tls).await,
+        #[cfg(not(unix))]
+        Address::Unix(_) => Err(Error::io(io::ErrorKind::Unsupported.into())),
+    }
+}
+
+/// A connect bounded by `limit`.
+async fn within<T>(
+    limit: std::time::Duration,
+    connect: impl Future<Output = io::Result<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, connect).await {
+        Ok(r) => r.map_err(Error::io),
+        Err(_) => Err(Error::Timeout),
+    }
+}
+
+/// A connected socket, before TLS.
 #[derive(Debug)]
-pub enum Stream {
-    /// Plaintext.
-    Plain(TcpStream),
-    /// After the handshake.
-    Tls(Box<TlsStream<TcpStream>>),
-    /// A handshake failed; reads see the end, writes fail.
-    Closed,
+pub enum Socket {
+    /// TCP.
+    Tcp(TcpStream),
+    /// A Unix-domain stream socket.
+    #[cfg(unix)]
+    Unix(UnixStream),
 }
 
-impl Stream {
-    /// A connected TCP stream. Commands are small and a pipelined group is written at once,
-    /// so Nagle's algorithm would only add delay.
-    pub fn new(tcp: TcpStream) -> Self {
+impl From<TcpStream> for Socket {
+    /// Commands are small and a pipelined group is written at once, so Nagle's algorithm
+    /// would only add delay.
+    fn from(tcp: TcpStream) -> Self {
         let _ = tcp.set_nodelay(true);
-        Self::Plain(tcp)
+        Self::Tcp(tcp)
     }
+}
 
-    fn io(&mut self) -> Option<Pin<&mut (dyn AsyncReadWrite + Send)>> {
-        match self {
-            Self::Plain(s) => Some(Pin::new(s)),
-            Self::Tls(s) => Some(Pin::new(s.as_mut())),
-            Self::Closed => None,
+#[cfg(unix)]
+impl From<UnixStream> for Socket {
+    fn from(unix: UnixStream) -> Self {
+        Self::Unix(unix)
+    }
+}
+
+impl Socket {
+    fn io(self: Pin<&mut Self>) -> Pin<&mut (dyn ReadWrite + Send)> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s),
+            #[cfg(unix)]
+            Self::Unix(s) => Pin::new(s),
         }
     }
 }
 
-trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> AsyncReadWrite for T {}
+trait ReadWrite: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> ReadWrite for T {}
 
-impl Transport for Stream {
-    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let Some(io) = self.io() else {
-            return Poll::Ready(Ok(0));
-        };
-        let mut buf = ReadBuf::new(buf);
-        io.poll_read(cx, &mut buf).map_ok(|()| buf.filled().len())
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io().poll_write(cx, buf)
     }
 
-    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.io() {
-            Some(io) => io.poll_write(cx, buf),
-            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_flush(cx)
     }
 
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()
-            .map_or(Poll::Ready(Ok(())), |io| io.poll_flush(cx))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
+}
+
+impl futures_io::AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        compat_read(self, cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(self, cx, buf)
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.io()
-            .map_or(Poll::Ready(Ok(())), |io| io.poll_shutdown(cx))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
     }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_shutdown(self, cx)
+    }
+}
+
+impl smtpkit_server::client::Socket for Socket {
+    type Tls = Compat<TlsStream<Self>>;
 
     async fn start_tls(
-        &mut self,
+        self,
         config: Arc<rustls::ClientConfig>,
         server_name: ServerName<'static>,
-    ) -> io::Result<()> {
-        let Self::Plain(tcp) = std::mem::replace(self, Self::Closed) else {
-            return Err(io::Error::other("TLS is already on"));
-        };
-        let tls = TlsConnector::from(config).connect(server_name, tcp).await?;
-        *self = Self::Tls(Box::new(tls));
-        Ok(())
+    ) -> io::Result<Self::Tls> {
+        let tls = TlsConnector::from(config)
+            .connect(server_name, self)
+            .await?;
+        Ok(Compat(tls))
+    }
+}
+
+/// A tokio stream seen through the `futures-io` traits the shared client driver uses.
+#[derive(Debug)]
+pub struct Compat<T>(T);
+
+/// A tokio read into a plain buffer.
+fn compat_read<R: AsyncRead + ?Sized>(
+    r: Pin<&mut R>,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    r.poll_read(cx, &mut buf).map_ok(|()| buf.filled().len())
+}
+
+impl<T: AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        compat_read(Pin::new(&mut self.0), cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -161,9 +283,6 @@ impl<R: AsyncRead + Unpin> futures_io::AsyncRead for BodyReader<R> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let mut buf = ReadBuf::new(buf);
-        Pin::new(&mut self.0)
-            .poll_read(cx, &mut buf)
-            .map_ok(|()| buf.filled().len())
+        compat_read(Pin::new(&mut self.0), cx, buf)
     }
 }

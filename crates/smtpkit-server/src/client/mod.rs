@@ -5,9 +5,10 @@
 //!
 //! The module is the mirror of [`driver`](crate::driver), named after the core's
 //! [`smtpkit_proto::client`] and the adapters' `client` modules, so one name means the
-//! sending side at every layer. An adapter supplies a [`Transport`] (TCP, and a TLS client
-//! handshake on it) and its `Runtime`; `smtpkit-tokio`, `smtpkit-smol` and `smtpkit-mio` add
-//! a `connect` by address.
+//! sending side at every layer. An adapter supplies a [`Socket`] (its TCP and Unix streams,
+//! and a TLS client handshake on them), which [`Stream`] turns into the [`Transport`], and its
+//! `Runtime`; `smtpkit-tokio`, `smtpkit-smol` and `smtpkit-mio` add `connect` (TCP) and
+//! `connect_unix`.
 //!
 //! Every deadline is the core's ([`Client::poll_timeout`], RFC 5321 4.5.3.2): the driver adds
 //! none of its own except for the TLS handshake, which is bounded by the command timeout.
@@ -16,6 +17,7 @@
 
 mod delivery;
 mod error;
+mod stream;
 mod tls;
 
 use std::io;
@@ -32,6 +34,7 @@ use smtpkit_proto::{CloseReason, InBuf, Reply, ReplyCode};
 pub use self::delivery::{Body, CHUNK, Delivery};
 use self::error::CLOSING;
 pub use self::error::{Error, ProtocolError};
+pub use self::stream::{Address, AddressError, Socket, Stream};
 pub use self::tls::{TlsMode, TlsSettings, client_config};
 pub use crate::driver::Runtime;
 use crate::driver::is_disconnect;
