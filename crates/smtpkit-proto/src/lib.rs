@@ -92,6 +92,12 @@
 //! | 6531 | SMTPUTF8 addresses |
 //! | 3461, 8689 | DSN and REQUIRETLS parameters |
 //! | 2033 | LMTP (LHLO, one reply per recipient) |
+//!
+//! # Cargo features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `simd` | on | the DATA decoder checks content with AVX2 when the CPU has it, picked at run time through `pulp` (this crate keeps `#![forbid(unsafe_code)]`); without it, or without AVX2, the same check runs as code built for the target's baseline (SSE2 on x86-64), with byte-identical output |
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 #![forbid(unsafe_code)]
 

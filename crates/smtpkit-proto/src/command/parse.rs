@@ -118,7 +118,7 @@ fn hello(verb: HelloVerb, args: &str) -> Result<Command<'_>, ParseError> {
 /// A space after the colon is tolerated: RFC 5321 forbids it, but many clients send it and
 /// Postfix, Exim and Sendmail accept it.
 fn mail(args: &str) -> Result<Command<'_>, ParseError> {
-    let rest = keyword(args, "FROM:", "expected MAIL FROM:<reverse-path>")?;
+    let rest = keyword(args, b"from:", "expected MAIL FROM:<reverse-path>")?;
     let (reverse_path, params) = address::reverse_path(rest)?;
     Ok(Command::Mail {
         reverse_path,
@@ -129,7 +129,7 @@ fn mail(args: &str) -> Result<Command<'_>, ParseError> {
 /// `rcpt = "RCPT TO:" ( "<Postmaster@" Domain ">" / "<Postmaster>" / Forward-path )
 /// [SP Rcpt-parameters] CRLF` (RFC 5321 4.1.1.3).
 fn rcpt(args: &str) -> Result<Command<'_>, ParseError> {
-    let rest = keyword(args, "TO:", "expected RCPT TO:<forward-path>")?;
+    let rest = keyword(args, b"to:", "expected RCPT TO:<forward-path>")?;
     let (forward_path, params) = address::forward_path(rest)?;
     Ok(Command::Rcpt {
         forward_path,
@@ -137,23 +137,32 @@ fn rcpt(args: &str) -> Result<Command<'_>, ParseError> {
     })
 }
 
-/// `SP "FROM:"` or `SP "TO:"`, case-insensitive, and any spaces after the colon.
+/// `SP "FROM:"` or `SP "TO:"`, case-insensitive, and any spaces after the colon. `word` is
+/// in lower case.
 ///
-/// A plain ASCII comparison: nom's `tag_no_case` costs a sixth of the parse time of a MAIL
-/// command on this hot path.
-fn keyword<'a>(
+/// The letters compare by OR-ing 0x20 into them, the colon exactly (OR-ing 0x20 into any
+/// octet would let 0x1A pass for it), in one pass over a fixed-size array with no early exit:
+/// `eq_ignore_ascii_case` lower-cases both sides octet by octet, which cost a sixth of the
+/// instructions of a RCPT command.
+#[inline]
+fn keyword<'a, const N: usize>(
     args: &'a str,
-    word: &'static str,
+    word: &'static [u8; N],
     what: &'static str,
 ) -> Result<&'a str, ParseError> {
     let rest = args.strip_prefix(' ').ok_or(ParseError::Syntax(what))?;
-    match rest.as_bytes().get(..word.len()) {
-        Some(head) if head.eq_ignore_ascii_case(word.as_bytes()) => {
-            let rest = &rest[word.len()..];
-            Ok(&rest[rest.bytes().position(|b| b != b' ').unwrap_or(rest.len())..])
-        }
-        _ => Err(ParseError::Syntax(what)),
+    let Some((head, _)) = rest.as_bytes().split_first_chunk::<N>() else {
+        return Err(ParseError::Syntax(what));
+    };
+    let matches = head.iter().zip(word).fold(true, |ok, (&b, &w)| {
+        let fold = if w.is_ascii_lowercase() { 0x20 } else { 0 };
+        ok & (b | fold == w)
+    });
+    if !matches {
+        return Err(ParseError::Syntax(what));
     }
+    let rest = &rest[N..];
+    Ok(&rest[rest.bytes().position(|b| b != b' ').unwrap_or(rest.len())..])
 }
 
 /// `[SP Mail-parameters]`: empty, or a space and the parameters.
@@ -286,6 +295,13 @@ mod tests {
                 },
             ),
             (
+                "RcPt tO:<a@b.example>",
+                Command::Rcpt {
+                    forward_path: ForwardPath::Mailbox(m("a@b.example")),
+                    params: Parameters::EMPTY,
+                },
+            ),
+            (
                 "mail from: <a@b.example>",
                 Command::Mail {
                     reverse_path: ReversePath::Mailbox(m("a@b.example")),
@@ -389,6 +405,23 @@ mod tests {
                 ParseError::Syntax("expected MAIL FROM:<reverse-path>"),
             ),
             ("MAIL FROM:a@b.example", ParseError::Syntax("expected '<'")),
+            // 0x1A is ':' with the case bit cleared: only letters compare case-insensitively.
+            (
+                "MAIL FROM\u{1a}<a@b.example>",
+                ParseError::Syntax("expected MAIL FROM:<reverse-path>"),
+            ),
+            (
+                "MAIL fROm<a@b.example>",
+                ParseError::Syntax("expected MAIL FROM:<reverse-path>"),
+            ),
+            (
+                "RCPT T\u{f}:<a@b.example>",
+                ParseError::Syntax("expected RCPT TO:<forward-path>"),
+            ),
+            (
+                "RCPT TO",
+                ParseError::Syntax("expected RCPT TO:<forward-path>"),
+            ),
             (
                 "MAIL FROM:<a@b.example>SIZE=1",
                 ParseError::Syntax("expected a space before parameters"),
