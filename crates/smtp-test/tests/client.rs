@@ -1,12 +1,14 @@
 //! The client driver (`smtpkit_server::client`) through each adapter's `client` module,
 //! against each adapter's server: plain, STARTTLS with the suite's CA, AUTH PLAIN, a
-//! pipelined envelope with a refused recipient, BDAT, LMTP per-recipient results, a server
-//! that stalls; and against Postfix's `smtp-sink`.
+//! pipelined envelope with a refused recipient, BDAT, LMTP per-recipient results (also over a
+//! Unix socket), a server that stalls; and against Postfix's `smtp-sink`.
 //!
 //! The servers record what the application saw ([`RecordingHandler`]), so each test checks
 //! both sides: what the client reports and what arrived.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ trait TestClient: Sized + std::fmt::Debug {
         config: Arc<ClientConfig>,
         tls: Option<TlsSettings>,
     ) -> Result<Self, Error>;
+    fn connect_unix(path: &Path, config: Arc<ClientConfig>) -> Result<Self, Error>;
     fn is_tls(&self) -> bool;
     fn capabilities(&self) -> &Capabilities;
     fn is_open(&self) -> bool;
@@ -55,6 +58,14 @@ impl TestClient for TokioClient {
             .build()
             .expect("tokio runtime");
         let conn = rt.block_on(smtpkit_tokio::client::connect(addr, config, tls))?;
+        Ok(Self { rt, conn })
+    }
+    fn connect_unix(path: &Path, config: Arc<ClientConfig>) -> Result<Self, Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let conn = rt.block_on(smtpkit_tokio::client::connect_unix(path, config, None))?;
         Ok(Self { rt, conn })
     }
     fn is_tls(&self) -> bool {
@@ -89,6 +100,9 @@ impl TestClient for SmolClient {
     ) -> Result<Self, Error> {
         smol::block_on(smtpkit_smol::client::connect(addr, config, tls)).map(Self)
     }
+    fn connect_unix(path: &Path, config: Arc<ClientConfig>) -> Result<Self, Error> {
+        smol::block_on(smtpkit_smol::client::connect_unix(path, config, None)).map(Self)
+    }
     fn is_tls(&self) -> bool {
         self.0.is_tls()
     }
@@ -119,6 +133,9 @@ impl TestClient for MioClient {
         tls: Option<TlsSettings>,
     ) -> Result<Self, Error> {
         Self::connect(addr, config, tls)
+    }
+    fn connect_unix(path: &Path, config: Arc<ClientConfig>) -> Result<Self, Error> {
+        Self::connect_unix(path, config, None)
     }
     fn is_tls(&self) -> bool {
         self.is_tls()
@@ -534,6 +551,60 @@ fn lmtp<C: TestClient, A: Adapter>() {
     assert!(calls(&h).iter().any(|c| c == "ehlo client.test"));
 }
 
+/// LMTP over a Unix socket (`connect_unix`), as Dovecot's LMTP usually listens: the test
+/// forwards one connection from the socket to the tokio adapter's LMTP listener.
+fn unix_socket<C: TestClient>() {
+    let (server, h) = start::<smtp_test::adapters::Tokio>(ListenerKind::Lmtp, false);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lmtp.sock");
+    let listener = UnixListener::bind(&path).expect("bind the Unix socket");
+    let target = server.addrs[0];
+    let forwarder = std::thread::spawn(move || {
+        let (unix, _) = listener.accept().expect("accept");
+        let tcp = TcpStream::connect(target).expect("connect to the LMTP listener");
+        let (mut unix_in, mut tcp_out) = (
+            unix.try_clone().expect("clone"),
+            tcp.try_clone().expect("clone"),
+        );
+        let upstream = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut unix_in, &mut tcp_out);
+            let _ = tcp_out.shutdown(std::net::Shutdown::Write);
+        });
+        let (mut tcp_in, mut unix_out) = (tcp, unix);
+        let _ = std::io::copy(&mut tcp_in, &mut unix_out);
+        let _ = unix_out.shutdown(std::net::Shutdown::Write);
+        let _ = upstream.join();
+    });
+    {
+        let mut conn =
+            C::connect_unix(&path, config(|o| o.protocol = Protocol::Lmtp)).expect("connect");
+        let to = recipients(&["a@example.test", "full@example.test"]);
+        let d = conn
+            .send(
+                &Envelope::new(ReversePath::Null, &to),
+                Body::Bytes(b"over a unix socket\r\n"),
+            )
+            .expect("send");
+        let codes: Vec<_> = d
+            .recipients
+            .iter()
+            .map(|r| match r {
+                Ok(r) => r.code().get(),
+                Err(e) => e.reply().map_or(0, |r| r.code().get()),
+            })
+            .collect();
+        assert_eq!(codes, [250, 452]);
+        conn.quit().expect("quit");
+    }
+    forwarder.join().expect("forwarder");
+    assert_eq!(bodies(&h), [b"over a unix socket\r\n".to_vec()]);
+    // A socket nobody listens on is an IO error, which a queue retries.
+    drop(server);
+    let missing = dir.path().join("nobody.sock");
+    let e = C::connect_unix(&missing, config(|_| {})).expect_err("no server there");
+    assert!(matches!(e, Error::Io(_)) && e.is_temporary(), "{e:?}");
+}
+
 /// A server that accepts and never says anything: the greeting deadline ends it.
 fn stalled<C: TestClient>() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -794,6 +865,10 @@ macro_rules! client_suite {
             #[test]
             fn stalled() {
                 super::stalled::<$side>()
+            }
+            #[test]
+            fn unix_socket() {
+                super::unix_socket::<$side>()
             }
             #[test]
             fn smtp_sink() {

@@ -1,6 +1,7 @@
 //! What `smtpd check-config` finds beyond a configuration's syntax and consistency: the things
 //! that only fail when the server meets the machine (a certificate that does not load, a
-//! Maildir root it cannot write) and settings that are valid but almost certainly not meant.
+//! Maildir root it cannot write, an LMTP server that does not answer) and settings that are
+//! valid but almost certainly not meant.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -19,6 +20,17 @@ pub struct Findings {
     pub warnings: Vec<String>,
 }
 
+/// Whether something accepts connections at `address` (the LMTP server). Connects and closes.
+fn reachable(address: &smtpkit_server::client::Address) -> io::Result<()> {
+    use smtpkit_server::client::Address;
+    match address {
+        Address::Tcp(addr) => {
+            std::net::TcpStream::connect_timeout(addr, std::time::Duration::from_secs(5)).map(drop)
+        }
+        Address::Unix(path) => std::os::unix::net::UnixStream::connect(path).map(drop),
+    }
+}
+
 /// Looks at `config` against the files and directories it names. Reads the certificate and key,
 /// and writes (then removes) one empty file in the Maildir root; changes nothing else.
 #[must_use]
@@ -33,7 +45,15 @@ pub fn check(config: &Config) -> Findings {
             tls.key.display()
         ));
     }
-    if !config.storage.sink
+    if let Some(text) = &config.storage.lmtp {
+        if let Ok(address) = text.parse()
+            && let Err(e) = reachable(&address)
+        {
+            f.warnings.push(format!(
+                "storage.lmtp {address} does not answer ({e}): until it does, local mail gets 451"
+            ));
+        }
+    } else if !config.storage.sink
         && let Err(e) = writable(&config.storage.maildir)
     {
         f.errors.push(format!(
@@ -221,5 +241,25 @@ mod tests {
         );
         config.allow_insecure_auth = true;
         assert!(check(&config).warnings.is_empty());
+    }
+
+    #[test]
+    fn lmtp_mode_checks_the_server_not_the_maildir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default_embedded();
+        config.hostname = "mx.example.org".to_owned();
+        // A Maildir that could never be written: irrelevant when LMTP stores the mail.
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        config.storage.maildir = file.join("md");
+        let socket = dir.path().join("lmtp.sock");
+        config.storage.lmtp = Some(format!("unix:{}", socket.display()));
+        let f = check(&config);
+        assert!(f.errors.is_empty(), "{f:?}");
+        assert_eq!(f.warnings.len(), 1, "{f:?}");
+        assert!(f.warnings[0].contains("does not answer"), "{f:?}");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let f = check(&config);
+        assert!(f.errors.is_empty() && f.warnings.is_empty(), "{f:?}");
     }
 }
