@@ -17,10 +17,11 @@ commands:
                           start a server on 127.0.0.1, run smtp-load against it, print a table;
                           A is tokio|smol|mio|smtpd-sink|smtpd|smtpd-nochecks|
                           baseline|all (default all)
-  queuetest [--size S[,S...]] [--sessions N] [--messages M] [--rounds R]
+  queuetest [--size S[,S...]] [--sessions N] [--messages M] [--rounds R] [--compare SMTPD]
                           release smtpd relaying through its queue to a sink on loopback:
                           submitted-and-delivered msgs/s beside the same instance's Maildir
-                          rate, alternated, R rounds (default 1k,100k, 50, 5000, 2)
+                          rate, alternated, R rounds (default 1k,100k, 50, 5000, 2); with
+                          --compare, another smtpd binary measured the same way, alternated
   torture [--smoke] [-- ARGS...]
                           release smtpd under floods, slow and never-reading clients, oversize
                           mail, full and unwritable disks, kill -9, an AUTH storm, 200 RCPTs and
@@ -72,6 +73,8 @@ pub(crate) struct QueuetestOptions {
     pub(crate) messages: u64,
     /// Rounds per size, each a Maildir run and a queue run in alternating order.
     pub(crate) rounds: u32,
+    /// Another smtpd binary (an earlier build) measured beside this one.
+    pub(crate) compare: Option<String>,
 }
 
 /// Every server `loadtest` knows, in the order `all` runs them.
@@ -153,6 +156,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
                 sessions: sessions.map_or(Ok(50), |s| number(&s, "--sessions"))?,
                 messages: messages.map_or(Ok(5000), |s| number(&s, "--messages"))?,
                 rounds: rounds.map_or(Ok(2), |s| number(&s, "--rounds"))?,
+                compare: flags.value("--compare")?,
             })
         }
         "torture" => {
@@ -322,13 +326,17 @@ mod tests {
                 sizes: vec!["1k".into(), "100k".into()],
                 sessions: 50,
                 messages: 5000,
-                rounds: 2
+                rounds: 2,
+                compare: None
             }))
         );
-        let Ok(Task::Queuetest(o)) = p("queuetest --size 4k --messages 10 --rounds 1") else {
+        let Ok(Task::Queuetest(o)) =
+            p("queuetest --size 4k --messages 10 --rounds 1 --compare /tmp/smtpd")
+        else {
             panic!("queuetest parses")
         };
         assert_eq!((o.sizes, o.messages, o.rounds), (vec!["4k".into()], 10, 1));
+        assert_eq!(o.compare.as_deref(), Some("/tmp/smtpd"));
         assert!(
             p("queuetest --rounds x")
                 .unwrap_err()

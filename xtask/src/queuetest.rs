@@ -28,6 +28,8 @@ const PASSWORD: &str = "queuetest";
 /// One measured pair: the same load into a Maildir and through the queue.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Pair {
+    /// Which smtpd: `this` (just built) or `baseline` (`--compare`).
+    smtpd: &'static str,
     size: String,
     round: u32,
     /// Messages per second stored in the Maildir (`250` after the fsync).
@@ -45,23 +47,41 @@ struct Pair {
 
 pub(crate) fn run(sh: &Shell, opts: &QueuetestOptions) -> Result<()> {
     let root = crate::project_root();
-    cmd!(sh, "cargo build --release -p smtp-load --bin smtp-load").run()?;
-    cmd!(sh, "cargo build --release -p smtpd --bin smtpd").run()?;
+    // One build of both: separate builds resolve different features for shared dependencies
+    // and rebuild them each time.
+    cmd!(
+        sh,
+        "cargo build --release -p smtp-load --bin smtp-load -p smtpd --bin smtpd"
+    )
+    .run()?;
     let bins = target_dir(&root).join("release");
     let (smtpd, load) = (bins.join("smtpd"), bins.join("smtp-load"));
     let hash = password_hash(&smtpd)?;
+    let mut binaries = vec![("this", smtpd)];
+    if let Some(other) = &opts.compare {
+        binaries.push(("baseline", fs::canonicalize(other)?));
+    }
     let mut pairs = Vec::new();
     for size in &opts.sizes {
         for round in 1..=opts.rounds {
-            let dir = scratch_dir(size, round)?;
             // Alternated, so neither side always runs on a warmer (or fuller) machine.
             let queue_first = round % 2 == 0;
-            let result = measure(&smtpd, &load, &hash, &dir, size, opts, queue_first);
-            let _ = fs::remove_dir_all(&dir);
-            let mut pair = result?;
-            pair.round = round;
-            println!("{}", table(std::slice::from_ref(&pair), opts));
-            pairs.push(pair);
+            if round % 2 == 0 {
+                binaries.reverse();
+            }
+            for (label, smtpd) in &binaries {
+                let dir = scratch_dir(size, round)?;
+                let result = measure(smtpd, &load, &hash, &dir, size, opts, queue_first);
+                let _ = fs::remove_dir_all(&dir);
+                let mut pair = result?;
+                pair.round = round;
+                pair.smtpd = label;
+                println!("{}", table(std::slice::from_ref(&pair), opts));
+                pairs.push(pair);
+            }
+            if round % 2 == 0 {
+                binaries.reverse();
+            }
         }
     }
     println!("\n{}", table(&pairs, opts));
@@ -308,8 +328,8 @@ fn table(pairs: &[Pair], opts: &QueuetestOptions) -> String {
     let mut out = format!(
         "{} sessions, {} messages per run, pipelining, AUTH PLAIN; queue: relay to a smart host \
          (smtp-load baseline-server) on loopback\n\n\
-         | size | round | inbound (Maildir) msgs/s | queued msgs/s | submitted-and-delivered msgs/s | delivered / inbound | smtpd CPU s / 1000 (Maildir) | smtpd CPU s / 1000 (queue + delivery) | note |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
+         | smtpd | size | round | inbound (Maildir) msgs/s | queued msgs/s | submitted-and-delivered msgs/s | delivered / inbound | smtpd CPU s / 1000 (Maildir) | smtpd CPU s / 1000 (queue + delivery) | note |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n",
         opts.sessions, opts.messages,
     );
     let f = |v: Option<f64>, digits: usize| {
@@ -321,7 +341,8 @@ fn table(pairs: &[Pair], opts: &QueuetestOptions) -> String {
             _ => None,
         };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            p.smtpd,
             p.size,
             p.round,
             f(p.inbound, 0),
@@ -360,8 +381,10 @@ mod tests {
             sessions: 50,
             messages: 100,
             rounds: 1,
+            compare: None,
         };
         let pair = Pair {
+            smtpd: "this",
             size: "1k".into(),
             round: 1,
             inbound: Some(2000.0),
@@ -373,7 +396,7 @@ mod tests {
         };
         let t = table(&[pair], &opts);
         assert!(
-            t.contains("| 1k | 1 | 2000 | 1800 | 500 | 0.25x | 0.500 | n/a |  |"),
+            t.contains("| this | 1k | 1 | 2000 | 1800 | 500 | 0.25x | 0.500 | n/a |  |"),
             "{t}"
         );
     }
