@@ -17,6 +17,11 @@ commands:
                           start a server on 127.0.0.1, run smtp-load against it, print a table;
                           A is tokio|smol|mio|smtpd-sink|smtpd|smtpd-nochecks|
                           baseline|all (default all)
+  queuetest [--size S[,S...]] [--sessions N] [--messages M] [--rounds R] [--compare SMTPD]
+                          release smtpd relaying through its queue to a sink on loopback:
+                          submitted-and-delivered msgs/s beside the same instance's Maildir
+                          rate, alternated, R rounds (default 1k,100k, 50, 5000, 2); with
+                          --compare, another smtpd binary measured the same way, alternated
   torture [--smoke] [-- ARGS...]
                           release smtpd under floods, slow and never-reading clients, oversize
                           mail, full and unwritable disks, kill -9, an AUTH storm, 200 RCPTs and
@@ -33,6 +38,7 @@ pub(crate) enum Task {
     Fuzz { target: Option<String>, secs: u64 },
     Bench { baseline: Option<String> },
     Loadtest(LoadtestOptions),
+    Queuetest(QueuetestOptions),
     Torture(TortureOptions),
 }
 
@@ -56,6 +62,19 @@ pub(crate) struct LoadtestOptions {
     pub(crate) size: String,
     /// Messages per connection; `None` sends them all on each session's one connection.
     pub(crate) per_connection: Option<u64>,
+}
+
+/// `queuetest` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueuetestOptions {
+    /// Message sizes, each measured in turn (smtp-load's syntax: `k` and `m` suffixes).
+    pub(crate) sizes: Vec<String>,
+    pub(crate) sessions: u32,
+    pub(crate) messages: u64,
+    /// Rounds per size, each a Maildir run and a queue run in alternating order.
+    pub(crate) rounds: u32,
+    /// Another smtpd binary (an earlier build) measured beside this one.
+    pub(crate) compare: Option<String>,
 }
 
 /// Every server `loadtest` knows, in the order `all` runs them.
@@ -125,6 +144,19 @@ pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
                     .value("--per-connection")?
                     .map(|s| number(&s, "--per-connection"))
                     .transpose()?,
+            })
+        }
+        "queuetest" => {
+            let sizes = flags.value("--size")?.unwrap_or_else(|| "1k,100k".into());
+            let sessions = flags.value("--sessions")?;
+            let messages = flags.value("--messages")?;
+            let rounds = flags.value("--rounds")?;
+            Task::Queuetest(QueuetestOptions {
+                sizes: sizes.split(',').map(str::to_owned).collect(),
+                sessions: sessions.map_or(Ok(50), |s| number(&s, "--sessions"))?,
+                messages: messages.map_or(Ok(5000), |s| number(&s, "--messages"))?,
+                rounds: rounds.map_or(Ok(2), |s| number(&s, "--rounds"))?,
+                compare: flags.value("--compare")?,
             })
         }
         "torture" => {
@@ -283,6 +315,32 @@ mod tests {
         assert_eq!(
             (all.sessions, all.messages, all.size.as_str()),
             (50, 10_000, "1k")
+        );
+    }
+
+    #[test]
+    fn queuetest() {
+        assert_eq!(
+            p("queuetest"),
+            Ok(Task::Queuetest(QueuetestOptions {
+                sizes: vec!["1k".into(), "100k".into()],
+                sessions: 50,
+                messages: 5000,
+                rounds: 2,
+                compare: None
+            }))
+        );
+        let Ok(Task::Queuetest(o)) =
+            p("queuetest --size 4k --messages 10 --rounds 1 --compare /tmp/smtpd")
+        else {
+            panic!("queuetest parses")
+        };
+        assert_eq!((o.sizes, o.messages, o.rounds), (vec!["4k".into()], 10, 1));
+        assert_eq!(o.compare.as_deref(), Some("/tmp/smtpd"));
+        assert!(
+            p("queuetest --rounds x")
+                .unwrap_err()
+                .contains("needs a number")
         );
     }
 

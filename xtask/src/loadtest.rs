@@ -139,7 +139,7 @@ pub(crate) fn run(sh: &Shell, opts: &LoadtestOptions) -> Result<()> {
 
 /// Kills the server when dropped, so an error on the way never leaves one running.
 #[derive(Debug)]
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -196,12 +196,12 @@ fn run_one(server: &Server, exe: &Path, load: &Path, opts: &LoadtestOptions) -> 
 }
 
 /// A port that was free a moment ago; the server binds it right after.
-fn free_port() -> Result<SocketAddr> {
+pub(crate) fn free_port() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }
 
-fn wait_for_port(child: &mut Running, addr: SocketAddr) -> Result<()> {
+pub(crate) fn wait_for_port(child: &mut Running, addr: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if let Some(status) = child.0.try_wait()? {
@@ -237,7 +237,7 @@ fn row_from_json(name: &str, json: &str) -> Row {
 
 /// The number after `"key":` in a JSON text; `None` for `null` or a missing key. The report's
 /// keys are unique, so no JSON parser is needed.
-fn json_number(json: &str, key: &str) -> Option<f64> {
+pub(crate) fn json_number(json: &str, key: &str) -> Option<f64> {
     let pattern = format!("\"{key}\":");
     let start = json.find(&pattern)? + pattern.len();
     let rest = json[start..].trim_start();

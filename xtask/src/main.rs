@@ -1,11 +1,12 @@
 //! Project automation, run as `cargo xtask <command>` (see the cargo-xtask pattern).
 //!
-//! Commands: `ci`, `tidy`, `fuzz`, `fuzz-smoke`, `bench`, `loadtest`, `torture`. `cargo xtask help` lists
+//! Commands: `ci`, `tidy`, `fuzz`, `fuzz-smoke`, `bench`, `loadtest`, `queuetest`, `torture`. `cargo xtask help` lists
 //! their flags. Everything runs from the workspace root, whatever the current directory.
 
 mod flags;
 mod fuzz;
 mod loadtest;
+mod queuetest;
 mod tidy;
 mod torture;
 
@@ -69,6 +70,7 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Loadtest(opts) => loadtest::run(&sh, &opts),
+        Task::Queuetest(opts) => queuetest::run(&sh, &opts),
         Task::Torture(opts) => torture::run(&sh, &opts),
     }
 }

@@ -7,6 +7,8 @@
 //! and of the kernel's loopback path, against which real servers are compared.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use memchr::memmem::Finder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,11 +28,59 @@ const BYE: &[u8] = b"221 2.0.0 Bye\r\n";
 const UNKNOWN: &[u8] = b"500 5.5.1 Unknown command\r\n";
 const BAD_BDAT: &[u8] = b"501 5.5.4 Bad BDAT size\r\n";
 
+/// Messages the server has answered `250 Queued` to, and a count to wait for: what a queue
+/// benchmark watches to know when everything it submitted has arrived.
+#[derive(Debug)]
+pub struct Tally {
+    received: AtomicU64,
+    expect: u64,
+    reached: tokio::sync::Notify,
+}
+
+impl Tally {
+    /// A tally that is complete after `expect` messages.
+    #[must_use]
+    pub fn new(expect: u64) -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            expect,
+            reached: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Messages received so far.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `expect` messages have been received (at once if they have).
+    pub async fn complete(&self) {
+        let reached = self.reached.notified();
+        if self.received() >= self.expect {
+            return;
+        }
+        reached.await;
+    }
+
+    fn add(&self) {
+        if self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.expect {
+            // notify_one keeps a permit for a waiter that has not started waiting yet.
+            self.reached.notify_one();
+        }
+    }
+}
+
 /// Accepts connections on `listener` forever, serving each on its own task.
 ///
 /// Returns only if `accept` fails with an error other than a transient one (e.g. too many open files
 /// is transient: the server keeps going once connections close).
 pub async fn baseline_server(listener: TcpListener) -> io::Result<()> {
+    counting_server(listener, None).await
+}
+
+/// [`baseline_server`], counting every message it accepts in `tally`.
+pub async fn counting_server(listener: TcpListener, tally: Option<Arc<Tally>>) -> io::Result<()> {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -41,9 +91,10 @@ pub async fn baseline_server(listener: TcpListener) -> io::Result<()> {
             }
             Err(e) => return Err(e),
         };
+        let tally = tally.clone();
         tokio::spawn(async move {
             // A client that vanishes mid-session is normal under load; there is nobody to tell.
-            let _ = serve(stream).await;
+            let _ = serve(stream, tally.as_deref()).await;
         });
     }
 }
@@ -66,13 +117,14 @@ enum State {
     Data {
         scan_from: usize,
     },
-    /// Inside a BDAT chunk with this many bytes left.
+    /// Inside a BDAT chunk with this many bytes left; `last` ends the message.
     Bdat {
         remaining: u64,
+        last: bool,
     },
 }
 
-async fn serve(mut stream: TcpStream) -> io::Result<()> {
+async fn serve(mut stream: TcpStream, tally: Option<&Tally>) -> io::Result<()> {
     stream.set_nodelay(true)?;
     stream.write_all(GREETING).await?;
     let finder = Finder::new(b"\r\n.\r\n");
@@ -108,7 +160,7 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
                         };
                     } else if verb.eq_ignore_ascii_case(b"BDAT") {
                         match parse_bdat_size(line) {
-                            Some(remaining) => state = State::Bdat { remaining },
+                            Some((remaining, last)) => state = State::Bdat { remaining, last },
                             None => out.extend_from_slice(BAD_BDAT),
                         }
                     } else if verb.eq_ignore_ascii_case(b"QUIT") {
@@ -128,6 +180,7 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
                     Some(pos) => {
                         start = scan_from + pos + 5;
                         out.extend_from_slice(QUEUED);
+                        tally.inspect(|t| t.add());
                         state = State::Command;
                     }
                     None => {
@@ -137,17 +190,21 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
                         break;
                     }
                 },
-                State::Bdat { remaining } => {
+                State::Bdat { remaining, last } => {
                     let available = (end - start) as u64;
                     if available < remaining {
                         start = end;
                         state = State::Bdat {
                             remaining: remaining - available,
+                            last,
                         };
                         break;
                     }
                     start += remaining as usize;
                     out.extend_from_slice(QUEUED);
+                    if last {
+                        tally.inspect(|t| t.add());
+                    }
                     state = State::Command;
                 }
             }
@@ -178,14 +235,16 @@ async fn serve(mut stream: TcpStream) -> io::Result<()> {
     }
 }
 
-/// `BDAT <size> [LAST]`: the size, or `None` if it is missing or not a number.
-fn parse_bdat_size(line: &[u8]) -> Option<u64> {
+/// `BDAT <size> [LAST]`: the size and whether it is the last chunk, or `None` if the size is
+/// missing or not a number.
+fn parse_bdat_size(line: &[u8]) -> Option<(u64, bool)> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let size = line
-        .split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .nth(1)?;
-    std::str::from_utf8(size).ok()?.parse().ok()
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty()).skip(1);
+    let size = std::str::from_utf8(words.next()?).ok()?.parse().ok()?;
+    let last = words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"LAST"));
+    Some((size, last))
 }
 
 #[cfg(test)]
@@ -194,8 +253,9 @@ mod tests {
 
     #[test]
     fn bdat_sizes() {
-        assert_eq!(parse_bdat_size(b"BDAT 1024 LAST\r"), Some(1024));
-        assert_eq!(parse_bdat_size(b"BDAT  7"), Some(7));
+        assert_eq!(parse_bdat_size(b"BDAT 1024 LAST\r"), Some((1024, true)));
+        assert_eq!(parse_bdat_size(b"BDAT  7"), Some((7, false)));
+        assert_eq!(parse_bdat_size(b"BDAT 7 last"), Some((7, true)));
         assert_eq!(parse_bdat_size(b"BDAT"), None);
         assert_eq!(parse_bdat_size(b"BDAT x LAST"), None);
     }
@@ -206,7 +266,8 @@ mod tests {
     async fn replies_stay_in_step_with_one_byte_writes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(baseline_server(listener));
+        let tally = Arc::new(Tally::new(3));
+        let server = tokio::spawn(counting_server(listener, Some(Arc::clone(&tally))));
         let client = TcpStream::connect(addr).await.expect("connect");
         client.set_nodelay(true).expect("nodelay");
         let input: &[u8] = b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n.\r\n\
@@ -239,6 +300,11 @@ mod tests {
             String::from_utf8_lossy(&got),
             String::from_utf8_lossy(&expected)
         );
+        // Two messages by DATA, one by BDAT LAST.
+        assert_eq!(tally.received(), 3);
+        tokio::time::timeout(std::time::Duration::from_secs(1), tally.complete())
+            .await
+            .expect("the tally is complete");
         server.abort();
     }
 }

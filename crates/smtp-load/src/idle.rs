@@ -209,7 +209,7 @@ async fn open_idle(opts: &IdleOptions) -> Result<client::Connection, Failure> {
         .await
         .map_err(|_| Failure::Timeout)?
         .map_err(|e| Failure::Connect(e.kind()))?;
-    let config = session::smtp_config(&opts.ehlo_name, true, false, opts.read_timeout)
+    let config = session::smtp_config(&opts.ehlo_name, true, false, opts.read_timeout, false)
         .ok_or(Failure::Protocol("invalid EHLO name"))?;
     let conn = client::Connection::open(client::Stream::new(tcp), Arc::new(config), None).await?;
     Ok(conn)

@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub bdat: bool,
     /// Upgrade every connection with STARTTLS.
     pub starttls: Option<StartTls>,
+    /// Authenticate every connection with AUTH PLAIN as this user and password (after STARTTLS
+    /// when there is one; in plaintext otherwise, which only a test server allows).
+    pub auth: Option<(String, String)>,
     /// Stop starting messages after this long; messages in flight are interrupted.
     pub duration_limit: Option<Duration>,
     /// Timeout for every reply (and every write and connect).
@@ -96,6 +99,7 @@ impl RunOptions {
             pipelining: false,
             bdat: false,
             starttls: None,
+            auth: None,
             duration_limit: None,
             read_timeout: DEFAULT_READ_TIMEOUT,
             ehlo_name: "smtp-load.invalid".to_owned(),
@@ -246,6 +250,7 @@ fn make_plan(opts: &RunOptions) -> Plan {
         opts.pipelining,
         opts.bdat,
         opts.read_timeout,
+        opts.auth.is_some(),
     );
     Plan {
         target: opts.target,
@@ -255,6 +260,7 @@ fn make_plan(opts: &RunOptions) -> Plan {
         pipelining: opts.pipelining,
         bdat: opts.bdat,
         starttls: opts.starttls.clone(),
+        auth: opts.auth.clone(),
         read_timeout: opts.read_timeout,
         deadline: opts.duration_limit.map(|limit| Instant::now() + limit),
         payloads,

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
 use rustls::pki_types::ServerName;
+use smtp_load::baseline::Tally;
 use smtp_load::tls::{self, Verification};
 use smtp_load::{IdleOptions, RunOptions, SizeDist, StartTls};
 use tokio::net::TcpListener;
@@ -29,6 +32,10 @@ enum Command {
         /// Address to listen on; port 0 picks a free port.
         #[arg(long, default_value = "127.0.0.1:2525")]
         listen: SocketAddr,
+        /// Print `received N messages` on standard output once N messages have arrived (a queue
+        /// benchmark waits for that line), then keep serving.
+        #[arg(long)]
+        expect: Option<u64>,
     },
     /// Hold many idle connections open and report the server's memory per connection.
     Idle(IdleArgs),
@@ -109,6 +116,10 @@ struct RunArgs {
     /// Name to verify the certificate against (default: the host part of --target).
     #[arg(long, requires = "starttls")]
     tls_name: Option<String>,
+    /// Authenticate every connection with AUTH PLAIN, as `user:password` (plaintext is allowed:
+    /// for test servers on loopback).
+    #[arg(long, value_parser = parse_auth)]
+    auth: Option<(String, String)>,
     /// Stop the whole run after this many seconds.
     #[arg(long)]
     duration_limit: Option<u64>,
@@ -165,7 +176,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(args).await,
-        Command::BaselineServer { listen } => baseline(listen).await,
+        Command::BaselineServer { listen, expect } => baseline(listen, expect).await,
         Command::Idle(args) => idle(args).await,
         Command::Torture(args) => torture(args).await,
     };
@@ -208,6 +219,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
         pipelining: args.pipelining,
         bdat: args.bdat,
         starttls,
+        auth: args.auth,
         duration_limit: args.duration_limit.map(Duration::from_secs),
         read_timeout: Duration::from_secs(args.read_timeout.max(1)),
         ehlo_name: args.ehlo,
@@ -233,7 +245,7 @@ async fn run(args: RunArgs) -> Result<ExitCode, String> {
     })
 }
 
-async fn baseline(listen: SocketAddr) -> Result<ExitCode, String> {
+async fn baseline(listen: SocketAddr, expect: Option<u64>) -> Result<ExitCode, String> {
     smtp_load::idle::raise_nofile_limit();
     let listener = TcpListener::bind(listen)
         .await
@@ -241,8 +253,15 @@ async fn baseline(listen: SocketAddr) -> Result<ExitCode, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Scripts read the port from this first line, so it must reach them before any connection does.
     println!("listening on {addr}");
+    let tally = expect.map(|n| Arc::new(Tally::new(n)));
+    if let Some(tally) = tally.clone() {
+        tokio::spawn(async move {
+            tally.complete().await;
+            println!("received {} messages", tally.received());
+        });
+    }
     tokio::select! {
-        result = smtp_load::baseline_server(listener) => result.map_err(|e| format!("accept: {e}"))?,
+        result = smtp_load::baseline::counting_server(listener, tally) => result.map_err(|e| format!("accept: {e}"))?,
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(ExitCode::SUCCESS)
@@ -354,6 +373,14 @@ fn resolve(target: &str) -> Result<(SocketAddr, String), String> {
         .trim_end_matches(']')
         .to_owned();
     Ok((addr, host))
+}
+
+/// `user:password`, split at the first colon (a password may contain colons, a user name not).
+fn parse_auth(s: &str) -> Result<(String, String), String> {
+    s.split_once(':')
+        .filter(|(user, _)| !user.is_empty())
+        .map(|(user, password)| (user.to_owned(), password.to_owned()))
+        .ok_or_else(|| "expected user:password".to_owned())
 }
 
 fn check_pid(pid: Option<u32>) -> Result<(), String> {

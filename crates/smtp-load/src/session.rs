@@ -12,7 +12,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
-use smtpkit_proto::client::{ClientConfig as SmtpConfig, Envelope, Recipient};
+use smtpkit_proto::client::{ClientConfig as SmtpConfig, Envelope, Recipient, Sasl};
 use smtpkit_tokio::client::{self, Body, Error, ProtocolError, TlsMode, TlsSettings};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
@@ -88,6 +88,8 @@ pub(crate) struct Plan {
     pub(crate) pipelining: bool,
     pub(crate) bdat: bool,
     pub(crate) starttls: Option<StartTls>,
+    /// AUTH PLAIN user and password, sent once per connection.
+    pub(crate) auth: Option<(String, String)>,
     pub(crate) read_timeout: Duration,
     pub(crate) deadline: Option<Instant>,
     pub(crate) payloads: Vec<Payload>,
@@ -164,9 +166,13 @@ impl Connection {
             )
         });
         let stream = client::Stream::new(tcp);
-        let conn = plan
+        let mut conn = plan
             .bounded(client::Connection::open(stream, config, tls))
             .await??;
+        if let Some((user, password)) = &plan.auth {
+            plan.bounded(conn.auth(&Sasl::Plain { user, password }))
+                .await??;
+        }
         let caps = conn.capabilities();
         if plan.pipelining && !caps.pipelining {
             return Err(Failure::Protocol("PIPELINING not advertised"));
@@ -217,18 +223,21 @@ impl Connection {
 }
 
 /// The client core's config for a run: every deadline is the read timeout; `None` for an EHLO
-/// name the core refuses.
+/// name the core refuses. `auth` allows AUTH without TLS: the load generator's servers are
+/// test servers, often on loopback without a certificate.
 pub(crate) fn smtp_config(
     ehlo_name: &str,
     pipelining: bool,
     bdat: bool,
     read_timeout: Duration,
+    auth: bool,
 ) -> Option<SmtpConfig> {
     let t = read_timeout;
     let options = smtpkit_proto::client::ClientOptions {
         hostname: ehlo_name.to_owned(),
         pipelining,
         chunking: bdat,
+        allow_insecure_auth: auth,
         // Bulk messages go out in pieces of this size (and as BDAT chunks of this size): a few
         // large writes per MiB rather than many small ones.
         output_buffer: 256 * 1024,

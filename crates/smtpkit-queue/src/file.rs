@@ -3,10 +3,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
+use crate::due::{Change, Changes, DueIndex};
 use crate::entry::{Entry, Lease, NewMessage, Recipient, Update, unix};
 use crate::id::QueueId;
 use crate::store::{QueueStore, StoreError};
@@ -15,6 +17,7 @@ use crate::store::{QueueStore, StoreError};
 ///
 /// ```text
 /// <root>/lock              flock(2) taken by every state change (server and `smtpd queue` alike)
+/// <root>/changes           a counter bumped after every change of an entry, by anyone
 /// <root>/tmp/              files being written
 /// <root>/content/<id>      the message, immutable once queued
 /// <root>/entry/<id>.json   its envelope, recipients' states, schedule and lease
@@ -25,9 +28,22 @@ use crate::store::{QueueStore, StoreError};
 /// goes through `tmp/`, an fsync and a rename, so a crash at any point leaves either the old or
 /// the new record, never a torn one. A lease written before a crash lapses by itself, or at
 /// once when the restarted instance calls [`QueueStore::release_leases`](crate::QueueStore::release_leases).
+///
+/// A claim costs what it takes, not the size of the queue: each handle keeps the due order of
+/// the entries in memory (clones share it), built from the directory on first use and again
+/// whenever `changes` shows that another process changed the queue.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    due: Arc<Mutex<Due>>,
+}
+
+/// The index and the counter it follows, locked together: `flock` does not exclude other
+/// threads using the same file, the mutex does.
+#[derive(Debug)]
+struct Due {
+    index: DueIndex,
+    changes: Changes,
 }
 
 impl FileStore {
@@ -41,8 +57,39 @@ impl FileStore {
             .create(true)
             .append(true)
             .open(root.join("lock"))?;
+        let changes = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(root.join("changes"))?;
         sync_dir(&root)?;
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            due: Arc::new(Mutex::new(Due {
+                index: DueIndex::default(),
+                changes: Changes(changes),
+            })),
+        })
+    }
+
+    fn due(&self) -> MutexGuard<'_, Due> {
+        self.due
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a change already on disk, and applies it to this handle's index.
+    fn changed(&self, changes: &[Change<'_>]) -> io::Result<()> {
+        let mut due = self.due();
+        let Due {
+            index,
+            changes: counter,
+        } = &mut *due;
+        counter.with(true, |before| {
+            index.apply(before, changes);
+            Ok(())
+        })
     }
 
     /// The queue directory.
@@ -183,6 +230,7 @@ impl QueueStore for FileStore {
         fs::rename(&tmp_content, self.content_path(&id))?;
         sync_dir(&self.root.join("content"))?;
         self.write_entry(&entry, true)?;
+        self.changed(&[Change::Put(&entry)])?;
         Ok(id)
     }
 
@@ -195,13 +243,32 @@ impl QueueStore for FileStore {
     ) -> Result<Vec<Entry>, StoreError> {
         let _lock = self.lock()?;
         let now_s = unix(now);
-        let mut due: Vec<Entry> = self
-            .entries()?
-            .into_iter()
-            .filter(|e| e.is_claimable(now_s))
-            .collect();
-        due.sort_by_key(|e| (e.next_attempt, e.created));
-        due.truncate(max);
+        let mut due = Vec::new();
+        let mut stale = Vec::new();
+        {
+            let mut guard = self.due();
+            let Due { index, changes } = &mut *guard;
+            changes.with(false, |count| {
+                if !index.is_current(count) {
+                    // Someone else changed the queue: start again from the files.
+                    index.rebuild(&self.entries()?, count);
+                }
+                Ok(())
+            })?;
+            for id in index.candidates(now_s) {
+                if due.len() >= max {
+                    break;
+                }
+                // The file is the truth: the index only says which few files to read.
+                match self.read_entry(id) {
+                    Ok(e) if e.is_claimable(now_s) => due.push(e),
+                    Ok(e) => stale.push(Ok(e)),
+                    Err(StoreError::NotFound(_)) => stale.push(Err(id.clone())),
+                    Err(StoreError::Io(e)) => return Err(e.into()),
+                    Err(e) => warn!(%id, error = %e, "skipping a damaged queue entry"),
+                }
+            }
+        }
         for entry in &mut due {
             entry.lease = Some(Lease {
                 owner: owner.to_owned(),
@@ -211,6 +278,12 @@ impl QueueStore for FileStore {
             // again, which is what a lease of a dead owner should do anyway.
             self.write_entry(entry, false)?;
         }
+        let mut changes: Vec<Change<'_>> = due.iter().map(Change::Put).collect();
+        changes.extend(stale.iter().map(|s| match s {
+            Ok(e) => Change::Put(e),
+            Err(id) => Change::Remove(id),
+        }));
+        self.changed(&changes)?;
         Ok(due)
     }
 
@@ -234,15 +307,17 @@ impl QueueStore for FileStore {
         entry.lease = None;
         if entry.is_done() {
             self.remove(&entry.id)?;
+            self.changed(&[Change::Remove(&entry.id)])?;
         } else {
             self.write_entry(&entry, true)?;
+            self.changed(&[Change::Put(&entry)])?;
         }
         Ok(())
     }
 
     fn release_leases(&self, prefix: &str) -> Result<usize, StoreError> {
         let _lock = self.lock()?;
-        let mut released = 0;
+        let mut released = Vec::new();
         for mut entry in self.entries()? {
             if entry
                 .lease
@@ -251,13 +326,14 @@ impl QueueStore for FileStore {
             {
                 entry.lease = None;
                 self.write_entry(&entry, false)?;
-                released += 1;
+                released.push(entry);
             }
         }
-        if released > 0 {
+        if !released.is_empty() {
             sync_dir(&self.root.join("entry"))?;
+            self.changed(&released.iter().map(Change::Put).collect::<Vec<_>>())?;
         }
-        Ok(released)
+        Ok(released.len())
     }
 
     fn set_held(&self, id: &QueueId, held: bool) -> Result<(), StoreError> {
@@ -265,6 +341,7 @@ impl QueueStore for FileStore {
         let mut entry = self.read_entry(id)?;
         entry.held = held;
         self.write_entry(&entry, true)?;
+        self.changed(&[Change::Put(&entry)])?;
         Ok(())
     }
 
@@ -274,16 +351,17 @@ impl QueueStore for FileStore {
             Some(id) => vec![self.read_entry(id)?],
             None => self.entries()?,
         };
-        let mut n = 0;
+        let mut retried = Vec::new();
         for mut entry in entries {
             if !entry.held && !entry.is_done() {
                 entry.next_attempt = entry.next_attempt.min(unix(now));
                 self.write_entry(&entry, false)?;
-                n += 1;
+                retried.push(entry);
             }
         }
         sync_dir(&self.root.join("entry"))?;
-        Ok(n)
+        self.changed(&retried.iter().map(Change::Put).collect::<Vec<_>>())?;
+        Ok(retried.len())
     }
 
     fn delete(&self, id: &QueueId) -> Result<(), StoreError> {
@@ -292,6 +370,7 @@ impl QueueStore for FileStore {
             return Err(StoreError::NotFound(id.clone()));
         }
         self.remove(id)?;
+        self.changed(&[Change::Remove(id)])?;
         Ok(())
     }
 

@@ -22,6 +22,7 @@
 //!   dropped with a log line: a bounce never bounces.
 
 pub mod dsn;
+mod due;
 mod entry;
 mod file;
 mod id;

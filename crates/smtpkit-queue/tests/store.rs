@@ -3,6 +3,10 @@
 //! in step. What must hold: a held or leased entry is never claimed, a claim takes every due
 //! entry up to its limit, only the lease's owner can record results, an entry whose recipients
 //! are all final is gone, and nothing else ever disappears.
+//!
+//! Two handles on the directory stand for two processes (each has its own in-memory due
+//! index): owner 0 works through one, owner 1 and the operator's commands (hold, retry)
+//! through the other, so each handle's index must notice what the other changed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -75,17 +79,19 @@ proptest! {
     fn the_file_store_follows_the_model(ops in proptest::collection::vec(op(), 1..25)) {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path()).unwrap();
+        let other = FileStore::open(dir.path()).unwrap();
+        let stores = [&store, &other];
         let mut model: BTreeMap<QueueId, Model> = BTreeMap::new();
         let mut now = 1_800_000_000u64;
         for op in ops {
             match op {
                 Op::Enqueue(n) => {
                     let to: Vec<String> = (0..n).map(|i| format!("r{i}@example.com")).collect();
-                    let id = store.enqueue(NewMessage { kind: Kind::Message, sender: Some("s@example.org"), recipients: &to, content: b"x\r\n" }, from_unix(now)).unwrap();
+                    let id = stores[n % 2].enqueue(NewMessage { kind: Kind::Message, sender: Some("s@example.org"), recipients: &to, content: b"x\r\n" }, from_unix(now)).unwrap();
                     model.insert(id, Model { rcpts: n, held: false, lease: None, next: now });
                 }
                 Op::Claim { owner, max } => {
-                    let claimed = store.claim(OWNERS[owner], from_unix(now), Duration::from_secs(LEASE), max).unwrap();
+                    let claimed = stores[owner].claim(OWNERS[owner], from_unix(now), Duration::from_secs(LEASE), max).unwrap();
                     let due: Vec<QueueId> = model.iter().filter(|(_, m)| !m.held && m.next <= now && m.lease.is_none_or(|(_, exp)| exp <= now)).map(|(id, _)| id.clone()).collect();
                     prop_assert_eq!(claimed.len(), due.len().min(max));
                     for e in &claimed {
@@ -103,7 +109,7 @@ proptest! {
                     }
                     let done = entry.recipients.iter().all(|r| r.state != RecipientState::Pending);
                     let update = Update { id: id.clone(), recipients: entry.recipients, attempts: 1, next_attempt: now + delay, delay_notified: false };
-                    let result = store.finish(OWNERS[owner], &update);
+                    let result = stores[owner].finish(OWNERS[owner], &update);
                     // The lease on disk is the last claim's, lapsed or not: only its owner records.
                     if m.lease.is_some_and(|(o, _)| o == owner) {
                         prop_assert!(result.is_ok(), "{:?}", result);
@@ -120,12 +126,12 @@ proptest! {
                 }
                 Op::Hold { pick, held } => {
                     let Some(id) = model.keys().nth(pick % model.len().max(1)).cloned() else { continue };
-                    store.set_held(&id, held).unwrap();
+                    other.set_held(&id, held).unwrap();
                     model.get_mut(&id).unwrap().held = held;
                 }
                 Op::Release(owner) => {
                     let prefix = &OWNERS[owner][..2];
-                    let n = store.release_leases(prefix).unwrap();
+                    let n = stores[owner].release_leases(prefix).unwrap();
                     let mut expected = 0;
                     for m in model.values_mut() {
                         if m.lease.is_some_and(|(o, _)| o == owner) {
@@ -136,7 +142,7 @@ proptest! {
                     prop_assert_eq!(n, expected);
                 }
                 Op::Retry => {
-                    store.retry(None, from_unix(now)).unwrap();
+                    other.retry(None, from_unix(now)).unwrap();
                     for m in model.values_mut().filter(|m| !m.held) {
                         m.next = m.next.min(now);
                     }
