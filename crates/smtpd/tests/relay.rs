@@ -542,10 +542,12 @@ fn relay_rate_limits_answer_450_at_rcpt() {
         "",
         None,
     );
-    let session = |rcpts: &[(&str, u16)], data: bool| {
-        let mut c = Client::connect(a.port(1));
-        c.expect("EHLO laptop.test", 250);
-        c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
+    // One session (one password check: Argon2 is slow in debug builds on a loaded machine),
+    // three transactions.
+    let mut c = Client::connect(a.port(1));
+    c.expect("EHLO laptop.test", 250);
+    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
+    let mut transaction = |rcpts: &[(&str, u16)]| {
         c.expect("MAIL FROM:<alice@a.test>", 250);
         for (rcpt, code) in rcpts {
             let r = c.expect(&format!("RCPT TO:<{rcpt}>"), *code);
@@ -553,30 +555,22 @@ fn relay_rate_limits_answer_450_at_rcpt() {
                 assert!(r.text().starts_with("4.7.1"), "{r:?}");
             }
         }
-        if data {
-            c.expect("DATA", 354);
-            let r = c.cmd("From: alice@a.test\r\nSubject: rate\r\n\r\nx\r\n.");
-            assert_eq!(r.code, 250, "{r:?}");
-        }
-        c.expect("QUIT", 221);
+        c.expect("DATA", 354);
+        let r = c.cmd("From: alice@a.test\r\nSubject: rate\r\n\r\nx\r\n.");
+        assert_eq!(r.code, 250, "{r:?}");
     };
     // One message, one recipient.
-    session(&[("bob@b.test", 250)], true);
+    transaction(&[("bob@b.test", 250)]);
     // The third relayed recipient reaches recipient_rate; the fourth is refused. Queued: the
     // second message.
-    session(
-        &[("x1@b.test", 250), ("x2@b.test", 250), ("x3@b.test", 450)],
-        true,
-    );
+    transaction(&[("x1@b.test", 250), ("x2@b.test", 250), ("x3@b.test", 450)]);
     // Two messages queued: the rate is reached, relayed recipients are refused, local ones not.
-    session(
-        &[
-            ("bob@b.test", 450),
-            ("alice@a.test", 250),
-            ("bob@b.test", 450),
-        ],
-        true,
-    );
+    transaction(&[
+        ("bob@b.test", 450),
+        ("alice@a.test", 250),
+        ("bob@b.test", 450),
+    ]);
+    c.expect("QUIT", 221);
     let log = a.wait_log("the rate limit lines", |log| {
         log.contains("limit=\"rate\"") || log.contains("limit=rate")
     });
