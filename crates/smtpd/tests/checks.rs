@@ -107,9 +107,12 @@ fn send(port: u16, helo: &str, mail_from: &str, rcpt: &str, content: &[u8]) -> (
 
 /// The `message` events of the JSON log whose subject is `subject`, as their fields.
 fn logged(server: &Server, subject: &str) -> serde_json::Value {
+    // The subject as a JSON field, not a bare substring: "arc" also occurs in `arc=none` of
+    // other messages' lines.
+    let field = format!("\"subject\":{}", serde_json::Value::from(subject));
     let log = server.wait_log(subject, |log| {
         log.lines()
-            .any(|l| l.contains("\"message\":\"message\"") && l.contains(subject))
+            .any(|l| l.contains("\"message\":\"message\"") && l.contains(&field))
     });
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
