@@ -31,6 +31,9 @@ pub enum Call {
         tls: bool,
         /// `SessionInfo::reverse_name`.
         reverse_name: Option<ReverseName>,
+        /// The client came over a Unix-domain socket (`SessionInfo::peer` says so, with no
+        /// IP address).
+        unix: bool,
     },
     /// `Session::ehlo` with the domain and whether the session was encrypted.
     Ehlo {
@@ -117,8 +120,12 @@ impl fmt::Display for Call {
                 listener,
                 tls: t,
                 reverse_name,
+                unix,
             } => {
                 write!(f, "connect {listener}{}", tls(*t))?;
+                if *unix {
+                    f.write_str(" unix")?;
+                }
                 match reverse_name {
                     Some(name) => write!(f, " rdns {name:?}"),
                     None => Ok(()),
@@ -254,6 +261,7 @@ impl Handler for RecordingHandler {
             listener: info.listener,
             tls: info.tls,
             reverse_name: info.reverse_name.clone(),
+            unix: info.peer.is_unix() && info.peer.ip().is_none(),
         }]);
         Ok(RecordingSession {
             record: Arc::clone(&self.record),

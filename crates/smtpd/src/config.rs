@@ -31,7 +31,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 pub use smtpkit_server::ListenerKind;
-use smtpkit_server::ServerSettings;
+use smtpkit_server::{Endpoint, ServerSettings};
 
 use crate::{password, routing};
 
@@ -195,8 +195,14 @@ pub struct Privileges {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
-    /// Socket address, e.g. `"0.0.0.0:25"` or `"[::]:587"`. Required.
-    pub address: SocketAddr,
+    /// Socket address, e.g. `"0.0.0.0:25"` or `"[::]:587"`, or a Unix-domain socket,
+    /// `"unix:/run/smtpd/lmtp.sock"` (for LMTP from a local MTA, say; not with `smtps` or
+    /// `proxy_protocol`). Required.
+    pub address: Endpoint,
+    /// For a `unix:` address: the socket file's permissions, in octal (`"0660"`), set before
+    /// it accepts anything. Default: the umask's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SocketMode>,
     /// Protocol. Default `smtp`.
     #[serde(default = "default_kind")]
     pub kind: ListenerKind,
@@ -222,7 +228,44 @@ pub struct Listener {
     pub hidden_extensions: Vec<String>,
 }
 
+/// Permission bits of a socket file, written in octal (`"0660"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketMode(pub u32);
+
+impl Serialize for SocketMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:04o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        let digits = s.strip_prefix("0o").unwrap_or(&s);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(Self(mode)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{s}` is not a file mode in octal (like \"0660\")"
+            ))),
+        }
+    }
+}
+
 impl Listener {
+    /// Where the server gets this listener's socket when nothing is inherited: the address
+    /// to bind, or the Unix socket file to create with its mode.
+    #[must_use]
+    pub fn source(&self) -> smtpkit_server::ListenerSource {
+        match (&self.address, self.address.path()) {
+            (_, Some(path)) => smtpkit_server::ListenerSource::unix(path, self.mode.map(|m| m.0)),
+            (address, None) => match address.tcp() {
+                Some(addr) => addr.into(),
+                // An unnamed Unix endpoint does not parse from a configuration.
+                None => smtpkit_server::ListenerSource::unix("", None),
+            },
+        }
+    }
+
     /// Whether TLS is used on this listener: STARTTLS offered, or implicit TLS for `smtps`.
     #[must_use]
     pub fn uses_tls(&self) -> bool {
@@ -796,7 +839,8 @@ fn default_banner() -> String {
 
 fn default_listeners() -> Vec<Listener> {
     vec![Listener {
-        address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+        address: SocketAddr::from(([127, 0, 0, 1], 2525)).into(),
+        mode: None,
         kind: ListenerKind::Smtp,
         tls: None,
         proxy_protocol: false,
@@ -1204,6 +1248,20 @@ impl Config {
                 problems.push(format!(
                     "{name}: TLS needs a [tls] section with cert and key"
                 ));
+            }
+            if listener.address.is_unix() {
+                if listener.kind == ListenerKind::Smtps {
+                    problems.push(format!(
+                        "{name}: smtps on a Unix socket: implicit TLS is for TCP (use lmtp or smtp, with STARTTLS if wanted)"
+                    ));
+                }
+                if listener.proxy_protocol {
+                    problems.push(format!(
+                        "{name}: proxy_protocol on a Unix socket: a PROXY header describes a TCP client"
+                    ));
+                }
+            } else if listener.mode.is_some() {
+                problems.push(format!("{name}: mode applies to unix: addresses only"));
             }
             if listener.kind == ListenerKind::Smtps && listener.tls == Some(false) {
                 problems.push(format!(
@@ -1950,6 +2008,49 @@ mod tests {
         assert_eq!(both.routing.wildcard, Some(true));
         let none = invalid("[routing]\nwildcard = false\n");
         assert!(none[0].contains("no local domain"), "{none:?}");
+    }
+
+    #[test]
+    fn unix_listeners_parse_and_refuse_tcp_only_settings() {
+        let ok = "[[listener]]\naddress = \"unix:/run/smtpd/lmtp.sock\"\nmode = \"0660\"\nkind = \"lmtp\"\n";
+        let config = Config::from_str(ok).unwrap();
+        let l = &config.listeners[0];
+        assert_eq!(l.address, Endpoint::unix("/run/smtpd/lmtp.sock"));
+        assert_eq!(l.mode, Some(SocketMode(0o660)));
+        assert!(matches!(
+            l.source(),
+            smtpkit_server::ListenerSource::Unix {
+                mode: Some(0o660),
+                ..
+            }
+        ));
+        // What check-config prints reads back the same.
+        assert_eq!(Config::from_str(&config.to_toml()).unwrap(), config);
+
+        let smtps = invalid(
+            "[[listener]]\naddress = \"unix:/tmp/s.sock\"\nkind = \"smtps\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n",
+        );
+        assert!(
+            smtps.iter().any(|p| p.contains("smtps on a Unix socket")),
+            "{smtps:?}"
+        );
+        let proxied = invalid(
+            "[proxy]\ntrusted = [\"10.0.0.0/8\"]\n[[listener]]\naddress = \"unix:/tmp/s.sock\"\nproxy_protocol = true\n",
+        );
+        assert!(
+            proxied
+                .iter()
+                .any(|p| p.contains("proxy_protocol on a Unix")),
+            "{proxied:?}"
+        );
+        let mode_on_tcp = invalid("[[listener]]\naddress = \"127.0.0.1:24\"\nmode = \"0600\"\n");
+        assert!(
+            mode_on_tcp.iter().any(|p| p.contains("mode applies")),
+            "{mode_on_tcp:?}"
+        );
+        let bad_mode =
+            parse_error("[[listener]]\naddress = \"unix:/tmp/s.sock\"\nmode = \"0999\"\n");
+        assert!(bad_mode.contains("octal"), "{bad_mode}");
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn main() -> ExitCode {
 /// The sockets, bound (or inherited) before anything else happens.
 struct Bound {
     /// One per `config.listeners`, in order.
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<smtpkit_server::ListenerSource>,
     /// The `[metrics]` endpoint's.
     metrics: Option<std::net::TcpListener>,
 }
@@ -217,7 +217,14 @@ impl Bound {
         for (l, inherited) in config.listeners.iter().zip(assigned) {
             listeners.push(match inherited {
                 Some(socket) => socket,
-                None => smtpkit_server::bind_listener(l.address).map_err(|e| e.to_string())?,
+                None => match l.address.tcp() {
+                    Some(addr) => smtpkit_server::bind_listener(addr)
+                        .map_err(|e| e.to_string())?
+                        .into(),
+                    // Bound by the server builder: it removes a stale file first, sets the
+                    // mode, and removes the file at shutdown.
+                    None => l.source(),
+                },
             });
         }
         let metrics = match config.metrics.listen {
@@ -236,7 +243,8 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
             .listen
             .iter()
             .map(|&address| config::Listener {
-                address,
+                address: address.into(),
+                mode: None,
                 kind: ListenerKind::Smtp,
                 tls: Some(config.tls.is_some()),
                 proxy_protocol: false,

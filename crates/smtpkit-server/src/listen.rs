@@ -6,6 +6,9 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Socket, Type};
 
+mod unix;
+
+pub use self::unix::{SocketFile, bind_unix_listener};
 use crate::proxy::ProxySettings;
 use crate::settings::ListenerKind;
 
