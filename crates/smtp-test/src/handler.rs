@@ -53,6 +53,8 @@ pub enum Call {
         sni: String,
         /// `TlsInfo::version_name`.
         version: &'static str,
+        /// The length of `TlsInfo::peer_certificates`: the client's verified chain.
+        client_certs: usize,
     },
     /// `Session::xclient`: the client the front end named, as `SessionInfo` has it now.
     Xclient {
@@ -133,7 +135,17 @@ impl fmt::Display for Call {
             }
             Self::Ehlo { domain, tls: t } => write!(f, "ehlo {domain}{}", tls(*t)),
             Self::StartTls { accepted } => write!(f, "starttls{}", ok(*accepted)),
-            Self::Secured { sni, version } => write!(f, "secured {sni} {version}"),
+            Self::Secured {
+                sni,
+                version,
+                client_certs,
+            } => {
+                write!(f, "secured {sni} {version}")?;
+                match client_certs {
+                    0 => Ok(()),
+                    n => write!(f, " client-certs {n}"),
+                }
+            }
             Self::Xclient { peer, name, user } => match user {
                 Some(u) => write!(f, "xclient {peer} {name} as {u}"),
                 None => write!(f, "xclient {peer} {name}"),
@@ -305,7 +317,15 @@ impl Session for RecordingSession {
                 t.version_name(),
             )
         });
-        self.push(Call::Secured { sni, version });
+        let client_certs = info
+            .tls_info
+            .as_deref()
+            .map_or(0, |t| t.peer_certificates.len());
+        self.push(Call::Secured {
+            sni,
+            version,
+            client_certs,
+        });
     }
 
     async fn xclient(&mut self, info: &SessionInfo) -> Decision {

@@ -23,6 +23,9 @@ pub enum Error {
     /// PROXY protocol, implicit TLS).
     #[error("a Unix-socket listener cannot use {0}")]
     UnixListener(&'static str),
+    /// A listener's TLS config could not be made (client-certificate verification).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// No listener was added.
     #[error("no listener")]
     NoListener,

@@ -80,6 +80,7 @@ pub use proxy::{
 };
 pub use rate::{FailureLimiter, Verdict};
 pub use settings::{AUTH_MECHANISMS, DEFAULT_AUTH_MECHANISMS, ListenerKind, ServerSettings};
+pub use tls::{ClientAuth, ClientAuthMode};
 pub use tls_info::TlsInfo;
 
 // The types an application needs to implement a `Session`, so it can depend on this crate alone.

@@ -136,9 +136,13 @@ impl ListenerConfig {
         listener: ListenerSettings,
         tls: Option<&Arc<rustls::ServerConfig>>,
     ) -> Result<Self, Error> {
-        let tls = tls.filter(|_| listener.tls).cloned();
-        if listener.kind.implicit_tls() && tls.is_none() {
+        let mut tls = tls.filter(|_| listener.tls).cloned();
+        let needs_tls = listener.kind.implicit_tls() || listener.client_auth.is_some();
+        if needs_tls && tls.is_none() {
             return Err(Error::MissingTls(listener.kind));
+        }
+        if let (Some(auth), Some(base)) = (&listener.client_auth, &tls) {
+            tls = Some(crate::tls::with_client_auth(base, auth)?);
         }
         let config = settings.listener_config(&listener, tls.is_some())?;
         Ok(Self {
