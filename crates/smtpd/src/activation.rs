@@ -99,6 +99,8 @@ mod tests {
             name: name.map(str::to_owned),
             disabled_commands: Vec::new(),
             hidden_extensions: Vec::new(),
+            client_ca: None,
+            client_auth: None,
         }
     }
 

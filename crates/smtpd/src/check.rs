@@ -42,6 +42,10 @@ pub fn check(config: &Config) -> Findings {
         ));
     }
     for (i, l) in config.listeners.iter().enumerate() {
+        if let Err(e) = l.client_auth() {
+            f.errors
+                .push(format!("listener[{i}] ({}) client_ca: {e}", l.address));
+        }
         if l.kind == ListenerKind::Submission && !l.uses_tls() && !config.allow_insecure_auth {
             f.warnings.push(format!(
                 "listener[{i}] ({} submission) has no TLS: AUTH is never offered without it, so it can never accept mail (add [tls], or allow_insecure_auth = true for a test setup)",
@@ -213,6 +217,8 @@ mod tests {
             name: None,
             disabled_commands: Vec::new(),
             hidden_extensions: Vec::new(),
+            client_ca: None,
+            client_auth: None,
         });
         let f = check(&config);
         assert!(f.errors.is_empty(), "{f:?}");

@@ -226,6 +226,16 @@ pub struct Listener {
     /// EHLO keywords not offered on this listener (`"STARTTLS"`, `"SIZE"`, ...). Default none.
     #[serde(default)]
     pub hidden_extensions: Vec<String>,
+    /// PEM file of the CA certificates a client certificate must lead to: TLS clients of this
+    /// listener are asked for one (Node `requestCert`), and the verified chain reaches the
+    /// session. Needs TLS on the listener. Default none: no certificate is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `"optional"` (a client without a certificate is served; one whose
+    /// certificate does not verify is refused) or `"required"` (Node `rejectUnauthorized`).
+    /// Default `"optional"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<smtpkit_server::ClientAuthMode>,
 }
 
 /// Permission bits of a socket file, written in octal (`"0660"`).
@@ -252,6 +262,17 @@ impl<'de> Deserialize<'de> for SocketMode {
 }
 
 impl Listener {
+    /// The client-certificate verification of this listener, read from `client_ca`.
+    pub fn client_auth(
+        &self,
+    ) -> Result<Option<smtpkit_server::ClientAuth>, smtpkit_server::tls::TlsError> {
+        let Some(ca) = &self.client_ca else {
+            return Ok(None);
+        };
+        let mode = (self.client_auth).unwrap_or(smtpkit_server::ClientAuthMode::Optional);
+        smtpkit_server::ClientAuth::from_pem_file(ca, mode).map(Some)
+    }
+
     /// Where the server gets this listener's socket when nothing is inherited: the address
     /// to bind, or the Unix socket file to create with its mode.
     #[must_use]
@@ -847,6 +868,8 @@ fn default_listeners() -> Vec<Listener> {
         name: None,
         disabled_commands: Vec::new(),
         hidden_extensions: Vec::new(),
+        client_ca: None,
+        client_auth: None,
     }]
 }
 
@@ -1260,7 +1283,18 @@ impl Config {
                         "{name}: proxy_protocol on a Unix socket: a PROXY header describes a TCP client"
                     ));
                 }
-            } else if listener.mode.is_some() {
+            }
+            if listener.client_ca.is_some() && !listener.uses_tls() {
+                problems.push(format!(
+                    "{name}: client_ca needs TLS on the listener (tls = true and a [tls] section)"
+                ));
+            }
+            if listener.client_auth.is_some() && listener.client_ca.is_none() {
+                problems.push(format!(
+                    "{name}: client_auth needs client_ca, the CA certificates to verify against"
+                ));
+            }
+            if !listener.address.is_unix() && listener.mode.is_some() {
                 problems.push(format!("{name}: mode applies to unix: addresses only"));
             }
             if listener.kind == ListenerKind::Smtps && listener.tls == Some(false) {
@@ -2051,6 +2085,26 @@ mod tests {
         let bad_mode =
             parse_error("[[listener]]\naddress = \"unix:/tmp/s.sock\"\nmode = \"0999\"\n");
         assert!(bad_mode.contains("octal"), "{bad_mode}");
+    }
+
+    #[test]
+    fn client_ca_needs_tls_and_client_auth_needs_client_ca() {
+        let no_tls = invalid("[[listener]]\naddress = \"127.0.0.1:25\"\nclient_ca = \"ca.pem\"\n");
+        assert!(
+            no_tls.iter().any(|p| p.contains("client_ca needs TLS")),
+            "{no_tls:?}"
+        );
+        let no_ca =
+            invalid("[[listener]]\naddress = \"127.0.0.1:25\"\nclient_auth = \"required\"\n");
+        assert!(
+            no_ca
+                .iter()
+                .any(|p| p.contains("client_auth needs client_ca")),
+            "{no_ca:?}"
+        );
+        let bad =
+            parse_error("[[listener]]\naddress = \"127.0.0.1:25\"\nclient_auth = \"maybe\"\n");
+        assert!(bad.contains("maybe"), "{bad}");
     }
 
     #[test]

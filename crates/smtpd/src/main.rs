@@ -251,6 +251,8 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
                 name: None,
                 disabled_commands: Vec::new(),
                 hidden_extensions: Vec::new(),
+                client_ca: None,
+                client_auth: None,
             })
             .collect();
     }
@@ -699,11 +701,19 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
         }
     }
     for (l, socket) in config.listeners.iter().zip(bound.listeners) {
-        builder = builder.listener(socket, config.listener_settings(l));
+        let mut settings = config.listener_settings(l);
+        match l.client_auth() {
+            Ok(auth) => settings.client_auth = auth,
+            Err(e) => {
+                error!("listener {}: client_ca: {e}", l.address);
+                return ExitCode::from(4);
+            }
+        }
+        builder = builder.listener(socket, settings);
     }
     let handle = match builder.build().await {
         Ok(server) => {
-            for addr in server.local_addrs() {
+            for addr in server.endpoints() {
                 info!(%addr, hostname = %config.hostname, "listening");
             }
             server.spawn()

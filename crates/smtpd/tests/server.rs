@@ -9,6 +9,7 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -1268,6 +1269,90 @@ mailboxes = ["alice"]
         server.log()
     );
     assert!(!socket.exists(), "the socket file outlived the server");
+}
+
+/// `client_ca` with `client_auth = "required"` (Node `requestCert` + `rejectUnauthorized`):
+/// after STARTTLS a client whose certificate the CA signed is served, a self-signed stranger
+/// and a client without a certificate are refused in the handshake.
+#[test]
+fn listener_client_ca_required_refuses_strangers() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::write(dir.path());
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let client_ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    fs::write(dir.path().join("client-ca.pem"), client_ca.pem()).unwrap();
+    let identity = |signed: bool| {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["client.test".into()]).unwrap();
+        let cert = if signed {
+            params.signed_by(&key, &client_ca).unwrap()
+        } else {
+            params.self_signed(&key).unwrap()
+        };
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        (vec![cert.der().clone()], key)
+    };
+    let root = dir.path().to_path_buf();
+    let server = Server::start(dir.path(), 1, |p| {
+        let config = root.join("smtpd.toml");
+        let text = format!(
+            r#"hostname = "mx.test"
+
+[[listener]]
+address = "{}"
+kind = "smtp"
+tls = true
+client_ca = "client-ca.pem"
+client_auth = "required"
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[storage]
+maildir = "md"
+"#,
+            addr(p[0])
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let served = |identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>| {
+        let mut c = Client::connect(server.port(0));
+        c.expect("EHLO client.test", 250);
+        c.expect("STARTTLS", 220);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, c.into_stream());
+        if tls.write_all(b"EHLO client.test\r\n").is_err() {
+            return false;
+        }
+        let mut got = [0u8; 4];
+        tls.read_exact(&mut got).is_ok() && &got == b"250-"
+    };
+    assert!(served(Some(identity(true))));
+    assert!(!served(Some(identity(false))));
+    assert!(!served(None));
 }
 
 /// The systemd unit in `contrib/` is valid for `systemd-analyze verify` (with this build's

@@ -299,6 +299,12 @@ impl Client {
         client
     }
 
+    /// The socket, for a TLS handshake after `220` to STARTTLS (nothing may be buffered).
+    pub(crate) fn into_stream(self) -> Box<dyn Socket> {
+        assert!(self.buf.is_empty(), "bytes after the STARTTLS reply");
+        self.stream
+    }
+
     /// Sends raw bytes.
     pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
