@@ -1,18 +1,66 @@
-//! The suite's client: blocking `std::net` over 127.0.0.1, plain or TLS, with a timeout on
-//! every socket operation, keeping every byte it reads.
+//! The suite's client: blocking `std::net` over 127.0.0.1 or a Unix-domain socket, plain or
+//! TLS, with a timeout on every socket operation, keeping every byte it reads.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
+
+use smtpkit_server::Endpoint;
 
 use crate::pki::Pki;
 
 /// The longest any single socket operation may block.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connected socket: TCP or Unix-domain.
+enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+macro_rules! on_socket {
+    ($socket:expr, |$s:ident| $call:expr) => {
+        match $socket {
+            Socket::Tcp($s) => $call,
+            Socket::Unix($s) => $call,
+        }
+    };
+}
+
+impl Socket {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        on_socket!(self, |s| s.set_read_timeout(t))
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        on_socket!(self, |s| s.set_write_timeout(t))
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        on_socket!(self, |s| s.shutdown(how))
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        on_socket!(self, |s| s.read(buf))
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        on_socket!(self, |s| s.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        on_socket!(self, |s| s.flush())
+    }
+}
+
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    Plain(Socket),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
     /// After a deliberate disconnect.
     Gone,
 }
@@ -25,19 +73,27 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn connect(addr: SocketAddr) -> io::Result<Self> {
-        let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
-        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
-        // Each step's bytes should leave at once, so 1-byte writes really arrive one by one.
-        tcp.set_nodelay(true)?;
+    pub(crate) fn connect(addr: &Endpoint) -> io::Result<Self> {
+        let socket = match (addr.tcp(), addr.path()) {
+            (Some(addr), _) => {
+                let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+                // Each step's bytes should leave at once, so 1-byte writes really arrive one
+                // by one.
+                tcp.set_nodelay(true)?;
+                Socket::Tcp(tcp)
+            }
+            (None, Some(path)) => Socket::Unix(UnixStream::connect(path)?),
+            (None, None) => return Err(io::ErrorKind::AddrNotAvailable.into()),
+        };
+        socket.set_read_timeout(Some(IO_TIMEOUT))?;
+        socket.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(Self {
-            stream: Stream::Plain(tcp),
+            stream: Stream::Plain(socket),
             received: Vec::new(),
         })
     }
 
-    fn tcp(&self) -> Option<&TcpStream> {
+    fn socket(&self) -> Option<&Socket> {
         match &self.stream {
             Stream::Plain(tcp) => Some(tcp),
             Stream::Tls(tls) => Some(tls.get_ref()),
@@ -62,7 +118,7 @@ impl Client {
     /// Writes `chunk` over and over without reading, until a write fails or blocks for
     /// `write_timeout`, or `max` bytes went out. Returns the bytes written.
     pub(crate) fn flood(&mut self, chunk: &[u8], max: usize, write_timeout: Duration) -> usize {
-        if let Some(tcp) = self.tcp() {
+        if let Some(tcp) = self.socket() {
             let _ = tcp.set_write_timeout(Some(write_timeout));
         }
         let mut written = 0;
@@ -85,7 +141,7 @@ impl Client {
             if left.is_zero() {
                 break;
             }
-            if let Some(tcp) = self.tcp() {
+            if let Some(tcp) = self.socket() {
                 tcp.set_read_timeout(Some(left))?;
             }
             let want = (n - (self.received.len() - start)).min(buf.len());
@@ -109,7 +165,7 @@ impl Client {
             if left.is_zero() || self.received.len() - start >= cap {
                 break false;
             }
-            if let Some(tcp) = self.tcp()
+            if let Some(tcp) = self.socket()
                 && tcp.set_read_timeout(Some(left)).is_err()
             {
                 break true;
@@ -150,7 +206,7 @@ impl Client {
 
     /// Closes the connection in both directions without QUIT.
     pub(crate) fn disconnect(&mut self) {
-        if let Some(tcp) = self.tcp() {
+        if let Some(tcp) = self.socket() {
             let _ = tcp.shutdown(Shutdown::Both);
         }
         self.stream = Stream::Gone;

@@ -132,6 +132,8 @@ pub struct Listen {
     pub disabled: &'static [&'static str],
     /// Extensions not offered on this listener.
     pub hidden: &'static [&'static str],
+    /// On a Unix-domain socket (in a fresh temporary directory) instead of TCP.
+    pub unix: bool,
 }
 
 impl Listen {
@@ -143,7 +145,13 @@ impl Listen {
             proxy: false,
             disabled: &[],
             hidden: &[],
+            unix: false,
         }
+    }
+
+    /// The same listener on a Unix-domain socket.
+    pub const fn unix(self) -> Self {
+        Self { unix: true, ..self }
     }
 
     /// The same listener answering `verbs` with 502 and not offering `keywords`.
@@ -1384,6 +1392,70 @@ pub static CONVERSATIONS: &[Conversation] = &[
             ],
             &["connect smtp", "ehlo c.test", "close quit"],
         ]),
+    },
+    Conversation {
+        name: "unix_lmtp",
+        about: "LMTP on a Unix-domain socket (go-smtp's ListenAndServe on unix, Postfix's \
+                lmtp:unix:): the handler sees a Unix peer, recipients get one reply each \
+                after the message (RFC 2033 4.2), and the socket file is gone after shutdown",
+        listeners: &[Listen::new(ListenerKind::Lmtp).unix()],
+        tls: false,
+        settings: defaults,
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"LHLO c.test\r\n"),
+            Step::Expect(b!(ehlo!())),
+            Step::Send(b"MAIL FROM:<a@x.test>\r\n"),
+            Step::Expect(b!(mail_ok!())),
+            Step::Send(b"RCPT TO:<b@y.test>\r\nRCPT TO:<reject@y.test>\r\n"),
+            Step::Expect(b!(rcpt_ok!(), "550 5.1.1 No such user here\r\n")),
+            Step::Send(b"RCPT TO:<full@y.test>\r\nDATA\r\n"),
+            Step::Expect(b!(rcpt_ok!(), go_ahead!())),
+            Step::Send(b"body\r\n.\r\n"),
+            Step::Expect(b!(accepted!(), "452 4.2.2 Mailbox full\r\n")),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[&[
+            "connect lmtp unix",
+            "ehlo c.test",
+            "mail <a@x.test>",
+            "rcpt <b@y.test>",
+            "rcpt <reject@y.test> refused",
+            "rcpt <full@y.test>",
+            "data_start",
+            "data_end \"body\\r\\n\"",
+            "reset",
+            "close quit",
+        ]]),
+    },
+    Conversation {
+        name: "unix_smtp_starttls",
+        about: "SMTP on a Unix-domain socket still offers STARTTLS (only PROXY and implicit \
+                TLS are refused on one), and the session is encrypted after it",
+        listeners: &[Listen::new(ListenerKind::Smtp).unix()],
+        tls: true,
+        settings: defaults,
+        steps: &[
+            Step::Connect,
+            Step::Expect(b!(greeting!())),
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(ehlo_starttls!())),
+            Step::Send(b"STARTTLS\r\n"),
+            Step::Expect(b"220 2.0.0 Ready to start TLS\r\n"),
+            Step::StartTls,
+            Step::Send(b"EHLO c.test\r\n"),
+            Step::Expect(b!(ehlo!())),
+            quit!(),
+        ],
+        calls: Calls::Exact(&[&[
+            "connect smtp unix",
+            "ehlo c.test",
+            "starttls",
+            "secured localhost TLSv1.3",
+            "ehlo c.test tls",
+            "close quit",
+        ]]),
     },
 ];
 

@@ -31,6 +31,9 @@ pub enum Call {
         tls: bool,
         /// `SessionInfo::reverse_name`.
         reverse_name: Option<ReverseName>,
+        /// The client came over a Unix-domain socket (`SessionInfo::peer` says so, with no
+        /// IP address).
+        unix: bool,
     },
     /// `Session::ehlo` with the domain and whether the session was encrypted.
     Ehlo {
@@ -50,6 +53,8 @@ pub enum Call {
         sni: String,
         /// `TlsInfo::version_name`.
         version: &'static str,
+        /// The length of `TlsInfo::peer_certificates`: the client's verified chain.
+        client_certs: usize,
     },
     /// `Session::xclient`: the client the front end named, as `SessionInfo` has it now.
     Xclient {
@@ -117,8 +122,12 @@ impl fmt::Display for Call {
                 listener,
                 tls: t,
                 reverse_name,
+                unix,
             } => {
                 write!(f, "connect {listener}{}", tls(*t))?;
+                if *unix {
+                    f.write_str(" unix")?;
+                }
                 match reverse_name {
                     Some(name) => write!(f, " rdns {name:?}"),
                     None => Ok(()),
@@ -126,7 +135,17 @@ impl fmt::Display for Call {
             }
             Self::Ehlo { domain, tls: t } => write!(f, "ehlo {domain}{}", tls(*t)),
             Self::StartTls { accepted } => write!(f, "starttls{}", ok(*accepted)),
-            Self::Secured { sni, version } => write!(f, "secured {sni} {version}"),
+            Self::Secured {
+                sni,
+                version,
+                client_certs,
+            } => {
+                write!(f, "secured {sni} {version}")?;
+                match client_certs {
+                    0 => Ok(()),
+                    n => write!(f, " client-certs {n}"),
+                }
+            }
             Self::Xclient { peer, name, user } => match user {
                 Some(u) => write!(f, "xclient {peer} {name} as {u}"),
                 None => write!(f, "xclient {peer} {name}"),
@@ -254,6 +273,7 @@ impl Handler for RecordingHandler {
             listener: info.listener,
             tls: info.tls,
             reverse_name: info.reverse_name.clone(),
+            unix: info.peer.is_unix() && info.peer.ip().is_none(),
         }]);
         Ok(RecordingSession {
             record: Arc::clone(&self.record),
@@ -297,7 +317,15 @@ impl Session for RecordingSession {
                 t.version_name(),
             )
         });
-        self.push(Call::Secured { sni, version });
+        let client_certs = info
+            .tls_info
+            .as_deref()
+            .map_or(0, |t| t.peer_certificates.len());
+        self.push(Call::Secured {
+            sni,
+            version,
+            client_certs,
+        });
     }
 
     async fn xclient(&mut self, info: &SessionInfo) -> Decision {

@@ -34,6 +34,7 @@ pub mod support;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +45,9 @@ pub use handler::{
 pub use pki::{Pki, SERVER_NAME};
 pub use runner::{Transcript, compare, conversation, execute, run};
 use smtpkit_server::rdns::ReverseLookup;
-pub use smtpkit_server::{ListenerKind, ListenerSettings, ServerSettings};
+pub use smtpkit_server::{
+    Endpoint, ListenerKind, ListenerSettings, ListenerSource, ServerSettings,
+};
 
 /// A runtime adapter under test.
 pub trait Adapter {
@@ -64,8 +67,11 @@ pub trait Adapter {
 pub struct ServerSpec {
     /// Settings shared by the listeners.
     pub settings: ServerSettings,
-    /// The listeners, in order, each on `127.0.0.1:0`.
+    /// The listeners, in order, each on `127.0.0.1:0` unless [`unix`](Self::unix) names a
+    /// socket file for it.
     pub listeners: Vec<ListenerSettings>,
+    /// For each listener (by index), a Unix-domain socket path to bind instead of TCP.
+    pub unix: Vec<Option<PathBuf>>,
     /// The TLS config, when the server has a certificate.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The application.
@@ -85,10 +91,28 @@ impl ServerSpec {
         Self {
             settings,
             listeners,
+            unix: Vec::new(),
             tls,
             handler,
             reverse_dns: None,
         }
+    }
+
+    /// Takes the listeners, each with where to bind it: its Unix socket path, or
+    /// `127.0.0.1:0`.
+    pub fn take_listeners(&mut self) -> Vec<(ListenerSource, ListenerSettings)> {
+        let unix = std::mem::take(&mut self.unix);
+        std::mem::take(&mut self.listeners)
+            .into_iter()
+            .enumerate()
+            .map(|(i, settings)| {
+                let source = match unix.get(i).cloned().flatten() {
+                    Some(path) => ListenerSource::unix(path, None),
+                    None => SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+                };
+                (source, settings)
+            })
+            .collect()
     }
 
     /// The same server looking its clients up with `lookup`.
@@ -108,16 +132,20 @@ pub type ShutdownFn = Box<dyn FnOnce(Duration) + Send>;
 /// Dropping it shuts the server down with no grace period, so a failing test still stops its
 /// server.
 pub struct Running {
-    /// The bound addresses, in the order of [`ServerSpec::listeners`].
+    /// The bound TCP addresses, in the order of [`ServerSpec::listeners`] (Unix ones left
+    /// out).
     pub addrs: Vec<SocketAddr>,
+    /// Every listener's address or socket path, in the order of [`ServerSpec::listeners`].
+    pub endpoints: Vec<Endpoint>,
     shutdown: Option<ShutdownFn>,
 }
 
 impl Running {
-    /// A server listening on `addrs`, stopped by `shutdown`.
-    pub fn new(addrs: Vec<SocketAddr>, shutdown: ShutdownFn) -> Self {
+    /// A server listening on `endpoints`, stopped by `shutdown`.
+    pub fn new(endpoints: Vec<Endpoint>, shutdown: ShutdownFn) -> Self {
         Self {
-            addrs,
+            addrs: endpoints.iter().filter_map(Endpoint::tcp).collect(),
+            endpoints,
             shutdown: Some(shutdown),
         }
     }
@@ -138,7 +166,7 @@ impl Running {
 impl fmt::Debug for Running {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Running")
-            .field("addrs", &self.addrs)
+            .field("endpoints", &self.endpoints)
             .field("running", &self.shutdown.is_some())
             .finish()
     }
@@ -186,6 +214,8 @@ macro_rules! __with_conversation_names {
             shutdown_all_listeners,
             disabled_commands_hidden_extensions,
             xclient_xforward,
+            unix_lmtp,
+            unix_smtp_starttls,
         }
     };
 }

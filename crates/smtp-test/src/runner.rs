@@ -1,7 +1,6 @@
 //! Runs a [`Conversation`] against an [`Adapter`] and keeps the transcript.
 
 use std::fmt;
-use std::net::TcpStream;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -98,16 +97,24 @@ pub fn execute<A: Adapter>(conv: &Conversation) -> Transcript {
     let mut settings = base_settings();
     (conv.settings)(&mut settings);
     let handler = RecordingHandler::new();
-    let spec = ServerSpec {
+    // Unix sockets live in a directory of this run's own, removed at the end.
+    let dir = tempfile::Builder::new()
+        .prefix("smtp-test-unix-")
+        .tempdir()
+        .expect("temporary directory");
+    let unix: Vec<_> = (conv.listeners.iter().enumerate())
+        .map(|(i, l)| l.unix.then(|| dir.path().join(format!("listener{i}.sock"))))
+        .collect();
+    let mut spec = ServerSpec::new(
         settings,
-        listeners: conv.listeners.iter().map(|l| l.settings()).collect(),
-        tls: conv.tls.then(|| std::sync::Arc::clone(&pki.server)),
-        handler: handler.clone(),
-        reverse_dns: None,
-    };
+        conv.listeners.iter().map(|l| l.settings()).collect(),
+        conv.tls.then(|| std::sync::Arc::clone(&pki.server)),
+        handler.clone(),
+    );
+    spec.unix.clone_from(&unix);
     let mut running = A::start(spec);
     let mut run = Run {
-        addrs: running.addrs.clone(),
+        endpoints: running.endpoints.clone(),
         pki,
         handler: &handler,
         clients: Vec::new(),
@@ -134,6 +141,12 @@ pub fn execute<A: Adapter>(conv: &Conversation) -> Transcript {
         let _ = t.join();
     }
     running.shutdown(Duration::ZERO);
+    // A stopped server leaves no socket file behind.
+    if let Some(path) = unix.iter().flatten().find(|p| p.exists())
+        && failure.is_none()
+    {
+        failure = Some(format!("{} still exists after shutdown", path.display()));
+    }
     let record = handler.record();
     let calls = match conv.calls {
         Calls::Exact(expected) => {
@@ -179,7 +192,7 @@ fn settle(handler: &RecordingHandler) -> Result<(), String> {
 }
 
 struct Run<'a> {
-    addrs: Vec<std::net::SocketAddr>,
+    endpoints: Vec<crate::Endpoint>,
     pki: &'static Pki,
     handler: &'a RecordingHandler,
     clients: Vec<Client>,
@@ -207,7 +220,7 @@ impl Run<'_> {
         match *step {
             Step::Connect => self.step(&Step::ConnectTo(0))?,
             Step::ConnectTo(n) => {
-                let addr = *self.addrs.get(n).ok_or(format!("no listener {n}"))?;
+                let addr = self.endpoints.get(n).ok_or(format!("no listener {n}"))?;
                 let c = Client::connect(addr).map_err(|e| format!("connect: {e}"))?;
                 self.clients.push(c);
                 self.current = self.clients.len() - 1;
@@ -289,8 +302,8 @@ impl Run<'_> {
                 t.join().map_err(|_| "shutdown panicked")?;
             }
             Step::ExpectRefused => {
-                for addr in &self.addrs {
-                    if TcpStream::connect_timeout(addr, IO_TIMEOUT).is_ok() {
+                for addr in &self.endpoints {
+                    if Client::connect(addr).is_ok() {
                         return Err(format!("a new connection to {addr} was accepted"));
                     }
                 }

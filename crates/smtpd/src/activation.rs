@@ -5,7 +5,7 @@
 //! bound to its `address`; a listener without a match binds its address itself. An inherited
 //! socket no listener takes is an error: the unit and the configuration disagree.
 
-use std::net::{SocketAddr, TcpListener};
+use smtpkit_server::{Endpoint, ListenerSource};
 
 use crate::config::Listener;
 
@@ -14,10 +14,10 @@ use crate::config::Listener;
 pub struct Inherited {
     /// Its `FileDescriptorName=` (systemd's default is the socket unit's name).
     pub name: String,
-    /// The address it is bound to.
-    pub address: SocketAddr,
+    /// The address (or Unix socket path) it is bound to.
+    pub address: Endpoint,
     /// The socket.
-    pub listener: TcpListener,
+    pub listener: ListenerSource,
 }
 
 /// Takes the sockets passed by the service manager, if any, and clears the variables so no
@@ -29,13 +29,25 @@ pub fn take() -> Result<Vec<Inherited>, String> {
     let mut names = names.split(':');
     for idx in 0..fds.len() {
         let name = names.next().unwrap_or_default().to_owned();
-        let listener = fds
-            .take_tcp_listener(idx)
-            .map_err(|e| format!("inherited socket {} ({name}): {e}", idx + 3))?
-            .ok_or_else(|| format!("inherited socket {} ({name}) is gone", idx + 3))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| format!("inherited socket {} ({name}): {e}", idx + 3))?;
+        let fail = |e: std::io::Error| format!("inherited socket {} ({name}): {e}", idx + 3);
+        let gone = || format!("inherited socket {} ({name}) is gone", idx + 3);
+        // A socket that is not TCP stays in place for the Unix-domain attempt.
+        let (listener, address) = match fds.take_tcp_listener(idx) {
+            Ok(tcp) => {
+                let tcp = tcp.ok_or_else(gone)?;
+                let address = Endpoint::Tcp(tcp.local_addr().map_err(fail)?);
+                (ListenerSource::from(tcp), address)
+            }
+            Err(_) => {
+                let unix = fds
+                    .take_unix_listener(idx)
+                    .map_err(fail)?
+                    .ok_or_else(gone)?;
+                let path = unix.local_addr().map_err(fail)?;
+                let address = Endpoint::Unix(path.as_pathname().map(Into::into));
+                (ListenerSource::from(unix), address)
+            }
+        };
         inherited.push(Inherited {
             name,
             address,
@@ -50,7 +62,7 @@ pub fn take() -> Result<Vec<Inherited>, String> {
 pub fn assign(
     listeners: &[Listener],
     mut inherited: Vec<Inherited>,
-) -> Result<Vec<Option<TcpListener>>, String> {
+) -> Result<Vec<Option<ListenerSource>>, String> {
     let mut assigned = Vec::with_capacity(listeners.len());
     for l in listeners {
         let by_name = l
@@ -71,18 +83,24 @@ pub fn assign(
 
 #[cfg(test)]
 mod tests {
+    use std::net::TcpListener;
+    use std::os::unix::net::UnixListener;
+
     use super::*;
     use crate::config::ListenerKind;
 
-    fn listener(address: SocketAddr, name: Option<&str>) -> Listener {
+    fn listener(address: Endpoint, name: Option<&str>) -> Listener {
         Listener {
             address,
+            mode: None,
             kind: ListenerKind::Smtp,
             tls: Some(false),
             proxy_protocol: false,
             name: name.map(str::to_owned),
             disabled_commands: Vec::new(),
             hidden_extensions: Vec::new(),
+            client_ca: None,
+            client_auth: None,
         }
     }
 
@@ -90,30 +108,59 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         Inherited {
             name: name.to_owned(),
-            address: listener.local_addr().unwrap(),
-            listener,
+            address: Endpoint::Tcp(listener.local_addr().unwrap()),
+            listener: listener.into(),
+        }
+    }
+
+    fn inherited_unix(name: &str, path: &std::path::Path) -> Inherited {
+        Inherited {
+            name: name.to_owned(),
+            address: Endpoint::unix(path),
+            listener: UnixListener::bind(path).unwrap().into(),
+        }
+    }
+
+    fn bound(source: Option<&ListenerSource>) -> Option<Endpoint> {
+        match source? {
+            ListenerSource::Std(l) => Some(Endpoint::Tcp(l.local_addr().unwrap())),
+            ListenerSource::StdUnix(l) => Some(Endpoint::unix(
+                l.local_addr().unwrap().as_pathname().unwrap(),
+            )),
+            other => panic!("not an inherited socket: {other:?}"),
         }
     }
 
     #[test]
     fn by_name_then_by_address_and_leftovers_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = (dir.path().join("lmtp.sock"), dir.path().join("other.sock"));
         let a = inherited("smtp");
         let b = inherited("submission.socket");
-        let (a_addr, b_addr) = (a.address, b.address);
-        let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (u1, u2) = (inherited_unix("lmtp", &p1), inherited_unix("x", &p2));
+        let (a_addr, b_addr) = (a.address.clone(), b.address.clone());
+        let other: Endpoint = "127.0.0.1:1".parse().unwrap();
+        let elsewhere = Endpoint::unix(dir.path().join("nowhere.sock"));
         let config = [
-            listener(other, Some("smtp")),
-            listener(b_addr, None),
+            listener(other.clone(), Some("smtp")),
+            listener(b_addr.clone(), None),
             listener(other, None),
+            // A Unix listener takes its socket by name, or by path.
+            listener(elsewhere, Some("lmtp")),
+            listener(Endpoint::unix(&p2), None),
         ];
-        let got = assign(&config, vec![a, b]).unwrap();
-        let addrs: Vec<_> = got
-            .iter()
-            .map(|l| l.as_ref().map(|l| l.local_addr().unwrap()))
-            .collect();
-        assert_eq!(addrs, [Some(a_addr), Some(b_addr), None]);
+        let got = assign(&config, vec![a, b, u1, u2]).unwrap();
+        let addrs: Vec<_> = got.iter().map(|l| bound(l.as_ref())).collect();
+        let want = [
+            Some(a_addr),
+            Some(b_addr),
+            None,
+            Some(Endpoint::unix(&p1)),
+            Some(Endpoint::unix(&p2)),
+        ];
+        assert_eq!(addrs, want);
 
-        let err = assign(&config[2..], vec![inherited("stray")]).unwrap_err();
+        let err = assign(&config[2..3], vec![inherited("stray")]).unwrap_err();
         assert!(err.contains("`stray`"), "{err}");
     }
 }

@@ -62,6 +62,10 @@ pub fn check(config: &Config) -> Findings {
         ));
     }
     for (i, l) in config.listeners.iter().enumerate() {
+        if let Err(e) = l.client_auth() {
+            f.errors
+                .push(format!("listener[{i}] ({}) client_ca: {e}", l.address));
+        }
         if l.kind == ListenerKind::Submission && !l.uses_tls() && !config.allow_insecure_auth {
             f.warnings.push(format!(
                 "listener[{i}] ({} submission) has no TLS: AUTH is never offered without it, so it can never accept mail (add [tls], or allow_insecure_auth = true for a test setup)",
@@ -83,7 +87,8 @@ pub fn check(config: &Config) -> Findings {
 /// with a listener on a port below 1024, the warning that smtpd would serve as root.
 fn privileges(config: &Config, f: &mut Findings) {
     let Some(user) = &config.privileges.user else {
-        let privileged = config.listeners.iter().any(|l| l.address.port() < 1024);
+        let privileged =
+            (config.listeners.iter()).any(|l| l.address.tcp().is_some_and(|a| a.port() < 1024));
         if privileged && crate::privilege::is_root() {
             f.warnings.push(
                 "no [privileges] user: started as root to bind ports below 1024, smtpd would keep running as root (set user = \"smtpd\", or run it unprivileged with CAP_NET_BIND_SERVICE)".to_owned(),
@@ -225,12 +230,15 @@ mod tests {
         config.storage.maildir = dir.path().join("md");
         config.listeners.push(crate::config::Listener {
             address: "127.0.0.1:2587".parse().unwrap(),
+            mode: None,
             kind: ListenerKind::Submission,
             tls: Some(false),
             proxy_protocol: false,
             name: None,
             disabled_commands: Vec::new(),
             hidden_extensions: Vec::new(),
+            client_ca: None,
+            client_auth: None,
         });
         let f = check(&config);
         assert!(f.errors.is_empty(), "{f:?}");

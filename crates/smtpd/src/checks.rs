@@ -204,9 +204,12 @@ impl Checker {
         &self.auth
     }
 
-    /// Whether this session is checked: not authenticated, not from an exempt network.
+    /// Whether this session is checked: not authenticated, not from an exempt network, not on
+    /// a Unix socket (a local program: no address to check SPF against).
     pub fn applies_to(&self, info: &SessionInfo) -> bool {
-        let ip = info.peer.ip().to_canonical();
+        let Some(ip) = info.peer.ip().map(|ip| ip.to_canonical()) else {
+            return false;
+        };
         info.authenticated.is_none()
             && !self
                 .settings

@@ -31,7 +31,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 pub use smtpkit_server::ListenerKind;
-use smtpkit_server::ServerSettings;
+use smtpkit_server::{Endpoint, ServerSettings};
 
 use crate::{password, routing};
 
@@ -195,8 +195,14 @@ pub struct Privileges {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
-    /// Socket address, e.g. `"0.0.0.0:25"` or `"[::]:587"`. Required.
-    pub address: SocketAddr,
+    /// Socket address, e.g. `"0.0.0.0:25"` or `"[::]:587"`, or a Unix-domain socket,
+    /// `"unix:/run/smtpd/lmtp.sock"` (for LMTP from a local MTA, say; not with `smtps` or
+    /// `proxy_protocol`). Required.
+    pub address: Endpoint,
+    /// For a `unix:` address: the socket file's permissions, in octal (`"0660"`), set before
+    /// it accepts anything. Default: the umask's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SocketMode>,
     /// Protocol. Default `smtp`.
     #[serde(default = "default_kind")]
     pub kind: ListenerKind,
@@ -220,9 +226,67 @@ pub struct Listener {
     /// EHLO keywords not offered on this listener (`"STARTTLS"`, `"SIZE"`, ...). Default none.
     #[serde(default)]
     pub hidden_extensions: Vec<String>,
+    /// PEM file of the CA certificates a client certificate must lead to: TLS clients of this
+    /// listener are asked for one (Node `requestCert`), and the verified chain reaches the
+    /// session. Needs TLS on the listener. Default none: no certificate is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `"optional"` (a client without a certificate is served; one whose
+    /// certificate does not verify is refused) or `"required"` (Node `rejectUnauthorized`).
+    /// Default `"optional"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<smtpkit_server::ClientAuthMode>,
+}
+
+/// Permission bits of a socket file, written in octal (`"0660"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketMode(pub u32);
+
+impl Serialize for SocketMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{:04o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        let digits = s.strip_prefix("0o").unwrap_or(&s);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(Self(mode)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{s}` is not a file mode in octal (like \"0660\")"
+            ))),
+        }
+    }
 }
 
 impl Listener {
+    /// The client-certificate verification of this listener, read from `client_ca`.
+    pub fn client_auth(
+        &self,
+    ) -> Result<Option<smtpkit_server::ClientAuth>, smtpkit_server::tls::TlsError> {
+        let Some(ca) = &self.client_ca else {
+            return Ok(None);
+        };
+        let mode = (self.client_auth).unwrap_or(smtpkit_server::ClientAuthMode::Optional);
+        smtpkit_server::ClientAuth::from_pem_file(ca, mode).map(Some)
+    }
+
+    /// Where the server gets this listener's socket when nothing is inherited: the address
+    /// to bind, or the Unix socket file to create with its mode.
+    #[must_use]
+    pub fn source(&self) -> smtpkit_server::ListenerSource {
+        match (&self.address, self.address.path()) {
+            (_, Some(path)) => smtpkit_server::ListenerSource::unix(path, self.mode.map(|m| m.0)),
+            (address, None) => match address.tcp() {
+                Some(addr) => addr.into(),
+                // An unnamed Unix endpoint does not parse from a configuration.
+                None => smtpkit_server::ListenerSource::unix("", None),
+            },
+        }
+    }
+
     /// Whether TLS is used on this listener: STARTTLS offered, or implicit TLS for `smtps`.
     #[must_use]
     pub fn uses_tls(&self) -> bool {
@@ -796,13 +860,16 @@ fn default_banner() -> String {
 
 fn default_listeners() -> Vec<Listener> {
     vec![Listener {
-        address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+        address: SocketAddr::from(([127, 0, 0, 1], 2525)).into(),
+        mode: None,
         kind: ListenerKind::Smtp,
         tls: None,
         proxy_protocol: false,
         name: None,
         disabled_commands: Vec::new(),
         hidden_extensions: Vec::new(),
+        client_ca: None,
+        client_auth: None,
     }]
 }
 
@@ -1204,6 +1271,31 @@ impl Config {
                 problems.push(format!(
                     "{name}: TLS needs a [tls] section with cert and key"
                 ));
+            }
+            if listener.address.is_unix() {
+                if listener.kind == ListenerKind::Smtps {
+                    problems.push(format!(
+                        "{name}: smtps on a Unix socket: implicit TLS is for TCP (use lmtp or smtp, with STARTTLS if wanted)"
+                    ));
+                }
+                if listener.proxy_protocol {
+                    problems.push(format!(
+                        "{name}: proxy_protocol on a Unix socket: a PROXY header describes a TCP client"
+                    ));
+                }
+            }
+            if listener.client_ca.is_some() && !listener.uses_tls() {
+                problems.push(format!(
+                    "{name}: client_ca needs TLS on the listener (tls = true and a [tls] section)"
+                ));
+            }
+            if listener.client_auth.is_some() && listener.client_ca.is_none() {
+                problems.push(format!(
+                    "{name}: client_auth needs client_ca, the CA certificates to verify against"
+                ));
+            }
+            if !listener.address.is_unix() && listener.mode.is_some() {
+                problems.push(format!("{name}: mode applies to unix: addresses only"));
             }
             if listener.kind == ListenerKind::Smtps && listener.tls == Some(false) {
                 problems.push(format!(
@@ -1950,6 +2042,69 @@ mod tests {
         assert_eq!(both.routing.wildcard, Some(true));
         let none = invalid("[routing]\nwildcard = false\n");
         assert!(none[0].contains("no local domain"), "{none:?}");
+    }
+
+    #[test]
+    fn unix_listeners_parse_and_refuse_tcp_only_settings() {
+        let ok = "[[listener]]\naddress = \"unix:/run/smtpd/lmtp.sock\"\nmode = \"0660\"\nkind = \"lmtp\"\n";
+        let config = Config::from_str(ok).unwrap();
+        let l = &config.listeners[0];
+        assert_eq!(l.address, Endpoint::unix("/run/smtpd/lmtp.sock"));
+        assert_eq!(l.mode, Some(SocketMode(0o660)));
+        assert!(matches!(
+            l.source(),
+            smtpkit_server::ListenerSource::Unix {
+                mode: Some(0o660),
+                ..
+            }
+        ));
+        // What check-config prints reads back the same.
+        assert_eq!(Config::from_str(&config.to_toml()).unwrap(), config);
+
+        let smtps = invalid(
+            "[[listener]]\naddress = \"unix:/tmp/s.sock\"\nkind = \"smtps\"\n[tls]\ncert = \"c\"\nkey = \"k\"\n",
+        );
+        assert!(
+            smtps.iter().any(|p| p.contains("smtps on a Unix socket")),
+            "{smtps:?}"
+        );
+        let proxied = invalid(
+            "[proxy]\ntrusted = [\"10.0.0.0/8\"]\n[[listener]]\naddress = \"unix:/tmp/s.sock\"\nproxy_protocol = true\n",
+        );
+        assert!(
+            proxied
+                .iter()
+                .any(|p| p.contains("proxy_protocol on a Unix")),
+            "{proxied:?}"
+        );
+        let mode_on_tcp = invalid("[[listener]]\naddress = \"127.0.0.1:24\"\nmode = \"0600\"\n");
+        assert!(
+            mode_on_tcp.iter().any(|p| p.contains("mode applies")),
+            "{mode_on_tcp:?}"
+        );
+        let bad_mode =
+            parse_error("[[listener]]\naddress = \"unix:/tmp/s.sock\"\nmode = \"0999\"\n");
+        assert!(bad_mode.contains("octal"), "{bad_mode}");
+    }
+
+    #[test]
+    fn client_ca_needs_tls_and_client_auth_needs_client_ca() {
+        let no_tls = invalid("[[listener]]\naddress = \"127.0.0.1:25\"\nclient_ca = \"ca.pem\"\n");
+        assert!(
+            no_tls.iter().any(|p| p.contains("client_ca needs TLS")),
+            "{no_tls:?}"
+        );
+        let no_ca =
+            invalid("[[listener]]\naddress = \"127.0.0.1:25\"\nclient_auth = \"required\"\n");
+        assert!(
+            no_ca
+                .iter()
+                .any(|p| p.contains("client_auth needs client_ca")),
+            "{no_ca:?}"
+        );
+        let bad =
+            parse_error("[[listener]]\naddress = \"127.0.0.1:25\"\nclient_auth = \"maybe\"\n");
+        assert!(bad.contains("maybe"), "{bad}");
     }
 
     #[test]

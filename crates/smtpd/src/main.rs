@@ -204,7 +204,7 @@ fn main() -> ExitCode {
 /// The sockets, bound (or inherited) before anything else happens.
 struct Bound {
     /// One per `config.listeners`, in order.
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<smtpkit_server::ListenerSource>,
     /// The `[metrics]` endpoint's.
     metrics: Option<std::net::TcpListener>,
 }
@@ -217,7 +217,14 @@ impl Bound {
         for (l, inherited) in config.listeners.iter().zip(assigned) {
             listeners.push(match inherited {
                 Some(socket) => socket,
-                None => smtpkit_server::bind_listener(l.address).map_err(|e| e.to_string())?,
+                None => match l.address.tcp() {
+                    Some(addr) => smtpkit_server::bind_listener(addr)
+                        .map_err(|e| e.to_string())?
+                        .into(),
+                    // Bound by the server builder: it removes a stale file first, sets the
+                    // mode, and removes the file at shutdown.
+                    None => l.source(),
+                },
             });
         }
         let metrics = match config.metrics.listen {
@@ -236,13 +243,16 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
             .listen
             .iter()
             .map(|&address| config::Listener {
-                address,
+                address: address.into(),
+                mode: None,
                 kind: ListenerKind::Smtp,
                 tls: Some(config.tls.is_some()),
                 proxy_protocol: false,
                 name: None,
                 disabled_commands: Vec::new(),
                 hidden_extensions: Vec::new(),
+                client_ca: None,
+                client_auth: None,
             })
             .collect();
     }
@@ -691,11 +701,19 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
         }
     }
     for (l, socket) in config.listeners.iter().zip(bound.listeners) {
-        builder = builder.listener(socket, config.listener_settings(l));
+        let mut settings = config.listener_settings(l);
+        match l.client_auth() {
+            Ok(auth) => settings.client_auth = auth,
+            Err(e) => {
+                error!("listener {}: client_ca: {e}", l.address);
+                return ExitCode::from(4);
+            }
+        }
+        builder = builder.listener(socket, settings);
     }
     let handle = match builder.build().await {
         Ok(server) => {
-            for addr in server.local_addrs() {
+            for addr in server.endpoints() {
                 info!(%addr, hostname = %config.hostname, "listening");
             }
             server.spawn()

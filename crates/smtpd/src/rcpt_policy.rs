@@ -98,10 +98,13 @@ impl RcptPolicy {
         })
     }
 
-    /// Whether the client is exempt from every check.
+    /// Whether the client is exempt from every check: authenticated, from a trusted network,
+    /// or on a Unix socket (a local program, with no address to list or greylist).
     #[must_use]
     pub fn is_exempt(&self, info: &SessionInfo) -> bool {
-        let ip = client_ip(info);
+        let Some(ip) = client_ip(info) else {
+            return true;
+        };
         info.authenticated.is_some() || self.trusted.iter().any(|n| n.contains(&ip))
     }
 
@@ -117,7 +120,7 @@ impl RcptPolicy {
         if (self.dnsbl.is_none() && self.greylist.is_none()) || self.is_exempt(info) {
             return None;
         }
-        let ip = client_ip(info);
+        let ip = client_ip(info)?;
         if let Some(dnsbl) = &self.dnsbl {
             if session.dnsbl.is_none() {
                 let verdict = dnsbl.check(ip).await;
@@ -156,10 +159,7 @@ impl RcptPolicy {
     }
 }
 
-/// The client's address, an IPv4-mapped IPv6 address as IPv4.
-fn client_ip(info: &SessionInfo) -> IpAddr {
-    match info.peer.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(info.peer.ip(), IpAddr::V4),
-        v4 => v4,
-    }
+/// The client's address, an IPv4-mapped IPv6 address as IPv4; `None` on a Unix socket.
+fn client_ip(info: &SessionInfo) -> Option<IpAddr> {
+    info.peer.ip().map(|ip| ip.to_canonical())
 }

@@ -544,9 +544,13 @@ impl Conversation {
         let mut results = String::new();
         let mut auth_summary: Option<String> = None;
         let mut folder = "INBOX";
-        if let (Some(checker), Some(mut stream), Some(spf)) =
-            (self.state.checks.clone(), txn.stream.take(), txn.spf.take())
-        {
+        // Checks run only for clients with an address (`Checker::applies_to`).
+        if let (Some(checker), Some(mut stream), Some(spf), Some(ip)) = (
+            self.state.checks.clone(),
+            txn.stream.take(),
+            txn.spf.take(),
+            info.peer.ip(),
+        ) {
             let rest = stream.end();
             if let Some(header) = rest.header {
                 if txn.sink {
@@ -569,7 +573,7 @@ impl Conversation {
                 );
             }
             let facts = SessionFacts {
-                ip: info.peer.ip().to_canonical(),
+                ip: ip.to_canonical(),
                 helo: ehlo,
                 mail_from: &txn.sender,
             };
@@ -784,7 +788,10 @@ impl Session for Conversation {
                 "Authentication credentials invalid",
             );
         }
-        if let Verdict::Exceeded { first } = self.guards.by_ip.check(&ip, now) {
+        // A Unix-socket client has no address; its failures count against the user only.
+        if let Some(ip) = ip
+            && let Verdict::Exceeded { first } = self.guards.by_ip.check(&ip, now)
+        {
             if first {
                 warn!(session = %info.id, peer = %info.peer, user, "too many authentication failures from this address; refusing AUTH for the rest of the window");
             }
@@ -817,7 +824,9 @@ impl Session for Conversation {
             Decision::Accept
         } else {
             let now = Instant::now();
-            self.guards.by_ip.record_failure(ip, now);
+            if let Some(ip) = ip {
+                self.guards.by_ip.record_failure(ip, now);
+            }
             self.guards
                 .by_user
                 .record_failure(creds.user().to_owned(), now);
@@ -858,8 +867,9 @@ impl Session for Conversation {
             sender,
             ..Transaction::default()
         };
-        if let Some(checker) = self.state.checks.clone().filter(|c| c.applies_to(info)) {
-            let ip = info.peer.ip().to_canonical();
+        if let Some(checker) = self.state.checks.clone().filter(|c| c.applies_to(info))
+            && let Some(ip) = info.peer.ip().map(|ip| ip.to_canonical())
+        {
             let helo = info.ehlo.as_deref().unwrap_or("");
             let spf = checker.spf(ip, helo, &txn.sender);
             // The driver's reverse lookup (smtpd [dns] reverse_lookup) is the iprev result when
@@ -1111,7 +1121,7 @@ impl Session for Conversation {
         self.abort();
         info!(
             session = %info.id, peer = %info.peer, client = %ClientName(info),
-            front_end = %info.front_end.map_or_else(String::new, |a| a.to_string()),
+            front_end = %info.front_end.as_ref().map_or_else(String::new, ToString::to_string),
             ehlo = info.ehlo.as_deref().unwrap_or(""), tls = info.tls, user = info.authenticated.as_deref().unwrap_or(""),
             messages = self.messages, failed = self.rejected, %reason, "session"
         );
@@ -1167,7 +1177,7 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
     let forwarded = info.xforward.as_deref().filter(|f| f.addr.is_some());
     let (ip, ehlo, reverse_name) = match forwarded {
         Some(f) => (
-            f.addr.unwrap_or(info.peer.ip()),
+            f.addr.or(info.peer.ip()),
             f.helo.as_deref(),
             Some(f.name.clone().unwrap_or(ReverseName::NotFound)),
         ),
@@ -1177,7 +1187,8 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
             info.reverse_name.clone(),
         ),
     };
-    let literal = address_literal(ip);
+    // A Unix-socket client has no address: the socket stands where the literal would.
+    let literal = ip.map_or_else(|| "unix socket".to_owned(), address_literal);
     // RFC 5321 4.4 Extended-Domain: the client's name as it gave it, then the address literal
     // that TCP says. A name that is not a plain domain or address literal (control characters,
     // non-ASCII without SMTPUTF8, spaces) is never copied into the header: the literal stands in.
@@ -1239,7 +1250,9 @@ fn is_own_address(
         AddressLiteral::Ipv6(v6) => IpAddr::V6(*v6),
         AddressLiteral::General { .. } => return false,
     };
-    ip.to_canonical() == info.local.ip().to_canonical()
+    info.local
+        .ip()
+        .is_some_and(|own| ip.to_canonical() == own.to_canonical())
 }
 
 /// RFC 5321 4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
@@ -1312,7 +1325,11 @@ mod tests {
 
     fn info(peer: &str) -> SessionInfo {
         let peer: SocketAddr = peer.parse().unwrap();
-        SessionInfo::new(peer, "127.0.0.1:25".parse().unwrap(), ListenerKind::Smtp)
+        SessionInfo::new(
+            peer,
+            "127.0.0.1:25".parse::<std::net::SocketAddr>().unwrap(),
+            ListenerKind::Smtp,
+        )
     }
 
     fn receiver(config: &Config, store: Store, users: &[crate::config::User]) -> Receiver {

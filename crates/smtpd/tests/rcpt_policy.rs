@@ -143,8 +143,8 @@ async fn a_list_that_does_not_answer_never_blocks() {
 
 fn info(peer: &str) -> SessionInfo {
     SessionInfo::new(
-        peer.parse().unwrap(),
-        "127.0.0.1:25".parse().unwrap(),
+        peer.parse::<std::net::SocketAddr>().unwrap(),
+        "127.0.0.1:25".parse::<std::net::SocketAddr>().unwrap(),
         ListenerKind::Smtp,
     )
 }

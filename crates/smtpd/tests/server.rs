@@ -9,11 +9,12 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Pki, Server, Stored, addr, assert_size_in_name, escaped, files_in, files_under,
-    lettre_send, run_bounded, smtpd,
+    Client, Pki, START_TIMEOUT, Server, Stored, addr, assert_size_in_name, escaped, files_in,
+    files_under, lettre_send, run_bounded, smtpd,
 };
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Mailbox, SinglePart};
@@ -1186,6 +1187,172 @@ mailboxes = ["alice", "bob"]
         assert_body(&stored, body);
         assert!(stored.trace.contains("with LMTP"), "{}", stored.trace);
     }
+}
+
+/// LMTP on a Unix-domain socket, as a local MTA delivers (Postfix `lmtp:unix:`): the socket
+/// file gets its configured mode, `check-config` prints the address, each recipient gets its
+/// own reply after the message and only the known one's Maildir holds it, and the file is
+/// removed when the server stops.
+#[test]
+fn lmtp_over_a_unix_socket_delivers_per_recipient() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_path_buf();
+    let socket = root.join("lmtp.sock");
+    let config = root.join("smtpd.toml");
+    // One TCP listener, so the harness has a port to wait for; the Unix one is under test.
+    let text = |port: u16| {
+        format!(
+            r#"hostname = "mx.test"
+
+[[listener]]
+address = "{}"
+kind = "smtp"
+
+[[listener]]
+address = "unix:{}"
+mode = "0660"
+kind = "lmtp"
+
+[storage]
+maildir = "md"
+
+[[domain]]
+name = "example.test"
+mailboxes = ["alice"]
+"#,
+            addr(port),
+            socket.display()
+        )
+    };
+    fs::write(&config, text(25)).expect("write config");
+    let out = run_bounded(smtpd().arg("check-config").arg(&config), None);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("address = \"unix:{}\"", socket.display())),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("mode = \"0660\""), "{}", out.stdout);
+
+    let mut server = Server::start(dir.path(), 1, |p| {
+        fs::write(&config, text(p[0])).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let mode = fs::metadata(&socket)
+        .expect("socket file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    let mut c = Client::connect_unix(&socket);
+    c.expect("LHLO client.test", 250);
+    c.expect("MAIL FROM:<sender@sender.test>", 250);
+    c.expect("RCPT TO:<alice@example.test>", 250);
+    c.expect("RCPT TO:<nobody@example.test>", 550);
+    let body = b"Subject: over a unix socket\r\n\r\nhello\r\n".as_slice();
+    // One reply, for the one accepted recipient (RFC 2033 4.2).
+    assert_eq!(c.data(body).code, 250);
+    c.expect("QUIT", 221);
+    let md = dir.path().join("md");
+    let stored = Stored::read(&only_message(&md.join("example.test/alice")));
+    assert_body(&stored, body);
+    // No address to write: the Received line says where the message came from instead.
+    assert!(stored.trace.contains("(unix socket)"), "{}", stored.trace);
+    assert!(!md.join("example.test/nobody").exists());
+
+    server.signal("TERM");
+    assert!(
+        server.wait_exit(START_TIMEOUT).success(),
+        "{}",
+        server.log()
+    );
+    assert!(!socket.exists(), "the socket file outlived the server");
+}
+
+/// `client_ca` with `client_auth = "required"` (Node `requestCert` + `rejectUnauthorized`):
+/// after STARTTLS a client whose certificate the CA signed is served, a self-signed stranger
+/// and a client without a certificate are refused in the handshake.
+#[test]
+fn listener_client_ca_required_refuses_strangers() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::io::{Read, Write};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::write(dir.path());
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let client_ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    fs::write(dir.path().join("client-ca.pem"), client_ca.pem()).unwrap();
+    let identity = |signed: bool| {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["client.test".into()]).unwrap();
+        let cert = if signed {
+            params.signed_by(&key, &client_ca).unwrap()
+        } else {
+            params.self_signed(&key).unwrap()
+        };
+        let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        (vec![cert.der().clone()], key)
+    };
+    let root = dir.path().to_path_buf();
+    let server = Server::start(dir.path(), 1, |p| {
+        let config = root.join("smtpd.toml");
+        let text = format!(
+            r#"hostname = "mx.test"
+
+[[listener]]
+address = "{}"
+kind = "smtp"
+tls = true
+client_ca = "client-ca.pem"
+client_auth = "required"
+
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[storage]
+maildir = "md"
+"#,
+            addr(p[0])
+        );
+        fs::write(&config, text).expect("write config");
+        vec!["--config".into(), config.display().to_string()]
+    });
+    let served = |identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>| {
+        let mut c = Client::connect(server.port(0));
+        c.expect("EHLO client.test", 250);
+        c.expect("STARTTLS", 220);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let config = match identity {
+            Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+            None => builder.with_no_client_auth(),
+        };
+        let name = ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, c.into_stream());
+        if tls.write_all(b"EHLO client.test\r\n").is_err() {
+            return false;
+        }
+        let mut got = [0u8; 4];
+        tls.read_exact(&mut got).is_ok() && &got == b"250-"
+    };
+    assert!(served(Some(identity(true))));
+    assert!(!served(Some(identity(false))));
+    assert!(!served(None));
 }
 
 /// The systemd unit in `contrib/` is valid for `systemd-analyze verify` (with this build's

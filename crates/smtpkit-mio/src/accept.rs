@@ -2,29 +2,29 @@
 //! to the event loops.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
 
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use smtpkit_server::State;
 use smtpkit_server::driver::{ACCEPT_BACKOFF, ListenerConfig};
+use smtpkit_server::{Endpoint, State};
 use tracing::{info, warn};
 
 use crate::control::Control;
+use crate::socket::{ListenSocket, Socket};
 
 const WAKER: Token = Token(usize::MAX);
 
 pub(crate) struct Listener {
-    pub(crate) listener: TcpListener,
-    pub(crate) addr: SocketAddr,
+    pub(crate) listener: ListenSocket,
+    pub(crate) addr: Endpoint,
     pub(crate) config: Arc<ListenerConfig>,
 }
 
 /// A connection on its way to an event loop.
 pub(crate) struct Accepted {
-    pub(crate) tcp: TcpStream,
-    pub(crate) peer: SocketAddr,
+    pub(crate) socket: Socket,
+    pub(crate) peer: Endpoint,
+    pub(crate) local: Endpoint,
     pub(crate) listener: Arc<ListenerConfig>,
 }
 
@@ -85,12 +85,13 @@ impl Acceptor {
             for l in &self.listeners {
                 loop {
                     match l.listener.accept() {
-                        Ok((tcp, peer)) => {
+                        Ok((socket, peer, local)) => {
                             let (tx, waker) = &self.inboxes[next % self.inboxes.len()];
                             next = next.wrapping_add(1);
                             let accepted = Accepted {
-                                tcp,
+                                socket,
                                 peer,
+                                local,
                                 listener: Arc::clone(&l.config),
                             };
                             // A loop only hangs up after this thread has; a failure means it

@@ -2,22 +2,23 @@
 //! events and deadlines instead of blocking calls.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use mio::Interest;
-use mio::net::TcpStream;
 use rustls::ServerConnection;
 use smtpkit_proto::Server;
 use smtpkit_server::driver::{ListenerConfig, SessionCore, is_disconnect, proxied, reverse_name};
 use smtpkit_server::proxy::{MAX_V2_HEADER, ProxyError, ProxyTlvs, parse_proxy_header, proxy_tlvs};
-use smtpkit_server::{ConnectionGuard, Handler, ProxyHeader, SessionInfo, State, TlsInfo};
+use smtpkit_server::{
+    ConnectionGuard, Endpoint, Handler, ProxyHeader, SessionInfo, State, TlsInfo,
+};
 use tracing::{Span, info_span};
 
 use crate::Shared;
 use crate::accept::Accepted;
 use crate::block::{Mio, block_on};
+use crate::socket::Socket;
 
 /// Rounds of read-handle-write per wake-up before the loop serves other connections; a
 /// client that keeps the socket full is resumed on the next loop iteration.
@@ -67,11 +68,11 @@ enum Phase<S> {
 }
 
 pub(crate) struct Conn<S> {
-    tcp: TcpStream,
+    socket: Socket,
     /// Tells this connection apart from a later one in the same slab slot.
     pub(crate) generation: u64,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Endpoint,
+    local: Endpoint,
     listener: Arc<ListenerConfig>,
     /// Readiness as last reported by mio and not yet used up by a `WouldBlock`.
     pub(crate) readable: bool,
@@ -106,14 +107,12 @@ impl<S: smtpkit_server::Session> Conn<S> {
         a: Accepted,
         generation: u64,
     ) -> Self {
-        // Replies are small and latency-bound; do not let Nagle hold them back.
-        let _ = a.tcp.set_nodelay(true);
-        let local = a.tcp.local_addr().unwrap_or(a.peer);
+        a.socket.set_nodelay();
         Self {
-            tcp: a.tcp,
+            socket: a.socket,
             generation,
             peer: a.peer,
-            local,
+            local: a.local,
             listener: a.listener,
             readable: true,
             writable: true,
@@ -135,13 +134,13 @@ impl<S: smtpkit_server::Session> Conn<S> {
         }
     }
 
-    pub(crate) fn tcp_mut(&mut self) -> &mut TcpStream {
-        &mut self.tcp
+    pub(crate) fn socket_mut(&mut self) -> &mut Socket {
+        &mut self.socket
     }
 
     /// Checks the source against the listener's PROXY settings, or admits the connection.
     pub(crate) fn start<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Drive {
-        if shared.untrusted_proxy(&self.listener, self.peer) {
+        if shared.untrusted_proxy(&self.listener, &self.peer) {
             return Drive::Close;
         }
         let admitted = match &self.listener.settings.proxy {
@@ -224,7 +223,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let now = now();
         let expired = |d: Option<Instant>| d.is_some_and(|d| d <= now);
         if expired(self.proxy_deadline) {
-            shared.proxy_failed(self.peer, &"header timeout");
+            shared.proxy_failed(&self.peer, &"header timeout");
             return Drive::Close;
         }
         if expired(self.handshake_deadline) {
@@ -275,10 +274,10 @@ impl<S: smtpkit_server::Session> Conn<S> {
         }
         let len = buf.len();
         buf.resize(MAX_V2_HEADER, 0);
-        let read = (&self.tcp).read(&mut buf[len..]);
+        let read = (&self.socket).read(&mut buf[len..]);
         let n = match read {
             Ok(0) => {
-                shared.proxy_failed(self.peer, &"closed before the header");
+                shared.proxy_failed(&self.peer, &"closed before the header");
                 return Err(Closed);
             }
             Ok(n) => n,
@@ -291,7 +290,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
                     }
                     io::ErrorKind::Interrupted => Ok(true),
                     _ => {
-                        shared.proxy_failed(self.peer, &e);
+                        shared.proxy_failed(&self.peer, &e);
                         Err(Closed)
                     }
                 };
@@ -306,14 +305,15 @@ impl<S: smtpkit_server::Session> Conn<S> {
             Ok(None) => Ok(true),
             Ok(Some((header, used))) => {
                 self.ahead = buf[used..].to_vec();
-                (self.peer, self.local) = proxied(&header, self.peer, self.local);
+                let (peer, local) = (self.peer.clone(), self.local.clone());
+                (self.peer, self.local) = proxied(&header, peer, local);
                 self.proxy = Some((header, proxy_tlvs(&buf[..used])));
                 self.proxy_deadline = None;
                 self.admit(shared)?;
                 Ok(true)
             }
             Err(e) => {
-                shared.proxy_failed(self.peer, &e);
+                shared.proxy_failed(&self.peer, &e);
                 Err(Closed)
             }
         }
@@ -321,13 +321,13 @@ impl<S: smtpkit_server::Session> Conn<S> {
 
     /// Counts the connection against the limits, then starts TLS or the session.
     fn admit<H: Handler<Session = S>>(&mut self, shared: &Shared<H>) -> Result<(), Closed> {
-        let guard = match shared.admit(&self.listener, self.peer) {
+        let guard = match shared.admit(&self.listener, &self.peer) {
             Ok(guard) => guard,
             Err(line) => {
                 // The socket's send buffer is empty, so one write takes the line.
                 if !line.is_empty() {
-                    let _ = (&self.tcp).write(&line);
-                    let _ = self.tcp.shutdown(Shutdown::Write);
+                    let _ = (&self.socket).write(&line);
+                    let _ = self.socket.shutdown_write();
                 }
                 return Err(Closed);
             }
@@ -360,15 +360,16 @@ impl<S: smtpkit_server::Session> Conn<S> {
         let Some(tls) = self.tls.as_deref_mut() else {
             return Err(Closed);
         };
-        let mut progress = match tls_read(&self.tcp, tls, &mut self.readable, &mut self.tcp_eof) {
+        let mut progress = match tls_read(&self.socket, tls, &mut self.readable, &mut self.tcp_eof)
+        {
             Ok(p) => p,
             Err(fail) => {
-                let _ = tls_write(&self.tcp, tls, &mut self.writable);
+                let _ = tls_write(&self.socket, tls, &mut self.writable);
                 shared.tls_failed(&fail);
                 return Err(Closed);
             }
         };
-        progress |= tls_write(&self.tcp, tls, &mut self.writable).map_err(|_| Closed)?;
+        progress |= tls_write(&self.socket, tls, &mut self.writable).map_err(|_| Closed)?;
         if !tls.is_handshaking() {
             self.handshake_deadline = None;
             let guard = match &mut self.phase {
@@ -391,7 +392,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
         guard: Option<ConnectionGuard>,
     ) {
         let kind = self.listener.settings.kind;
-        let mut info = SessionInfo::new(self.peer, self.local, kind);
+        let mut info = SessionInfo::new(self.peer.clone(), self.local.clone(), kind);
         if let Some((header, tlvs)) = self.proxy.take() {
             info = info.with_proxy(header, tlvs);
         }
@@ -401,8 +402,8 @@ impl<S: smtpkit_server::Session> Conn<S> {
         // The event loop waits for the lookup as it waits for every handler call: the
         // resolver runs its IO elsewhere and wakes this thread, the `Mio` timer bounds the wait,
         // and the cache makes repeat clients free.
-        if let Some(lookup) = shared.reverse_lookup(&self.listener) {
-            info = info.with_reverse_name(block_on(reverse_name::<Mio>(lookup, self.peer)));
+        if let Some((lookup, ip)) = shared.reverse_lookup(&self.listener, &self.peer) {
+            info = info.with_reverse_name(block_on(reverse_name::<Mio>(lookup, ip)));
         }
         self.span = info_span!("smtp", id = %info.id, peer = %self.peer, listener = %kind);
         let _enter = self.span.enter();
@@ -416,7 +417,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             guard,
             state,
         ));
-        shared.allow_front_end(&mut core, self.peer);
+        shared.allow_front_end(&mut core, &self.peer);
         let ahead = std::mem::take(&mut self.ahead);
         core.inbuf.spare()[..ahead.len()].copy_from_slice(&ahead);
         core.inbuf.commit(ahead.len());
@@ -438,7 +439,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
                 if spare.is_empty() {
                     break;
                 }
-                match (&self.tcp).read(spare) {
+                match (&self.socket).read(spare) {
                     Ok(n) if n > 0 => core.inbuf.commit(n),
                     Ok(_) => self.tcp_eof = true,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -462,10 +463,10 @@ impl<S: smtpkit_server::Session> Conn<S> {
         };
         let handshaking = tls.is_handshaking();
         if handshaking || core.server.wants_input() {
-            match tls_read(&self.tcp, tls, &mut self.readable, &mut self.tcp_eof) {
+            match tls_read(&self.socket, tls, &mut self.readable, &mut self.tcp_eof) {
                 Ok(p) => progress |= p,
                 Err(fail) => {
-                    let _ = tls_write(&self.tcp, tls, &mut self.writable);
+                    let _ = tls_write(&self.socket, tls, &mut self.writable);
                     if handshaking {
                         shared.tls_failed(&fail);
                         core.server.handle_tls_failed(now());
@@ -533,7 +534,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
         // 4. Write out what the core and TLS have queued.
         let limit = core.write_limit();
         let wrote = flush(
-            &self.tcp,
+            &self.socket,
             self.tls.as_deref_mut(),
             &mut core.server,
             &mut self.writable,
@@ -587,7 +588,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
     pub(crate) fn finish(self) {
         let span = self.span.clone();
         let _enter = span.enter();
-        let _ = self.tcp.shutdown(Shutdown::Write);
+        let _ = self.socket.shutdown_write();
         if let Phase::Session(core) = self.phase {
             let error = self
                 .error
@@ -613,14 +614,14 @@ fn new_tls<H>(shared: &Shared<H>, listener: &ListenerConfig) -> Option<Box<Serve
 /// Reads TLS records while rustls wants them and the socket has them; returns whether
 /// anything was read.
 fn tls_read(
-    mut tcp: &TcpStream,
+    mut socket: &Socket,
     tls: &mut ServerConnection,
     readable: &mut bool,
     eof: &mut bool,
 ) -> Result<bool, TlsFail> {
     let mut progress = false;
     while *readable && !*eof && tls.wants_read() {
-        match tls.read_tls(&mut tcp) {
+        match tls.read_tls(&mut socket) {
             Ok(0) => {
                 *eof = true;
                 progress = true;
@@ -643,13 +644,13 @@ fn tls_read(
 
 /// Writes TLS records while rustls has them and the socket takes them.
 fn tls_write(
-    mut tcp: &TcpStream,
+    mut socket: &Socket,
     tls: &mut ServerConnection,
     writable: &mut bool,
 ) -> io::Result<bool> {
     let mut progress = false;
     while *writable && tls.wants_write() {
-        match tls.write_tls(&mut tcp) {
+        match tls.write_tls(&mut socket) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => progress = true,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => *writable = false,
@@ -663,7 +664,7 @@ fn tls_write(
 /// Moves the core's output to the socket (through TLS if it is on) until it is empty or the
 /// socket is full; returns whether anything moved.
 fn flush(
-    mut tcp: &TcpStream,
+    mut socket: &Socket,
     tls: Option<&mut ServerConnection>,
     server: &mut Server,
     writable: &mut bool,
@@ -672,7 +673,7 @@ fn flush(
     match tls {
         None => {
             while *writable && !server.poll_transmit().is_empty() {
-                match tcp.write(server.poll_transmit()) {
+                match socket.write(server.poll_transmit()) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         server.advance_transmit(n);
@@ -692,7 +693,7 @@ fn flush(
                 server.advance_transmit(n);
                 moved = n > 0;
             }
-            let wrote = tls_write(tcp, tls, writable)?;
+            let wrote = tls_write(socket, tls, writable)?;
             if !moved && !wrote {
                 break;
             }

@@ -75,6 +75,7 @@ mod block;
 pub mod client;
 mod conn;
 mod control;
+mod socket;
 mod worker;
 
 use std::net::SocketAddr;
@@ -90,7 +91,7 @@ use tracing::info;
 pub use smtpkit_server::blocking::{Blocking, BlockingHandler, BlockingSession};
 pub use smtpkit_server::{AUTH_MECHANISMS, Mechanism, auth};
 pub use smtpkit_server::{
-    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
+    CloseReason, ConnectionLimiter, Credentials, Decision, Endpoint, EnhancedCode, Envelope, Error,
     ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,
     MetricsSnapshot, Parameters, ProxyHeader, ProxySettings, ProxyTlvs, Recipient, Reply,
     ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TlsInfo, TrustedNetworks,
@@ -132,7 +133,7 @@ impl<H: Handler> Adapter<H> for Mio {
             .listeners
             .into_iter()
             .map(|(config, socket, addr)| accept::Listener {
-                listener: mio::net::TcpListener::from_std(socket),
+                listener: socket::ListenSocket::new(socket, &addr),
                 addr,
                 config,
             })
@@ -172,7 +173,7 @@ impl<H> std::fmt::Debug for SmtpServer<H> {
                 &self
                     .listeners
                     .iter()
-                    .map(|l| (l.addr, l.config.settings.kind))
+                    .map(|l| (l.addr.to_string(), l.config.settings.kind))
                     .collect::<Vec<_>>(),
             )
             .field("threads", &self.threads)
@@ -192,13 +193,20 @@ impl<H: Handler> SmtpServer<H> {
         ServerHandle {
             control: Arc::clone(&self.control),
             addrs: self.local_addrs(),
+            endpoints: self.endpoints(),
             metrics: Arc::clone(&self.shared.metrics),
         }
     }
 
-    /// The bound addresses, in the order the listeners were added.
+    /// The bound TCP addresses, in the order their listeners were added (Unix-socket
+    /// listeners left out: see `endpoints`).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.addr).collect()
+        self.listeners.iter().filter_map(|l| l.addr.tcp()).collect()
+    }
+
+    /// Every listener's address or socket path, in the order the listeners were added.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.listeners.iter().map(|l| l.addr.clone()).collect()
     }
 
     /// Starts the event-loop threads and the accept thread, and returns at once.
@@ -241,13 +249,20 @@ impl<H: Handler> SmtpServer<H> {
 pub struct ServerHandle {
     control: Arc<Control>,
     addrs: Vec<SocketAddr>,
+    endpoints: Vec<Endpoint>,
     metrics: Arc<Metrics>,
 }
 
 impl ServerHandle {
-    /// The bound addresses, in the order the listeners were added.
+    /// The bound TCP addresses, in the order their listeners were added (Unix-socket
+    /// listeners left out: see `endpoints`).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Every listener's address or socket path, in the order the listeners were added.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// The server's counters.

@@ -228,9 +228,9 @@ impl<H: Handler> Worker<H> {
                     let registry = self.poll.registry();
                     let token = Token(key);
                     let result = if conn.interest.is_some() {
-                        registry.reregister(conn.tcp_mut(), token, wanted)
+                        registry.reregister(conn.socket_mut(), token, wanted)
                     } else {
-                        registry.register(conn.tcp_mut(), token, wanted)
+                        registry.register(conn.socket_mut(), token, wanted)
                     };
                     if let Err(e) = result {
                         warn!(error = %e, "cannot register a connection");
@@ -248,7 +248,7 @@ impl<H: Handler> Worker<H> {
             Err(_) => {
                 error!("session panicked; closing its connection");
                 let mut conn = self.conns.remove(key);
-                let _ = self.poll.registry().deregister(conn.tcp_mut());
+                let _ = self.poll.registry().deregister(conn.socket_mut());
             }
         }
     }
@@ -267,7 +267,7 @@ impl<H: Handler> Worker<H> {
     fn remove(&mut self, key: usize) {
         let mut conn = self.conns.remove(key);
         if conn.interest.is_some() {
-            let _ = self.poll.registry().deregister(conn.tcp_mut());
+            let _ = self.poll.registry().deregister(conn.socket_mut());
         }
         if catch_unwind(AssertUnwindSafe(|| conn.finish())).is_err() {
             error!("session panicked while closing");

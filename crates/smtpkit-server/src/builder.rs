@@ -4,22 +4,37 @@
 //! to [`build`](Builder::build) and what else may be set.
 
 use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::driver::{Context, ListenerConfig};
-use crate::listen::ListenerSettings;
+use crate::endpoint::Endpoint;
+use crate::listen::{ListenerSettings, SocketFile, bind_unix_listener};
 use crate::metrics::Metrics;
 use crate::rdns::ReverseLookup;
 use crate::{Error, ServerSettings};
 
 /// Where a listener comes from.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ListenerSource {
     /// Bind this address (see [`bind_listener`](crate::bind_listener)).
     Addr(SocketAddr),
     /// An already bound std listener (from socket activation, say, or a runtime's listener
     /// turned back with `into_std`); it is set non-blocking.
     Std(std::net::TcpListener),
+    /// Bind a Unix-domain socket at `path`, with permissions `mode` (`0o660`, say; the umask's
+    /// otherwise); see [`bind_unix_listener`]. The file is removed when the server stops.
+    Unix {
+        /// The socket file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: Option<u32>,
+    },
+    /// An already bound Unix-domain listener (socket activation); it is set non-blocking,
+    /// and its file is left in place (its owner made it).
+    StdUnix(UnixListener),
 }
 
 impl From<SocketAddr> for ListenerSource {
@@ -34,15 +49,73 @@ impl From<std::net::TcpListener> for ListenerSource {
     }
 }
 
-impl ListenerSource {
-    fn bind(self) -> std::io::Result<std::net::TcpListener> {
-        let l = match self {
-            Self::Addr(addr) => crate::bind_listener(addr)?,
-            Self::Std(l) => l,
-        };
-        l.set_nonblocking(true)?;
-        Ok(l)
+impl From<UnixListener> for ListenerSource {
+    fn from(l: UnixListener) -> Self {
+        Self::StdUnix(l)
     }
+}
+
+impl ListenerSource {
+    /// A Unix-domain socket to bind at `path`, with permissions `mode` when given.
+    pub fn unix(path: impl Into<PathBuf>, mode: Option<u32>) -> Self {
+        Self::Unix {
+            path: path.into(),
+            mode,
+        }
+    }
+
+    /// Whether the listener is a Unix-domain socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Self::Unix { .. } | Self::StdUnix(_))
+    }
+
+    fn bind(self) -> std::io::Result<(BoundListener, Endpoint)> {
+        match self {
+            Self::Addr(addr) => tcp(crate::bind_listener(addr)?),
+            Self::Std(l) => tcp(l),
+            Self::Unix { path, mode } => {
+                let (l, file) = bind_unix_listener(&path, mode)?;
+                Ok((BoundListener::Unix(l, Some(file)), Endpoint::unix(path)))
+            }
+            Self::StdUnix(l) => {
+                l.set_nonblocking(true)?;
+                let path = l.local_addr()?.as_pathname().map(Arc::from);
+                Ok((BoundListener::Unix(l, None), Endpoint::Unix(path)))
+            }
+        }
+    }
+
+    /// Why these listener settings cannot be served on this source, if they cannot.
+    fn check(&self, settings: &ListenerSettings) -> Result<(), Error> {
+        if !self.is_unix() {
+            return Ok(());
+        }
+        // A PROXY header names an internet client and a local MTA on a socket file has none;
+        // implicit TLS on a local socket protects nothing, and STARTTLS stays available.
+        if settings.proxy.is_some() {
+            return Err(Error::UnixListener("the PROXY protocol"));
+        }
+        if settings.kind.implicit_tls() {
+            return Err(Error::UnixListener("implicit TLS"));
+        }
+        Ok(())
+    }
+}
+
+fn tcp(l: std::net::TcpListener) -> std::io::Result<(BoundListener, Endpoint)> {
+    l.set_nonblocking(true)?;
+    let addr = l.local_addr()?;
+    Ok((BoundListener::Tcp(l), Endpoint::Tcp(addr)))
+}
+
+/// A bound, non-blocking listener, for an adapter to register with its runtime.
+#[derive(Debug)]
+pub enum BoundListener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A Unix-domain listener and, when the server bound it, its file (removed when dropped:
+    /// the adapter keeps it as long as it accepts).
+    Unix(UnixListener, Option<SocketFile>),
 }
 
 /// An adapter: how a [`Builder`] becomes its server.
@@ -75,7 +148,7 @@ pub struct Parts<H> {
     /// What every task shares.
     pub context: Context<H>,
     /// Each listener: its config, its bound socket (non-blocking), its address.
-    pub listeners: Vec<(Arc<ListenerConfig>, std::net::TcpListener, SocketAddr)>,
+    pub listeners: Vec<(Arc<ListenerConfig>, BoundListener, Endpoint)>,
 }
 
 /// Builds a server; see each adapter's `SmtpServer::builder`.
@@ -107,8 +180,10 @@ impl<H, A: Default> Builder<H, A> {
 }
 
 impl<H, A> Builder<H, A> {
-    /// Adds a listener: an address to bind or a bound listener, and its kind or its
-    /// [`ListenerSettings`] (TLS on or off, PROXY).
+    /// Adds a listener: an address to bind or a bound listener (TCP or a Unix-domain socket,
+    /// see [`ListenerSource`]), and its kind or its [`ListenerSettings`] (TLS on or off, PROXY).
+    /// A Unix-domain listener with PROXY or implicit TLS is refused by `build` with
+    /// [`Error::UnixListener`].
     pub fn listener(
         mut self,
         source: impl Into<ListenerSource>,
@@ -167,9 +242,9 @@ impl<H, A> Builder<H, A> {
             }
             let mut bound = Vec::with_capacity(listeners.len());
             for (source, listener) in listeners {
+                source.check(&listener)?;
                 let config = ListenerConfig::new(&settings, listener, tls.as_ref())?;
-                let socket = source.bind()?;
-                let addr = socket.local_addr()?;
+                let (socket, addr) = source.bind()?;
                 bound.push((Arc::new(config), socket, addr));
             }
             let mut context = Context::new(handler, settings, metrics);
@@ -205,5 +280,47 @@ impl<H, A: WithThreads> Builder<H, A> {
     pub fn threads(mut self, threads: std::num::NonZeroUsize) -> Self {
         self.options.set_threads(threads);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProxySettings;
+    use crate::settings::ListenerKind;
+
+    fn parts(source: ListenerSource, settings: ListenerSettings) -> Result<Parts<()>, Error> {
+        Builder::<(), ()>::new(())
+            .listener(source, settings)
+            .parts()
+            .0
+    }
+
+    #[test]
+    fn unix_listeners_refuse_proxy_and_implicit_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let proxied = ListenerSettings::new(ListenerKind::Lmtp)
+            .proxy(ProxySettings::new("127.0.0.0/8".parse().unwrap()));
+        let err = parts(ListenerSource::unix(&path, None), proxied).unwrap_err();
+        assert!(
+            matches!(err, Error::UnixListener("the PROXY protocol")),
+            "{err}"
+        );
+        let smtps = ListenerSettings::new(ListenerKind::Smtps);
+        let err = parts(ListenerSource::unix(&path, None), smtps).unwrap_err();
+        assert!(matches!(err, Error::UnixListener("implicit TLS")), "{err}");
+        // Nothing was bound for a refused configuration.
+        assert!(!path.exists());
+
+        let ok = parts(
+            ListenerSource::unix(&path, Some(0o600)),
+            ListenerKind::Lmtp.into(),
+        );
+        let listeners = ok.unwrap().listeners;
+        assert!(matches!(listeners[0].1, BoundListener::Unix(_, Some(_))));
+        assert_eq!(listeners[0].2, Endpoint::unix(&path));
+        drop(listeners);
+        assert!(!path.exists(), "the socket file goes with the listener");
     }
 }

@@ -255,6 +255,28 @@ impl Message {
         }
     }
 
+    /// The message as text (aiosmtpd's `decode_data=True`): UTF-8, or an `InvalidData` error
+    /// naming the first bad byte's offset. 8BITMIME content in another charset is not
+    /// UTF-8: use [`into_text_lossy`](Self::into_text_lossy) or the bytes then.
+    pub fn into_text(self) -> io::Result<String> {
+        String::from_utf8(self.into_bytes()?).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("message is not UTF-8 at byte {at}"),
+            )
+        })
+    }
+
+    /// The message as text, each invalid UTF-8 sequence replaced by U+FFFD.
+    pub fn into_text_lossy(self) -> io::Result<String> {
+        let bytes = self.into_bytes()?;
+        Ok(match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
+    }
+
     /// A reader over the message from its start, without loading a spilled one into memory.
     pub fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
         match self {
@@ -300,6 +322,27 @@ mod tests {
 
     fn body(n: usize) -> Vec<u8> {
         (0..n).map(|i| b"abcdefghij\r\n"[i % 12]).collect()
+    }
+
+    #[test]
+    fn text_strict_and_lossy_in_memory_and_spilled() {
+        for limit in [1024, 4] {
+            let message = |data: &[u8]| {
+                let mut c = Collector::new(limit, 1 << 20);
+                c.push(data).unwrap();
+                c.finish().unwrap()
+            };
+            let utf8 = "Subject: caf\u{e9}\r\n\r\n\u{2713}\r\n";
+            assert_eq!(message(utf8.as_bytes()).into_text().unwrap(), utf8);
+            let latin1 = b"Subject: caf\xe9\r\n";
+            let err = message(latin1).into_text().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            assert!(err.to_string().contains("byte 12"), "{err}");
+            assert_eq!(
+                message(latin1).into_text_lossy().unwrap(),
+                "Subject: caf\u{fffd}\r\n"
+            );
+        }
     }
 
     #[test]

@@ -252,12 +252,13 @@ impl<S: Session> Dispatcher<S> {
                 let mut facts = Forwarded::default();
                 facts.merge(&attrs);
                 let info = &mut self.info;
-                info.front_end.get_or_insert(info.peer);
+                info.front_end.get_or_insert_with(|| info.peer.clone());
                 if let Some(ip) = facts.addr {
-                    info.peer = SocketAddr::new(ip, facts.port.unwrap_or(0));
+                    info.peer = SocketAddr::new(ip, facts.port.unwrap_or(0)).into();
                 }
                 if let Some(ip) = facts.dest_addr {
-                    info.local = SocketAddr::new(ip, facts.dest_port.unwrap_or(info.local.port()));
+                    let port = facts.dest_port.or(info.local.tcp().map(|a| a.port()));
+                    info.local = SocketAddr::new(ip, port.unwrap_or(0)).into();
                 }
                 if let Some(name) = &facts.name {
                     info.reverse_name = Some(name.clone());

@@ -19,6 +19,13 @@ pub enum Error {
     /// A listener needs TLS (implicit TLS) and the server has no TLS config.
     #[error("{0} listener needs a TLS config")]
     MissingTls(ListenerKind),
+    /// A Unix-domain socket listener was configured with something only TCP has (the
+    /// PROXY protocol, implicit TLS).
+    #[error("a Unix-socket listener cannot use {0}")]
+    UnixListener(&'static str),
+    /// A listener's TLS config could not be made (client-certificate verification).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// No listener was added.
     #[error("no listener")]
     NoListener,

@@ -1,7 +1,6 @@
 //! The application's API: [`Handler`] makes a [`Session`] per connection; every `Session` method
 //! answers one step of the conversation with a [`Decision`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use smtpkit_proto::address::{ForwardPath, ReversePath};
@@ -9,6 +8,7 @@ use smtpkit_proto::auth::{self, Credentials, Mechanism};
 use smtpkit_proto::extension::Parameters;
 use smtpkit_proto::{CloseReason, EnhancedCode, HelloVerb, Reply, ReplyCode};
 
+use crate::endpoint::Endpoint;
 use crate::envelope::Envelope;
 use crate::forwarded::Forwarded;
 use crate::id::SessionId;
@@ -80,10 +80,12 @@ pub(crate) fn static_reply(
 pub struct SessionInfo {
     /// A short printable id, unique in this process; put it in every log line.
     pub id: SessionId,
-    /// The client: the real one when a trusted proxy sent a PROXY header.
-    pub peer: SocketAddr,
-    /// The address the client connected to (the proxy's destination when proxied).
-    pub local: SocketAddr,
+    /// The client: the real one when a trusted proxy sent a PROXY header. On a Unix-socket
+    /// listener it is [`Endpoint::Unix`] (usually unnamed) and has no IP address.
+    pub peer: Endpoint,
+    /// The address the client connected to (the proxy's destination when proxied; the
+    /// socket file's path on a Unix-socket listener).
+    pub local: Endpoint,
     /// Which kind of listener accepted the connection.
     pub listener: ListenerKind,
     /// Whether the session is encrypted (implicit TLS or after STARTTLS).
@@ -117,7 +119,7 @@ pub struct SessionInfo {
     /// After XCLIENT from a trusted front end: the address that really connected (the front
     /// end's). `peer`, `local`, `reverse_name` and `authenticated` then hold the facts the front
     /// end gave, as Postfix substitutes them.
-    pub front_end: Option<SocketAddr>,
+    pub front_end: Option<Endpoint>,
     /// What the last XCLIENT said, all of it (PROTO and HELO too).
     pub xclient: Option<Arc<Forwarded>>,
     /// What XFORWARD said about the original client of the current transaction (Postfix:
@@ -127,11 +129,15 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// Info for a new connection, with a fresh [`SessionId`].
-    pub fn new(peer: SocketAddr, local: SocketAddr, listener: ListenerKind) -> Self {
+    pub fn new(
+        peer: impl Into<Endpoint>,
+        local: impl Into<Endpoint>,
+        listener: ListenerKind,
+    ) -> Self {
         Self {
             id: SessionId::next(),
-            peer,
-            local,
+            peer: peer.into(),
+            local: local.into(),
             listener,
             tls: false,
             authenticated: None,

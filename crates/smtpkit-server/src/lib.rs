@@ -42,6 +42,7 @@ pub mod client;
 pub mod collect;
 mod dispatch;
 pub mod driver;
+mod endpoint;
 mod envelope;
 mod error;
 mod forwarded;
@@ -60,8 +61,11 @@ pub mod tls;
 mod tls_info;
 
 pub use crate::metrics::{Metrics, MetricsSnapshot};
-pub use builder::{Adapter, Builder, ListenerSource, Parts, WithExecutor, WithThreads};
+pub use builder::{
+    Adapter, BoundListener, Builder, ListenerSource, Parts, WithExecutor, WithThreads,
+};
 pub use dispatch::{Dispatcher, MAX_AUTH_STEPS};
+pub use endpoint::{Endpoint, EndpointParseError};
 pub use envelope::{Envelope, Recipient};
 pub use error::Error;
 pub use forwarded::Forwarded;
@@ -69,13 +73,14 @@ pub use handler::{Decision, Handler, Session, SessionInfo};
 pub use id::SessionId;
 pub use lifecycle::{Lifecycle, State, TaskGuard};
 pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
-pub use listen::{LISTEN_BACKLOG, ListenerSettings, bind_listener};
+pub use listen::{LISTEN_BACKLOG, ListenerSettings, SocketFile, bind_listener, bind_unix_listener};
 pub use proxy::{
     ProxyError, ProxyHeader, ProxySettings, ProxySsl, ProxyTlvs, TrustedNetworks,
     parse_proxy_header,
 };
 pub use rate::{FailureLimiter, Verdict};
 pub use settings::{AUTH_MECHANISMS, DEFAULT_AUTH_MECHANISMS, ListenerKind, ServerSettings};
+pub use tls::{ClientAuth, ClientAuthMode};
 pub use tls_info::TlsInfo;
 
 // The types an application needs to implement a `Session`, so it can depend on this crate alone.

@@ -81,7 +81,8 @@ impl LimitExceeded {
 #[must_use = "the connection counts as open only while the guard lives"]
 pub struct ConnectionGuard {
     inner: Arc<Inner>,
-    ip: IpAddr,
+    /// `None` for a Unix-socket connection, which counts towards the total only.
+    ip: Option<IpAddr>,
 }
 
 impl ConnectionLimiter {
@@ -123,7 +124,21 @@ impl ConnectionLimiter {
         counts.total += 1;
         Ok(ConnectionGuard {
             inner: Arc::clone(&self.inner),
-            ip,
+            ip: Some(ip),
+        })
+    }
+
+    /// Counts a connection that has no client address (a Unix-domain socket): only
+    /// `max_total` applies.
+    pub fn try_acquire_local(&self) -> Result<ConnectionGuard, LimitExceeded> {
+        let mut counts = self.lock();
+        if counts.total >= self.inner.max_total {
+            return Err(LimitExceeded::Total);
+        }
+        counts.total += 1;
+        Ok(ConnectionGuard {
+            inner: Arc::clone(&self.inner),
+            ip: None,
         })
     }
 
@@ -153,11 +168,12 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut counts = self.inner.lock();
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+        let Some(ip) = self.ip else { return };
+        if let Some(n) = counts.per_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
                 // Forget idle addresses so the map stays as small as the open connections.
-                counts.per_ip.remove(&self.ip);
+                counts.per_ip.remove(&ip);
             }
         }
     }
@@ -229,6 +245,18 @@ mod tests {
         assert_eq!(l.try_acquire(local).unwrap_err(), LimitExceeded::Total);
         drop(g);
         assert_eq!(l.try_acquire(other).unwrap_err(), LimitExceeded::PerIp);
+    }
+
+    #[test]
+    fn local_connections_count_towards_the_total_only() {
+        let l = ConnectionLimiter::new(2, 0);
+        let a = l.try_acquire_local().unwrap();
+        let _b = l.try_acquire_local().unwrap();
+        assert_eq!(l.try_acquire_local().unwrap_err(), LimitExceeded::Total);
+        assert!(l.lock().per_ip.is_empty());
+        drop(a);
+        assert_eq!(l.total(), 1);
+        assert!(l.try_acquire_local().is_ok());
     }
 
     #[test]

@@ -6,8 +6,12 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Socket, Type};
 
+mod unix;
+
+pub use self::unix::{SocketFile, bind_unix_listener};
 use crate::proxy::ProxySettings;
 use crate::settings::ListenerKind;
+use crate::tls::ClientAuth;
 
 /// What one listener of a server serves: its kind, whether it offers TLS, and whether it
 /// expects PROXY headers. Everything else ([`ServerSettings`](crate::ServerSettings), the
@@ -46,6 +50,10 @@ pub struct ListenerSettings {
     /// EHLO keywords not offered on this listener, as Node's `hideSTARTTLS`, `hideSize`...
     /// (see [`Extensions::hide`](smtpkit_proto::server::Extensions::hide)). Default none.
     pub hidden_extensions: Vec<String>,
+    /// Client certificates asked for (and verified) in this listener's TLS handshakes, as
+    /// Node's `requestCert`/`rejectUnauthorized`. Default none: no certificate is asked for.
+    /// Needs the server's TLS config.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl ListenerSettings {
@@ -58,7 +66,15 @@ impl ListenerSettings {
             reverse_dns: true,
             disabled_commands: Vec::new(),
             hidden_extensions: Vec::new(),
+            client_auth: None,
         }
+    }
+
+    /// Asks TLS clients of this listener for a certificate and verifies it as `auth` says.
+    #[must_use]
+    pub fn client_auth(mut self, auth: ClientAuth) -> Self {
+        self.client_auth = Some(auth);
+        self
     }
 
     /// Answers `verb` with `502 5.5.1` on this listener.

@@ -17,11 +17,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
 /// Why TLS configuration failed.
@@ -42,6 +43,89 @@ pub enum TlsError {
     /// rustls refused the key or the configuration.
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built (no usable root, say).
+    #[error("client certificate verification: {0}")]
+    ClientAuth(#[from] VerifierBuilderError),
+}
+
+/// Whether a listener insists on a client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum ClientAuthMode {
+    /// Ask for a certificate, accept clients without one (Node `requestCert` alone); a
+    /// certificate that does not verify still fails the handshake.
+    Optional,
+    /// Refuse the handshake of a client without a valid certificate (Node `requestCert` with
+    /// `rejectUnauthorized`).
+    Required,
+}
+
+/// Client-certificate verification for a listener: the CA certificates a client's chain must
+/// lead to, and whether one is required. The verified chain is
+/// [`TlsInfo::peer_certificates`](crate::TlsInfo::peer_certificates).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientAuth {
+    /// The trusted CA certificates.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Optional or required.
+    pub mode: ClientAuthMode,
+}
+
+impl ClientAuth {
+    /// Verification against `roots`.
+    pub fn new(roots: Vec<CertificateDer<'static>>, mode: ClientAuthMode) -> Self {
+        Self { roots, mode }
+    }
+
+    /// Verification against the CA certificates of a PEM file.
+    pub fn from_pem_file(path: impl AsRef<Path>, mode: ClientAuthMode) -> Result<Self, TlsError> {
+        let path = path.as_ref();
+        let pem_err = |source| TlsError::Pem {
+            path: path.to_owned(),
+            source,
+        };
+        let roots = CertificateDer::pem_file_iter(path)
+            .map_err(pem_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pem_err)?;
+        if roots.is_empty() {
+            return Err(TlsError::NoCertificate(path.to_owned()));
+        }
+        Ok(Self::new(roots, mode))
+    }
+}
+
+/// `base` with client certificates verified as `auth` says: the same certificates (its
+/// resolver), ALPN and provider, rustls' safe default protocol versions, and a session cache
+/// of its own, so a session begun without a certificate elsewhere is never resumed here.
+pub fn with_client_auth(
+    base: &ServerConfig,
+    auth: &ClientAuth,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for root in &auth.roots {
+        roots.add(root.clone())?;
+    }
+    let provider = Arc::clone(base.crypto_provider());
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    let verifier = match auth.mode {
+        ClientAuthMode::Optional => builder.allow_unauthenticated().build()?,
+        ClientAuthMode::Required => builder.build()?,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::clone(&base.cert_resolver));
+    config.alpn_protocols.clone_from(&base.alpn_protocols);
+    config.ignore_client_order = base.ignore_client_order;
+    config.max_fragment_size = base.max_fragment_size;
+    Ok(Arc::new(config))
 }
 
 /// The provider every config of this crate uses, chosen explicitly so nothing depends on a

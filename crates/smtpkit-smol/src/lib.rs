@@ -80,13 +80,14 @@ use std::time::Instant;
 
 use async_io::Timer;
 use async_net::TcpListener;
+use async_net::unix::UnixListener;
 use smol::Executor;
 use smtpkit_server::driver::{self, Accept, Context, ListenerConfig, Spawn};
-use smtpkit_server::{Adapter, Parts, WithExecutor};
+use smtpkit_server::{Adapter, BoundListener, Parts, SocketFile, WithExecutor};
 
 pub use smtpkit_server::{AUTH_MECHANISMS, Mechanism, auth};
 pub use smtpkit_server::{
-    CloseReason, ConnectionLimiter, Credentials, Decision, EnhancedCode, Envelope, Error,
+    CloseReason, ConnectionLimiter, Credentials, Decision, Endpoint, EnhancedCode, Envelope, Error,
     ForwardPath, Handler, HelloVerb, ListenerKind, ListenerSettings, ListenerSource, Metrics,
     MetricsSnapshot, Parameters, ProxyHeader, ProxySettings, ProxyTlvs, Recipient, Reply,
     ReplyCode, ReversePath, ServerSettings, Session, SessionInfo, TlsInfo, TrustedNetworks,
@@ -94,7 +95,7 @@ pub use smtpkit_server::{
 // `reader` is already the futures-io form of the message reader.
 pub use smtpkit_server::{proxy, reader, tls};
 
-use crate::stream::Stream;
+use crate::stream::{Socket, Stream};
 
 /// Controls a running server; cheap to clone. See [`driver::ServerHandle`].
 pub type ServerHandle = driver::ServerHandle<Smol>;
@@ -144,17 +145,50 @@ impl Spawn for Spawner {
     }
 }
 
-struct Acceptor(TcpListener);
+enum Acceptor {
+    Tcp(TcpListener),
+    /// The file goes when the acceptor does, at shutdown.
+    Unix {
+        listener: UnixListener,
+        local: Endpoint,
+        _file: Option<SocketFile>,
+    },
+}
+
+impl Acceptor {
+    fn new(socket: BoundListener, local: &Endpoint) -> io::Result<Self> {
+        // `try_from` registers the socket with the reactor.
+        Ok(match socket {
+            BoundListener::Tcp(l) => Self::Tcp(TcpListener::try_from(l)?),
+            BoundListener::Unix(l, file) => Self::Unix {
+                listener: UnixListener::try_from(l)?,
+                local: local.clone(),
+                _file: file,
+            },
+        })
+    }
+}
 
 impl Accept for Acceptor {
     type Transport = Stream;
 
-    async fn accept(&self) -> io::Result<(Stream, SocketAddr, SocketAddr)> {
-        let (tcp, peer) = self.0.accept().await?;
-        // Replies are small and latency-bound; do not let Nagle hold them back.
-        let _ = tcp.set_nodelay(true);
-        let local = tcp.local_addr().unwrap_or(peer);
-        Ok((Stream::new(tcp), peer, local))
+    async fn accept(&self) -> io::Result<(Stream, Endpoint, Endpoint)> {
+        match self {
+            Self::Tcp(l) => {
+                let (tcp, peer) = l.accept().await?;
+                // Replies are small and latency-bound; do not let Nagle hold them back.
+                let _ = tcp.set_nodelay(true);
+                let local = tcp.local_addr().unwrap_or(peer);
+                Ok((Stream::new(Socket::Tcp(tcp)), peer.into(), local.into()))
+            }
+            Self::Unix {
+                listener, local, ..
+            } => {
+                let (unix, peer) = listener.accept().await?;
+                let peer = Endpoint::Unix(peer.as_pathname().map(Into::into));
+                Ok((Stream::new(Socket::Unix(unix)), peer, local.clone()))
+            }
+        }
     }
 }
 
@@ -168,8 +202,8 @@ impl<H: Handler> Adapter<H> for Smol {
         std::future::ready(parts.and_then(|parts| {
             let mut listeners = Vec::with_capacity(parts.listeners.len());
             for (config, socket, addr) in parts.listeners {
-                // `Async::new` inside registers the socket with the reactor.
-                listeners.push((config, addr, Acceptor(TcpListener::try_from(socket)?)));
+                let acceptor = Acceptor::new(socket, &addr)?;
+                listeners.push((config, addr, acceptor));
             }
             Ok(SmtpServer {
                 ctx: Arc::new(parts.context),
@@ -191,7 +225,7 @@ impl WithExecutor for Smol {
 /// A bound server, ready to [`run`](Self::run) or [`spawn`](Self::spawn).
 pub struct SmtpServer<H> {
     ctx: Arc<Context<H>>,
-    listeners: Vec<(Arc<ListenerConfig>, SocketAddr, Acceptor)>,
+    listeners: Vec<(Arc<ListenerConfig>, Endpoint, Acceptor)>,
     spawner: Spawner,
 }
 
@@ -205,9 +239,15 @@ impl<H> std::fmt::Debug for SmtpServer<H> {
 }
 
 impl<H> SmtpServer<H> {
-    /// The bound addresses, in the order the listeners were added.
+    /// The bound TCP addresses, in the order their listeners were added (Unix-socket
+    /// listeners left out: see `endpoints`).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.1).collect()
+        self.listeners.iter().filter_map(|l| l.1.tcp()).collect()
+    }
+
+    /// Every listener's address or socket path, in the order the listeners were added.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.listeners.iter().map(|l| l.1.clone()).collect()
     }
 }
 
@@ -220,7 +260,7 @@ impl<H: Handler> SmtpServer<H> {
     /// A handle to stop the server and read its addresses and counters.
     pub fn handle(&self) -> ServerHandle {
         let lifecycle = Arc::clone(&self.ctx.lifecycle);
-        ServerHandle::new(lifecycle, self.local_addrs(), Arc::clone(&self.ctx.metrics))
+        ServerHandle::new(lifecycle, self.endpoints(), Arc::clone(&self.ctx.metrics))
     }
 
     /// Serves until [`ServerHandle::shutdown`] and the end of every session.

@@ -1,5 +1,5 @@
-//! The connection's bytes for the shared driver: plain TCP or TLS, with bytes read ahead
-//! (after a PROXY header) replayed first.
+//! The connection's bytes for the shared driver: plain TCP or a Unix-domain socket, or TLS
+//! over either, with bytes read ahead (after a PROXY header) replayed first.
 
 use std::io;
 use std::pin::Pin;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_net::TcpStream;
+use async_net::unix::UnixStream;
 use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
@@ -15,10 +16,26 @@ use smtpkit_server::driver::{ReadAhead, Transport};
 
 /// TCP that first yields bytes read ahead: those after a PROXY header (an SMTP command, or
 /// the ClientHello of an implicit TLS connection) must reach whoever reads next.
+/// An accepted connection.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+macro_rules! on_socket {
+    ($socket:expr, |$s:ident| $call:expr) => {
+        match $socket {
+            Socket::Tcp($s) => $call,
+            Socket::Unix($s) => $call,
+        }
+    };
+}
+
 #[derive(Debug)]
 pub(crate) struct Rewind {
     ahead: ReadAhead,
-    tcp: TcpStream,
+    socket: Socket,
 }
 
 impl AsyncRead for Rewind {
@@ -30,7 +47,7 @@ impl AsyncRead for Rewind {
         let this = self.get_mut();
         match this.ahead.take(buf) {
             Some(n) => Poll::Ready(Ok(n)),
-            None => Pin::new(&mut this.tcp).poll_read(cx, buf),
+            None => on_socket!(&mut this.socket, |s| Pin::new(s).poll_read(cx, buf)),
         }
     }
 }
@@ -41,15 +58,16 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        on_socket!(&mut self.get_mut().socket, |s| Pin::new(s)
+            .poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        on_socket!(&mut self.get_mut().socket, |s| Pin::new(s).poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_close(cx)
+        on_socket!(&mut self.get_mut().socket, |s| Pin::new(s).poll_close(cx))
     }
 }
 
@@ -63,10 +81,10 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(tcp: TcpStream) -> Self {
+    pub(crate) fn new(socket: Socket) -> Self {
         Self::Plain(Rewind {
             ahead: ReadAhead::default(),
-            tcp,
+            socket,
         })
     }
 }

@@ -1,5 +1,5 @@
-//! The connection's bytes for the shared driver: plain TCP or TLS, with bytes read ahead
-//! (after a PROXY header) replayed first.
+//! The connection's bytes for the shared driver: plain TCP or a Unix-domain socket, or TLS
+//! over either, with bytes read ahead (after a PROXY header) replayed first.
 
 use std::io;
 use std::pin::Pin;
@@ -11,18 +11,88 @@ use std::io::Cursor;
 use smtpkit_server::TlsInfo;
 use smtpkit_server::driver::Transport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, Chain, Join, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// TCP whose reads first yield bytes read ahead: those after a PROXY header (an SMTP command,
 /// or the ClientHello of an implicit TLS connection) must reach whoever reads next.
-pub(crate) type Rewind = Join<Chain<Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>;
+pub(crate) type Rewind = Join<Chain<Cursor<Vec<u8>>, ReadHalf>, WriteHalf>;
 
-fn rewind(tcp: TcpStream) -> Rewind {
-    let (read, write) = tcp.into_split();
+/// An accepted connection.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+fn rewind(socket: Socket) -> Rewind {
+    let (read, write) = match socket {
+        Socket::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+        }
+        Socket::Unix(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Unix(r), WriteHalf::Unix(w))
+        }
+    };
     tokio::io::join(Cursor::new(Vec::new()).chain(read), write)
+}
+
+/// The read side of a [`Socket`]: split halves without a lock, as TLS needs reads and
+/// writes apart.
+#[derive(Debug)]
+pub(crate) enum ReadHalf {
+    Tcp(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
+}
+
+/// The write side of a [`Socket`].
+#[derive(Debug)]
+pub(crate) enum WriteHalf {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Unix(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            Self::Unix(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_flush(cx),
+            Self::Unix(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            Self::Unix(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
 }
 
 /// The session's stream: plain until STARTTLS or for the whole session, TLS after it.
@@ -35,8 +105,8 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(tcp: TcpStream) -> Self {
-        Self::Plain(rewind(tcp))
+    pub(crate) fn new(socket: Socket) -> Self {
+        Self::Plain(rewind(socket))
     }
 
     fn io(&mut self) -> Option<Pin<&mut (dyn AsyncReadWrite + Send)>> {

@@ -1,7 +1,6 @@
 //! smtpkit-mio: the server runs its own event-loop and accept threads; shutdown blocks until
 //! they are joined.
 
-use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -20,10 +19,11 @@ pub struct Mio;
 impl Adapter for Mio {
     const NAME: &'static str = "mio";
 
-    fn start(spec: ServerSpec) -> Running {
+    fn start(mut spec: ServerSpec) -> Running {
+        let listeners = spec.take_listeners();
         let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
-        for listener in spec.listeners {
-            builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), listener);
+        for (source, listener) in listeners {
+            builder = builder.listener(source, listener);
         }
         if let Some(tls) = spec.tls {
             builder = builder.tls(tls);
@@ -36,9 +36,9 @@ impl Adapter for Mio {
             .expect("smtpkit-mio server")
             .start()
             .expect("smtpkit-mio threads");
-        let addrs = handle.local_addrs().to_vec();
+        let endpoints = handle.endpoints().to_vec();
         Running::new(
-            addrs,
+            endpoints,
             Box::new(move |grace| {
                 // `shutdown` blocks until every thread is joined; bound the wait so a hung
                 // server fails its test instead of hanging the suite.

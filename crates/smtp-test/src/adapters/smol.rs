@@ -1,7 +1,6 @@
 //! smtpkit-smol: the server runs on smol's global executor; shutdown is driven with
 //! `smol::block_on`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use smtpkit_smol::SmtpServer;
@@ -18,11 +17,12 @@ pub struct Smol;
 impl Adapter for Smol {
     const NAME: &'static str = "smol";
 
-    fn start(spec: ServerSpec) -> Running {
+    fn start(mut spec: ServerSpec) -> Running {
+        let listeners = spec.take_listeners();
         let handle = smol::block_on(async {
             let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
-            for listener in spec.listeners {
-                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), listener);
+            for (source, listener) in listeners {
+                builder = builder.listener(source, listener);
             }
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
@@ -32,9 +32,9 @@ impl Adapter for Smol {
             }
             builder.build().await.expect("smtpkit-smol server").spawn()
         });
-        let addrs = handle.local_addrs().to_vec();
+        let endpoints = handle.endpoints().to_vec();
         Running::new(
-            addrs,
+            endpoints,
             Box::new(move |grace| {
                 smol::block_on(async {
                     let limit = async {

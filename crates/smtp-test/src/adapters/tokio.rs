@@ -1,6 +1,5 @@
 //! smtpkit-tokio: the server runs on a multi-threaded tokio runtime owned by the [`Running`].
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use smtpkit_tokio::SmtpServer;
@@ -17,7 +16,8 @@ pub struct Tokio;
 impl Adapter for Tokio {
     const NAME: &'static str = "tokio";
 
-    fn start(spec: ServerSpec) -> Running {
+    fn start(mut spec: ServerSpec) -> Running {
+        let listeners = spec.take_listeners();
         // Two workers, like the machines CI runs on: sessions really run in parallel.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -26,8 +26,8 @@ impl Adapter for Tokio {
             .expect("tokio runtime");
         let handle = rt.block_on(async {
             let mut builder = SmtpServer::builder(spec.handler).settings(spec.settings);
-            for listener in spec.listeners {
-                builder = builder.listener(SocketAddr::from(([127, 0, 0, 1], 0)), listener);
+            for (source, listener) in listeners {
+                builder = builder.listener(source, listener);
             }
             if let Some(tls) = spec.tls {
                 builder = builder.tls(tls);
@@ -38,9 +38,9 @@ impl Adapter for Tokio {
             let server = builder.build().await.expect("smtpkit-tokio server");
             server.spawn()
         });
-        let addrs = handle.local_addrs().to_vec();
+        let endpoints = handle.endpoints().to_vec();
         Running::new(
-            addrs,
+            endpoints,
             Box::new(move |grace| {
                 // The timer must be created inside the runtime.
                 let _ = rt.block_on(async {

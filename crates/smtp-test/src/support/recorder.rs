@@ -3,7 +3,6 @@
 
 #![allow(missing_docs)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use smtpkit_server::blocking::{BlockingHandler, BlockingSession};
@@ -27,7 +26,7 @@ pub struct Message {
 pub struct Store {
     pub messages: Vec<Message>,
     pub aborted: usize,
-    pub peers: Vec<SocketAddr>,
+    pub peers: Vec<smtpkit_server::Endpoint>,
     pub closes: Vec<CloseReason>,
 }
 
@@ -53,7 +52,7 @@ pub struct Conn {
 impl BlockingHandler for Recorder {
     type Session = Conn;
     fn connect(&self, info: &SessionInfo) -> Result<Conn, Reply<'static>> {
-        self.store().peers.push(info.peer);
+        self.store().peers.push(info.peer.clone());
         Ok(Conn {
             store: self.clone(),
             current: Message::default(),

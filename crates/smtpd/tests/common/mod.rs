@@ -252,10 +252,14 @@ impl Reply {
     }
 }
 
+/// A blocking socket: TCP or Unix-domain.
+pub(crate) trait Socket: Read + Write + std::fmt::Debug + Send {}
+impl<T: Read + Write + std::fmt::Debug + Send> Socket for T {}
+
 /// A plain-text SMTP client on a blocking socket with timeouts.
 #[derive(Debug)]
 pub(crate) struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Socket>,
     buf: Vec<u8>,
 }
 
@@ -276,9 +280,29 @@ impl Client {
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(Self {
-            stream,
+            stream: Box::new(stream),
             buf: Vec::new(),
         })
+    }
+
+    /// Connects to the Unix-domain socket at `path` and reads the greeting, which must be 220.
+    pub(crate) fn connect_unix(path: &Path) -> Self {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let mut client = Self {
+            stream: Box::new(stream),
+            buf: Vec::new(),
+        };
+        let greeting = client.reply().expect("greeting");
+        assert_eq!(greeting.code, 220, "{greeting:?}");
+        client
+    }
+
+    /// The socket, for a TLS handshake after `220` to STARTTLS (nothing may be buffered).
+    pub(crate) fn into_stream(self) -> Box<dyn Socket> {
+        assert!(self.buf.is_empty(), "bytes after the STARTTLS reply");
+        self.stream
     }
 
     /// Sends raw bytes.

@@ -11,6 +11,7 @@ use smtpkit_proto::{CloseReason, EnhancedCode, InBuf, Reply, ReplyCode, Server, 
 
 use super::harness::block_on;
 use super::*;
+use crate::endpoint::Endpoint;
 use crate::settings::{ListenerKind, ServerSettings};
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -223,8 +224,8 @@ fn run_with<H: Handler>(
         server.handle_tls_established(now);
     }
     let info = SessionInfo::new(
-        "192.0.2.1:4000".parse().unwrap(),
-        "192.0.2.2:25".parse().unwrap(),
+        "192.0.2.1:4000".parse::<Endpoint>().unwrap(),
+        "192.0.2.2:25".parse::<Endpoint>().unwrap(),
         ListenerKind::Smtp,
     );
     let mut d = block_on(Dispatcher::connect(

@@ -17,7 +17,7 @@ mod transcript;
 
 use std::io;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -29,6 +29,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::session::now;
 pub use self::session::{ABORT_FLUSH, SessionCore};
+use crate::endpoint::Endpoint;
 use crate::handler::{Handler, SessionInfo};
 use crate::lifecycle::{Lifecycle, State, TaskGuard};
 use crate::limit::{ConnectionGuard, ConnectionLimiter};
@@ -64,7 +65,7 @@ pub trait Accept: Send + Sync + 'static {
     /// The next connection, with the client's and the local address.
     fn accept(
         &self,
-    ) -> impl Future<Output = io::Result<(Self::Transport, SocketAddr, SocketAddr)>> + Send;
+    ) -> impl Future<Output = io::Result<(Self::Transport, Endpoint, Endpoint)>> + Send;
 }
 
 /// Where an async adapter runs its tasks.
@@ -135,9 +136,13 @@ impl ListenerConfig {
         listener: ListenerSettings,
         tls: Option<&Arc<rustls::ServerConfig>>,
     ) -> Result<Self, Error> {
-        let tls = tls.filter(|_| listener.tls).cloned();
-        if listener.kind.implicit_tls() && tls.is_none() {
+        let mut tls = tls.filter(|_| listener.tls).cloned();
+        let needs_tls = listener.kind.implicit_tls() || listener.client_auth.is_some();
+        if needs_tls && tls.is_none() {
             return Err(Error::MissingTls(listener.kind));
+        }
+        if let (Some(auth), Some(base)) = (&listener.client_auth, &tls) {
+            tls = Some(crate::tls::with_client_auth(base, auth)?);
         }
         let config = settings.listener_config(&listener, tls.is_some())?;
         Ok(Self {
@@ -180,31 +185,39 @@ impl<H> Context<H> {
 
     /// Lets `core`'s client send XCLIENT and XFORWARD if it is in the server's
     /// `xclient_networks` / `xforward_networks`.
-    pub fn allow_front_end<S>(&self, core: &mut SessionCore<S>, peer: SocketAddr) {
+    pub fn allow_front_end<S>(&self, core: &mut SessionCore<S>, peer: &Endpoint) {
+        // A Unix-socket client has no address to trust.
+        let Some(ip) = peer.ip() else { return };
         let s = &self.settings;
-        let xclient = s.xclient_networks.contains(peer.ip());
-        let xforward = s.xforward_networks.contains(peer.ip());
+        let xclient = s.xclient_networks.contains(ip);
+        let xforward = s.xforward_networks.contains(ip);
         if xclient || xforward {
             core.server.allow_front_end(xclient, xforward);
         }
     }
 
-    /// The reverse-DNS lookup for a client of `listener`, if the server has one and the
-    /// listener wants names.
-    pub fn reverse_lookup(&self, listener: &ListenerConfig) -> Option<&dyn ReverseLookup> {
-        self.reverse_dns
+    /// The reverse-DNS lookup for `peer`, a client of `listener`, and its address: if the
+    /// server has a lookup, the listener wants names, and the client has an IP address.
+    pub fn reverse_lookup(
+        &self,
+        listener: &ListenerConfig,
+        peer: &Endpoint,
+    ) -> Option<(&dyn ReverseLookup, IpAddr)> {
+        let lookup = self
+            .reverse_dns
             .as_deref()
-            .filter(|_| listener.settings.reverse_dns)
+            .filter(|_| listener.settings.reverse_dns)?;
+        Some((lookup, peer.ip()?))
     }
 
     /// Whether a connection from `peer` must be closed at once because the listener expects
     /// PROXY headers and `peer` is not a trusted proxy.
-    pub fn untrusted_proxy(&self, listener: &ListenerConfig, peer: SocketAddr) -> bool {
+    pub fn untrusted_proxy(&self, listener: &ListenerConfig, peer: &Endpoint) -> bool {
         let untrusted = listener
             .settings
             .proxy
             .as_ref()
-            .is_some_and(|p| !p.trusted.contains(peer.ip()));
+            .is_some_and(|p| peer.ip().is_none_or(|ip| !p.trusted.contains(ip)));
         if untrusted {
             debug!(%peer, "PROXY protocol: untrusted source, closing");
             self.metrics.connection_refused();
@@ -213,20 +226,25 @@ impl<H> Context<H> {
     }
 
     /// A PROXY header could not be read; the connection is closed.
-    pub fn proxy_failed(&self, peer: SocketAddr, why: &dyn std::fmt::Display) {
+    pub fn proxy_failed(&self, peer: &Endpoint, why: &dyn std::fmt::Display) {
         debug!(%peer, error = %why, "PROXY protocol: no valid header, closing");
         self.metrics.connection_refused();
     }
 
     /// Counts a connection from `peer` (the real client, after any PROXY header) against
-    /// the limits. A refused connection gets the bytes to write before closing (none for
-    /// implicit TLS, whose client cannot read plaintext).
+    /// the limits (the total only for a Unix-socket client). A refused connection gets the
+    /// bytes to write before closing (none for implicit TLS, whose client cannot read
+    /// plaintext).
     pub fn admit(
         &self,
         listener: &ListenerConfig,
-        peer: SocketAddr,
+        peer: &Endpoint,
     ) -> Result<ConnectionGuard, Vec<u8>> {
-        self.limiter.try_acquire(peer.ip()).map_err(|e| {
+        let acquired = match peer.ip() {
+            Some(ip) => self.limiter.try_acquire(ip),
+            None => self.limiter.try_acquire_local(),
+        };
+        acquired.map_err(|e| {
             info!(%peer, reason = %e, "connection refused");
             self.metrics.connection_refused();
             if listener.settings.kind.implicit_tls() {
@@ -246,12 +264,12 @@ impl<H> Context<H> {
 
 /// The reverse-DNS name of `peer`, bounded by the lookup's own timeout on `R`'s timer: a
 /// lookup that does not finish in time is [`ReverseName::TempError`].
-pub async fn reverse_name<R: Runtime>(lookup: &dyn ReverseLookup, peer: SocketAddr) -> ReverseName {
+pub async fn reverse_name<R: Runtime>(lookup: &dyn ReverseLookup, peer: IpAddr) -> ReverseName {
     let start = now();
     let timer = R::timer(start + lookup.timeout());
     let name = lookup
         .reverse_name(
-            peer.ip(),
+            peer,
             start,
             Box::pin(async move {
                 timer.await;
@@ -263,17 +281,13 @@ pub async fn reverse_name<R: Runtime>(lookup: &dyn ReverseLookup, peer: SocketAd
 }
 
 /// The client and server addresses a PROXY header reports (the socket's own otherwise).
-pub fn proxied(
-    header: &ProxyHeader,
-    peer: SocketAddr,
-    local: SocketAddr,
-) -> (SocketAddr, SocketAddr) {
+pub fn proxied(header: &ProxyHeader, peer: Endpoint, local: Endpoint) -> (Endpoint, Endpoint) {
     match header {
         ProxyHeader::Proxied {
             source,
             destination,
             ..
-        } => (*source, *destination),
+        } => (Endpoint::Tcp(*source), Endpoint::Tcp(*destination)),
         _ => (peer, local),
     }
 }
@@ -318,8 +332,8 @@ pub async fn serve<R: Runtime, H: Handler, T: Transport>(
     ctx: Arc<Context<H>>,
     listener: Arc<ListenerConfig>,
     io: T,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Endpoint,
+    local: Endpoint,
     task: TaskGuard,
 ) {
     let _task = task;
@@ -342,10 +356,10 @@ async fn admit<R: Runtime, H: Handler, T: Transport>(
     ctx: &Context<H>,
     listener: &ListenerConfig,
     mut io: T,
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: Endpoint,
+    local: Endpoint,
 ) -> Option<(T, Box<SessionInfo>, ConnectionGuard)> {
-    if ctx.untrusted_proxy(listener, peer) {
+    if ctx.untrusted_proxy(listener, &peer) {
         return None;
     }
     let (peer, local, proxy) = match &listener.settings.proxy {
@@ -356,12 +370,12 @@ async fn admit<R: Runtime, H: Handler, T: Transport>(
                 (peer, local, Some((header, tlvs)))
             }
             Ok(Err(e)) | Err(e) => {
-                ctx.proxy_failed(peer, &e);
+                ctx.proxy_failed(&peer, &e);
                 return None;
             }
         },
     };
-    let guard = match ctx.admit(listener, peer) {
+    let guard = match ctx.admit(listener, &peer) {
         Ok(guard) => guard,
         Err(line) => {
             if !line.is_empty() {
@@ -389,8 +403,8 @@ async fn admit<R: Runtime, H: Handler, T: Transport>(
         }
     }
     // Before the greeting, as Postfix does: the connect handler decides with the name.
-    if let Some(lookup) = ctx.reverse_lookup(listener) {
-        info = info.with_reverse_name(reverse_name::<R>(lookup, peer).await);
+    if let Some((lookup, ip)) = ctx.reverse_lookup(listener, &info.peer) {
+        info = info.with_reverse_name(reverse_name::<R>(lookup, ip).await);
     }
     Some((io, Box::new(info), guard))
 }
@@ -406,7 +420,7 @@ async fn session<R: Runtime, H: Handler, T: Transport>(
 ) {
     let state = ctx.lifecycle.state();
     let config = Arc::clone(&listener.config);
-    let peer = info.peer;
+    let peer = info.peer.clone();
     let start = SessionCore::start(
         &ctx.handler,
         &ctx.metrics,
@@ -416,7 +430,7 @@ async fn session<R: Runtime, H: Handler, T: Transport>(
         state,
     );
     let mut core = Box::pin(start).await;
-    ctx.allow_front_end(&mut core, peer);
+    ctx.allow_front_end(&mut core, &peer);
     // Borrowed, not moved: a moved-in session would be stored twice in the future.
     let error = run_session::<R, H, T>(ctx, listener, io, &mut core).await;
     Box::pin(core.end(error.as_ref().map(|e| e as &(dyn std::fmt::Display + Sync)))).await;
@@ -623,7 +637,7 @@ async fn start_tls<R: Runtime, H, T: Transport>(
 async fn accept_loop<R: Runtime, H: Handler, A: Accept>(
     ctx: Arc<Context<H>>,
     listener: Arc<ListenerConfig>,
-    addr: SocketAddr,
+    addr: Endpoint,
     acceptor: A,
     spawner: impl Spawn,
 ) {
@@ -664,6 +678,7 @@ async fn accept_loop<R: Runtime, H: Handler, A: Accept>(
 #[derive(Debug)]
 pub struct ServerHandle<R> {
     lifecycle: Arc<Lifecycle>,
+    endpoints: Vec<Endpoint>,
     addrs: Vec<SocketAddr>,
     metrics: Arc<Metrics>,
     runtime: PhantomData<fn() -> R>,
@@ -673,6 +688,7 @@ impl<R> Clone for ServerHandle<R> {
     fn clone(&self) -> Self {
         Self {
             lifecycle: Arc::clone(&self.lifecycle),
+            endpoints: self.endpoints.clone(),
             addrs: self.addrs.clone(),
             metrics: Arc::clone(&self.metrics),
             runtime: PhantomData,
@@ -681,19 +697,26 @@ impl<R> Clone for ServerHandle<R> {
 }
 
 impl<R: Runtime> ServerHandle<R> {
-    /// A handle on the server whose tasks `lifecycle` tracks.
-    pub fn new(lifecycle: Arc<Lifecycle>, addrs: Vec<SocketAddr>, metrics: Arc<Metrics>) -> Self {
+    /// A handle on the server whose tasks `lifecycle` tracks, listening on `endpoints`.
+    pub fn new(lifecycle: Arc<Lifecycle>, endpoints: Vec<Endpoint>, metrics: Arc<Metrics>) -> Self {
         Self {
             lifecycle,
-            addrs,
+            addrs: endpoints.iter().filter_map(Endpoint::tcp).collect(),
+            endpoints,
             metrics,
             runtime: PhantomData,
         }
     }
 
-    /// The bound addresses, in the order the listeners were added.
+    /// The bound TCP addresses, in the order their listeners were added (Unix-socket
+    /// listeners left out: see [`endpoints`](Self::endpoints)).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Every listener's address or socket path, in the order the listeners were added.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
     }
 
     /// The server's counters.
@@ -733,7 +756,7 @@ impl<R: Runtime> ServerHandle<R> {
 /// listener and session.
 pub async fn run_server<R: Runtime, H: Handler, A: Accept>(
     ctx: Arc<Context<H>>,
-    listeners: Vec<(Arc<ListenerConfig>, SocketAddr, A)>,
+    listeners: Vec<(Arc<ListenerConfig>, Endpoint, A)>,
     spawner: impl Spawn,
 ) {
     for (listener, addr, acceptor) in listeners {
