@@ -593,7 +593,7 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
             q.outbound(&config.relay, Arc::new(signer))
         }),
         rcpt_policy: smtpd::rcpt_policy::RcptPolicy::from_config(config)?,
-        checks: smtpd::checks::Checker::from_config(&config.checks, &config.hostname)
+        checks: smtpd::checks::Checker::from_config(&config.checks, &config.dns, &config.hostname)
             .map_err(|e| format!("[checks]: {e}"))?,
         lmtp: smtpd::lmtp::Lmtp::from_config(config)?,
     })
@@ -605,6 +605,9 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
     // exist would kill the process with the default action instead of reloading or draining.
     let signals = Signals::install();
+    for d in &config.deprecated {
+        warn!("configuration: {d}");
+    }
     let queue = if config.relay.enabled {
         match smtpd::queue::start(&config).await {
             Ok(q) => Some(q),

@@ -250,7 +250,10 @@ pub async fn start(config: &Config) -> Result<Running, String> {
         _ => {}
     }
     let d = &config.delivery;
-    let resolver = HickoryMx::new(&d.nameservers, Duration::from_secs(d.dns_timeout))
+    let resolver = config
+        .dns
+        .resolver_config()
+        .and_then(|(c, o)| HickoryMx::with_options(c, o))
         .map_err(|e| format!("DNS resolver: {e}"))?;
     let transport = SmtpTransport::new(resolver, &config.hostname, d)?;
     let runner = Arc::new(Runner::new(
