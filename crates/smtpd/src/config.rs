@@ -1556,6 +1556,11 @@ pub struct Delivery {
     pub starttls: bool,
     /// Seconds to connect to a host. Default 30 (Postfix smtp_connect_timeout).
     pub connect_timeout: u64,
+    /// Keep TLS-RPT data (RFC 8460) of sessions under a policy in `tls-report.jsonl` in the
+    /// queue directory, for `smtpd tls-report`. Default `true`.
+    pub tls_report: bool,
+    /// MTA-STS (RFC 8461).
+    pub mta_sts: MtaSts,
     /// Send everything through this host instead of the MX hosts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smart_host: Option<SmartHost>,
@@ -1569,7 +1574,36 @@ impl Default for Delivery {
             dns_timeout: None,
             starttls: true,
             connect_timeout: 30,
+            tls_report: true,
+            mta_sts: MtaSts::default(),
             smart_host: None,
+        }
+    }
+}
+
+/// `[delivery.mta_sts]`: destination domains' MTA-STS policies (RFC 8461).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaSts {
+    /// Look policies up and follow them. Default `true`.
+    pub enabled: bool,
+    /// Seconds for fetching one policy over HTTPS. Default 10.
+    pub fetch_timeout: u64,
+    /// The port policies are fetched from. Default 443; tests point it elsewhere.
+    pub https_port: u16,
+    /// A PEM file of CA certificates trusted besides the web PKI roots, for policy servers and
+    /// MX hosts alike (a private PKI, tests). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+impl Default for MtaSts {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            fetch_timeout: 10,
+            https_port: 443,
+            ca: None,
         }
     }
 }

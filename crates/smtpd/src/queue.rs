@@ -255,7 +255,13 @@ pub async fn start(config: &Config) -> Result<Running, String> {
         .resolver_config()
         .and_then(|(c, o)| HickoryMx::with_options(c, o))
         .map_err(|e| format!("DNS resolver: {e}"))?;
-    let transport = SmtpTransport::new(resolver, &config.hostname, d)?;
+    let mut transport = SmtpTransport::new(resolver.clone(), &config.hostname, d)?;
+    if d.mta_sts.enabled {
+        transport = transport.with_mta_sts(resolver.resolver().clone(), &d.mta_sts);
+    }
+    if d.tls_report {
+        transport = transport.with_tls_report(crate::tls_report::Recorder::new(dir));
+    }
     let runner = Arc::new(Runner::new(
         Arc::clone(&store),
         Arc::new(transport),
