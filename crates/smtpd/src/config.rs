@@ -1556,6 +1556,11 @@ pub struct Delivery {
     pub starttls: bool,
     /// Seconds to connect to a host. Default 30 (Postfix smtp_connect_timeout).
     pub connect_timeout: u64,
+    /// DANE (RFC 7672): look up MX hosts' TLSA records with DNSSEC validation (by hickory,
+    /// from the root trust anchor; the `[dns]` nameservers must pass DNSSEC records on) and
+    /// require a certificate they name. Default `false`, as Postfix's `smtp_dns_support_level`:
+    /// a resolver path that strips DNSSEC would make every lookup fail.
+    pub dane: bool,
     /// Keep TLS-RPT data (RFC 8460) of sessions under a policy in `tls-report.jsonl` in the
     /// queue directory, for `smtpd tls-report`. Default `true`.
     pub tls_report: bool,
@@ -1574,6 +1579,7 @@ impl Default for Delivery {
             dns_timeout: None,
             starttls: true,
             connect_timeout: 30,
+            dane: false,
             tls_report: true,
             mta_sts: MtaSts::default(),
             smart_host: None,

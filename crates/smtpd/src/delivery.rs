@@ -12,6 +12,9 @@
 //!     recipients (RFC 8461 5.1), never plaintext;
 //!   - `testing`: the checked session is tried first; when it fails, the failure is recorded
 //!     and delivery goes on as without a policy.
+//! - With `[delivery] dane`, an MX host whose TLSA records (`_25._tcp.HOST`) validate under
+//!   DNSSEC must present a certificate they name ([`crate::dane`]), or its recipients are
+//!   deferred; DANE outranks MTA-STS for that host (RFC 8461 2).
 //! - Sessions under a policy are recorded for TLS-RPT ([`crate::tls_report`]).
 //! - A smart host is reached with its own TLS mode (certificate checked against the web PKI
 //!   or a given CA) and AUTH.
@@ -34,11 +37,12 @@ use smtpkit_tokio::client::{
 use tracing::{debug, info};
 
 use crate::config;
+use crate::dane;
 use crate::mta_sts::{Found, Mode, MtaSts, Policy};
 use crate::tls_report::{self, Failure, PolicyType, Recorder};
 
 /// How one session with an MX host is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Security {
     /// No STARTTLS.
     Plaintext,
@@ -46,6 +50,8 @@ enum Security {
     Opportunistic,
     /// STARTTLS required, the certificate checked for the MX name.
     Verified,
+    /// STARTTLS required, the certificate checked by this configuration (DANE's TLSA records).
+    Pinned(Arc<rustls::ClientConfig>),
 }
 
 /// A smart host, resolved from `[delivery.smart_host]`.
@@ -67,6 +73,7 @@ pub struct SmtpTransport<R> {
     opportunistic: Arc<rustls::ClientConfig>,
     verified: Arc<rustls::ClientConfig>,
     mta_sts: Option<MtaSts>,
+    dane: Option<hickory_resolver::TokioResolver>,
     tls_report: Option<Recorder>,
     connect_timeout: Duration,
     smart_host: Option<SmartHost>,
@@ -91,6 +98,7 @@ impl<R: MxResolver> SmtpTransport<R> {
             opportunistic: Arc::new(opportunistic_config()?),
             verified: Arc::new(verified_config(delivery.mta_sts.ca.as_deref())?),
             mta_sts: None,
+            dane: None,
             tls_report: None,
             connect_timeout: Duration::from_secs(delivery.connect_timeout),
             smart_host,
@@ -112,6 +120,14 @@ impl<R: MxResolver> SmtpTransport<R> {
             settings.https_port,
             Duration::from_secs(settings.fetch_timeout),
         ));
+        self
+    }
+
+    /// Checks MX hosts' certificates against their TLSA records (DANE, RFC 7672), looked up
+    /// with `resolver`, which must validate DNSSEC.
+    #[must_use]
+    pub fn with_dane(mut self, resolver: hickory_resolver::TokioResolver) -> Self {
+        self.dane = Some(resolver);
         self
     }
 
@@ -174,16 +190,17 @@ impl<R: MxResolver> SmtpTransport<R> {
                 name,
                 TlsMode::Opportunistic,
             )),
+            Security::Pinned(config) => Some(TlsSettings::new(config, name, TlsMode::Required)),
             Security::Opportunistic | Security::Plaintext => None,
         }
     }
 
-    /// Records a session under `policy` for TLS-RPT: one that ended for a TLS reason failed,
+    /// Records a session under a policy for TLS-RPT: one that ended for a TLS reason failed,
     /// one that got an answer succeeded; a connection that never reached TLS is no session.
     fn report(
         &self,
         domain: &str,
-        policy: &Policy,
+        (kind, policy): (PolicyType, &[String]),
         host: &str,
         addr: SocketAddr,
         result: &Result<Vec<Outcome>, Error>,
@@ -193,12 +210,22 @@ impl<R: MxResolver> SmtpTransport<R> {
         };
         let failure = match result {
             Ok(_) => None,
+            Err(e @ Error::Tls(_)) if kind == PolicyType::Tlsa => {
+                Some((Failure::TlsaInvalid, e.to_string()))
+            }
             Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) => {
                 Some((tls_failure(e), e.to_string()))
             }
             Err(_) => return,
         };
-        record(recorder, domain, policy, host, Some(addr.ip()), failure);
+        record(
+            recorder,
+            domain,
+            (kind, policy),
+            host,
+            Some(addr.ip()),
+            failure,
+        );
     }
 
     /// One session with one address: `Ok` is a per-recipient result (the server answered),
@@ -321,6 +348,51 @@ impl<R: MxResolver> SmtpTransport<R> {
     }
 }
 
+impl<R: MxResolver> SmtpTransport<R> {
+    /// `host`'s validated TLSA records as a client configuration that checks them (and the
+    /// records as text, for reports); `None` without DANE; `Err` (defer this host) when the
+    /// lookup failed or did not validate.
+    async fn dane(
+        &self,
+        domain: &str,
+        host: &str,
+    ) -> Result<Option<(Arc<rustls::ClientConfig>, Vec<String>)>, Outcome> {
+        let Some(resolver) = self.dane.as_ref().filter(|_| self.smart_host.is_none()) else {
+            return Ok(None);
+        };
+        let records = match dane::lookup(resolver, host, self.port).await {
+            dane::Found::Nothing => return Ok(None),
+            dane::Found::Records(records) => records,
+            dane::Found::Failed(e) => {
+                if let Some(recorder) = &self.tls_report {
+                    let failure = Some((Failure::DnssecInvalid, e.clone()));
+                    record(
+                        recorder,
+                        domain,
+                        (PolicyType::Tlsa, &[]),
+                        host,
+                        None,
+                        failure,
+                    );
+                }
+                return Err(Outcome::Temporary {
+                    reply: format!("DANE: {host}: {e}"),
+                    remote: Some(host.to_owned()),
+                });
+            }
+        };
+        let text = records.iter().map(dane::Tlsa::to_text).collect();
+        let provider = Arc::clone(self.verified.crypto_provider());
+        match dane::DaneVerifier::new(records, provider).client_config() {
+            Ok(config) => Ok(Some((Arc::new(config), text))),
+            Err(e) => Err(Outcome::Temporary {
+                reply: format!("DANE: {host}: {e}"),
+                remote: Some(host.to_owned()),
+            }),
+        }
+    }
+}
+
 impl<R: MxResolver> Transport for SmtpTransport<R> {
     async fn deliver(&self, attempt: Attempt<'_>) -> Vec<Outcome> {
         let domain = attempt.domain;
@@ -358,7 +430,7 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
                     record(
                         recorder,
                         domain,
-                        p,
+                        (PolicyType::Sts, &p.lines),
                         host,
                         None,
                         Some((Failure::ValidationFailure, detail)),
@@ -388,13 +460,43 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
             remote: None,
         };
         for (host, addrs) in hosts {
+            // DANE outranks MTA-STS for a host with TLSA records (RFC 8461 2).
+            let pinned = match self.dane(domain, &host).await {
+                Ok(pinned) => pinned,
+                Err(outcome) => {
+                    last = outcome;
+                    continue;
+                }
+            };
             for addr in addrs {
+                if let Some((config, records)) = &pinned {
+                    let tried = self
+                        .try_address(&host, addr, &attempt, Security::Pinned(Arc::clone(config)))
+                        .await;
+                    self.report(domain, (PolicyType::Tlsa, records), &host, addr, &tried);
+                    match tried {
+                        Ok(outcomes) => return outcomes,
+                        Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) => {
+                            last = Outcome::Temporary {
+                                reply: format!("DANE: {host}: {e}"),
+                                remote: Some(host.clone()),
+                            };
+                        }
+                        Err(e) => {
+                            last = outcome_of(&e, Some(host.clone()));
+                            if matches!(last, Outcome::Permanent { .. }) {
+                                return smtpkit_queue::all(attempt.recipients.len(), &last);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let mut tried = match &policy {
                     Some(p) => {
                         let checked = self
                             .try_address(&host, addr, &attempt, Security::Verified)
                             .await;
-                        self.report(domain, p, &host, addr, &checked);
+                        self.report(domain, (PolicyType::Sts, &p.lines), &host, addr, &checked);
                         match checked {
                             Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) if enforce => {
                                 // RFC 8461 5.1: a temporary failure, never plaintext.
@@ -448,7 +550,7 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
 fn record(
     recorder: &Recorder,
     domain: &str,
-    policy: &Policy,
+    (kind, policy): (PolicyType, &[String]),
     host: &str,
     ip: Option<IpAddr>,
     failure: Option<(Failure, String)>,
@@ -457,8 +559,8 @@ fn record(
     recorder.record(tls_report::Session {
         day: String::new(),
         domain: domain.to_owned(),
-        policy: PolicyType::Sts,
-        policy_string: policy.lines.clone(),
+        policy: kind,
+        policy_string: policy.to_vec(),
         mx: host.to_owned(),
         ip,
         failure,

@@ -26,13 +26,14 @@
 //! - [`dkim_sign`]: DKIM signing of relayed mail, the body hashed as it arrives;
 //! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands;
 //! - [`delivery`]: how queued mail leaves (MX hosts or a smart host, over SMTP), with
-//!   [`mta_sts`] policies deciding where TLS must be verified, and [`tls_report`] keeping what
+//!   [`mta_sts`] policies and [`dane`] TLSA records deciding where TLS must be verified, and [`tls_report`] keeping what
 //!   happened for TLS-RPT.
 
 pub mod activation;
 pub mod check;
 pub mod checks;
 pub mod config;
+pub mod dane;
 pub mod delivery;
 pub mod dkim_key;
 pub mod dkim_sign;

@@ -259,6 +259,17 @@ pub async fn start(config: &Config) -> Result<Running, String> {
     if d.mta_sts.enabled {
         transport = transport.with_mta_sts(resolver.resolver().clone(), &d.mta_sts);
     }
+    if d.dane {
+        // A second resolver: validation changes what every lookup costs, and only TLSA needs it.
+        let (c, mut o) = config
+            .dns
+            .resolver_config()
+            .map_err(|e| format!("DNS resolver: {e}"))?;
+        o.validate = true;
+        let validating =
+            HickoryMx::with_options(c, o).map_err(|e| format!("DNSSEC resolver: {e}"))?;
+        transport = transport.with_dane(validating.resolver().clone());
+    }
     if d.tls_report {
         transport = transport.with_tls_report(crate::tls_report::Recorder::new(dir));
     }

@@ -1,4 +1,6 @@
-//! Black-box MTA-STS (RFC 8461): instance A relays to instance B (127.0.0.2), whose certificate
+//! Black-box MTA-STS (RFC 8461) and DANE (RFC 7672).
+//!
+//! MTA-STS: instance A relays to instance B (127.0.0.2), whose certificate
 //! a test CA issued for `mx.good.test` only. The in-process DNS publishes `_mta-sts` records and
 //! `mta-sts.*.test` on 127.0.0.1, where the test serves the policies over HTTPS (same CA):
 //!
@@ -10,6 +12,12 @@
 //! | lax.test | testing, mx.lax.test | certificate mismatch recorded, delivered anyway |
 //!
 //! Then `smtpd tls-report` shows the sessions as RFC 8460 JSON.
+//!
+//! DANE: the test zone is not signed (the in-process server cannot sign, and `test.` is no
+//! delegation of the root), so hickory's validation of any TLSA answer fails; with
+//! `dane = true` that must defer, never fall back. A valid signed chain (delivered with a
+//! matching TLSA record) is not covered end to end: `smtpd::dane`'s unit tests check the
+//! records against real rustls handshakes instead.
 
 #[allow(dead_code, reason = "each test binary uses part of the shared harness")]
 mod common;
@@ -168,7 +176,16 @@ fn hash(password: &str) -> String {
     out.stdout.trim().to_owned()
 }
 
-fn instance_a(dir: &Path, dns: std::net::SocketAddr, https: u16, ca_pem: &str) -> Server {
+/// Instance A: submission for alice, relay through the queue to port `mx` of the MX hosts;
+/// `delivery` is more of `[delivery]`.
+fn instance_a(
+    dir: &Path,
+    dns: std::net::SocketAddr,
+    https: u16,
+    ca_pem: &str,
+    delivery: &str,
+) -> Server {
+    let delivery = delivery.to_owned();
     fs::write(dir.join("ca.pem"), ca_pem).expect("ca.pem");
     let hash = hash("pw");
     let root = dir.to_path_buf();
@@ -217,7 +234,7 @@ timeout = 2
 [delivery]
 port = {mx}
 connect_timeout = 2
-
+{delivery}
 [delivery.mta_sts]
 https_port = {https}
 ca = "ca.pem"
@@ -267,6 +284,23 @@ timeout = 2
     })
 }
 
+/// Submits one message from alice to bob at each of `domains`; its queue id.
+fn submit(port: u16, domains: &[&str]) -> String {
+    let mut c = Client::connect(port);
+    c.expect("EHLO laptop.test", 250);
+    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
+    c.expect("MAIL FROM:<alice@a.test>", 250);
+    for d in domains {
+        c.expect(&format!("RCPT TO:<bob@{d}.test>"), 250);
+    }
+    c.expect("DATA", 354);
+    let r = c.cmd("From: alice@a.test\r\nSubject: tls\r\n\r\nhello\r\n.");
+    assert_eq!(r.code, 250, "{r:?}");
+    let id = r.text().rsplit(' ').next().expect("queue id").to_owned();
+    c.expect("QUIT", 221);
+    id
+}
+
 fn messages(dir: &Path) -> Vec<String> {
     files_under(dir)
         .into_iter()
@@ -299,21 +333,9 @@ fn enforce_needs_a_listed_mx_with_a_valid_certificate_testing_only_records() {
     let (https, server) = runtime.block_on(serve_policies(&pki));
     let a_dir = tempfile::tempdir().expect("dir a");
     let b_dir = tempfile::tempdir().expect("dir b");
-    let a = instance_a(a_dir.path(), dns.addr(), https, &pki.ca_pem);
+    let a = instance_a(a_dir.path(), dns.addr(), https, &pki.ca_pem, "");
     let _b = instance_b(b_dir.path(), a.port(0), dns.addr(), &pki);
-
-    let mut c = Client::connect(a.port(1));
-    c.expect("EHLO laptop.test", 250);
-    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
-    c.expect("MAIL FROM:<alice@a.test>", 250);
-    for d in DOMAINS {
-        c.expect(&format!("RCPT TO:<bob@{d}.test>"), 250);
-    }
-    c.expect("DATA", 354);
-    let r = c.cmd("From: alice@a.test\r\nSubject: sts\r\n\r\nhello\r\n.");
-    assert_eq!(r.code, 250, "{r:?}");
-    let id = r.text().rsplit(' ').next().expect("queue id").to_owned();
-    c.expect("QUIT", 221);
+    let id = submit(a.port(1), &DOMAINS);
 
     // good.test over verified TLS; lax.test delivered despite its failure (testing).
     let deadline = Instant::now() + CROSSING;
@@ -384,6 +406,54 @@ fn enforce_needs_a_listed_mx_with_a_valid_certificate_testing_only_records() {
         None,
     );
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    server.abort();
+    drop(dns);
+}
+
+#[test]
+fn dane_defers_when_the_tlsa_answer_does_not_validate() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pki = Pki::new();
+    let dns = runtime.block_on(TestDns::start(&zone())).expect("test DNS");
+    let (https, server) = runtime.block_on(serve_policies(&pki));
+    let a_dir = tempfile::tempdir().expect("dir a");
+    let b_dir = tempfile::tempdir().expect("dir b");
+    let a = instance_a(a_dir.path(), dns.addr(), https, &pki.ca_pem, "dane = true");
+    let _b = instance_b(b_dir.path(), a.port(0), dns.addr(), &pki);
+    // good.test alone would be delivered (its MTA-STS policy and certificate are fine).
+    let id = submit(a.port(1), &["good"]);
+
+    let deadline = Instant::now() + CROSSING;
+    let show = loop {
+        let show = a_command(a_dir.path(), &["queue", "show", &id]);
+        if show.contains("bob@good.test pending (mx.good.test) DANE: mx.good.test: TLSA") {
+            break show;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no DANE deferral:\n{show}\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(show.contains("DNSSEC"), "{show}");
+    assert!(
+        messages(&b_dir.path().join("md")).is_empty(),
+        "delivered without DANE"
+    );
+    let day = smtpd::tls_report::day_of(SystemTime::now());
+    let json = a_command(a_dir.path(), &["tls-report", "good.test", &day]);
+    let report: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let p = &report["policies"][0];
+    assert_eq!(p["policy"]["policy-type"], "tlsa", "{json}");
+    assert_eq!(
+        p["failure-details"][0]["result-type"], "dnssec-invalid",
+        "{json}"
+    );
     server.abort();
     drop(dns);
 }
