@@ -107,19 +107,21 @@ impl<R: MxResolver> SmtpTransport<R> {
     }
 
     /// Follows MTA-STS policies, looked up with `resolver` (the MX resolver's, sharing its
-    /// cache), as `settings` say.
+    /// cache), as `settings` say, keeping them in `store` across restarts.
     #[must_use]
     pub fn with_mta_sts(
         mut self,
         resolver: hickory_resolver::TokioResolver,
         settings: &config::MtaSts,
+        store: std::path::PathBuf,
     ) -> Self {
-        self.mta_sts = Some(MtaSts::new(
+        let sts = MtaSts::new(
             resolver,
             Arc::clone(&self.verified),
             settings.https_port,
             Duration::from_secs(settings.fetch_timeout),
-        ));
+        );
+        self.mta_sts = Some(sts.with_store(store));
         self
     }
 

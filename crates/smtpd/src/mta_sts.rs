@@ -6,7 +6,9 @@
 //! against the web PKI, no redirects, at most [`MAX_POLICY`] octets, a timeout). A policy is
 //! cached for its `max_age` and fetched again when the TXT record's `id` changes; a domain
 //! whose TXT record vanishes or whose server fails keeps its cached policy until it expires
-//! (RFC 8461 5.1), so an attacker who blocks the fetch cannot downgrade a known domain.
+//! (RFC 8461 5.1), so an attacker who blocks the fetch cannot downgrade a known domain. With
+//! [`MtaSts::with_store`], cached policies are also kept as files (`DOMAIN.json`: id, expiry,
+//! text) so a restart does not open that window again (RFC 8461 10.2).
 //!
 //! The GET is HTTP/1.0 over tokio-rustls rather than hyper: one request, `Connection: close`,
 //! a body read to EOF under a size limit, and any status but 200 a failure (redirects are not
@@ -15,8 +17,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
@@ -160,7 +163,16 @@ pub enum Found {
 struct Cached {
     id: String,
     policy: Arc<Policy>,
-    expires: Instant,
+    expires: SystemTime,
+}
+
+/// A cached policy as stored on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    id: String,
+    /// Seconds since the Unix epoch.
+    expires: u64,
+    policy: String,
 }
 
 /// `[delivery.mta_sts]`'s lookups and their cache.
@@ -170,6 +182,7 @@ pub struct MtaSts {
     port: u16,
     timeout: Duration,
     cache: Mutex<HashMap<String, Cached>>,
+    store: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for MtaSts {
@@ -197,14 +210,74 @@ impl MtaSts {
             port,
             timeout,
             cache: Mutex::new(HashMap::new()),
+            store: None,
+        }
+    }
+
+    /// Keeps cached policies in `directory` too (created when missing), and reads them back
+    /// after a restart.
+    #[must_use]
+    pub fn with_store(mut self, directory: PathBuf) -> Self {
+        self.store = Some(directory);
+        self
+    }
+
+    /// The file of `domain`'s policy; `None` for a name that is no safe file name.
+    fn stored_path(&self, domain: &str) -> Option<PathBuf> {
+        let dir = self.store.as_ref()?;
+        let safe = !domain.is_empty()
+            && !domain.starts_with('.')
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        safe.then(|| dir.join(format!("{domain}.json")))
+    }
+
+    fn load(&self, domain: &str) -> Option<Cached> {
+        let text = std::fs::read_to_string(self.stored_path(domain)?).ok()?;
+        let stored: Stored = serde_json::from_str(&text).ok()?;
+        Some(Cached {
+            id: stored.id,
+            policy: Arc::new(Policy::parse(&stored.policy).ok()?),
+            expires: SystemTime::UNIX_EPOCH + Duration::from_secs(stored.expires),
+        })
+    }
+
+    /// Writes the policy through a temporary file and a rename, without fsync: losing it in a
+    /// crash only means fetching it again.
+    fn save(&self, domain: &str, cached: &Cached) {
+        let Some(path) = self.stored_path(domain) else {
+            return;
+        };
+        let stored = Stored {
+            id: cached.id.clone(),
+            expires: cached
+                .expires
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            policy: cached.policy.lines.join("\n"),
+        };
+        let tmp = path.with_extension("tmp");
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(&stored).unwrap_or_default()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "MTA-STS policy not kept on disk");
         }
     }
 
     fn cached(&self, domain: &str, id: Option<&str>) -> Option<Arc<Policy>> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.contains_key(domain)
+            && let Some(loaded) = self.load(domain)
+        {
+            cache.insert(domain.to_owned(), loaded);
+        }
         cache
             .get(domain)
-            .filter(|c| c.expires > Instant::now() && id.is_none_or(|id| id == c.id))
+            .filter(|c| c.expires > SystemTime::now() && id.is_none_or(|id| id == c.id))
             .map(|c| Arc::clone(&c.policy))
     }
 
@@ -221,15 +294,16 @@ impl MtaSts {
         match tokio::time::timeout(self.timeout, self.fetch(domain)).await {
             Ok(Ok(policy)) => {
                 let policy = Arc::new(policy);
-                let expires = Instant::now() + Duration::from_secs(policy.max_age);
-                self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                    domain.to_owned(),
-                    Cached {
-                        id,
-                        policy: Arc::clone(&policy),
-                        expires,
-                    },
-                );
+                let cached = Cached {
+                    id,
+                    policy: Arc::clone(&policy),
+                    expires: SystemTime::now() + Duration::from_secs(policy.max_age),
+                };
+                self.save(domain, &cached);
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(domain.to_owned(), cached);
                 found(policy)
             }
             Ok(Err(e)) => self.stale_or(domain, e),
@@ -404,6 +478,57 @@ mod tests {
         assert!(!p.matches("backup.test"));
         assert!(!p.matches("two.one.backup.test"));
         assert!(!p.matches("evil-mx.b.test"));
+    }
+
+    /// A restarted server (a new `MtaSts` on the same directory) still knows a policy whose
+    /// record has disappeared, until it expires; an expired or foreign file is no policy.
+    #[tokio::test]
+    async fn stored_policies_survive_a_restart_until_they_expire() {
+        let dns = smtp_test::dns::TestDns::start("").await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let make = || {
+            let mut udp = hickory_resolver::config::ConnectionConfig::udp();
+            udp.port = dns.addr().port();
+            let config = hickory_resolver::config::ResolverConfig::from_name_servers(vec![
+                hickory_resolver::config::NameServerConfig::new(dns.addr().ip(), true, vec![udp]),
+            ]);
+            let resolver = smtpkit_queue::mx::HickoryMx::with_options(
+                config,
+                hickory_resolver::config::ResolverOpts::default(),
+            )
+            .unwrap();
+            let tls = smtpkit_tokio::client::client_config(rustls::RootCertStore::empty());
+            MtaSts::new(
+                resolver.resolver().clone(),
+                Arc::new(tls),
+                443,
+                Duration::from_secs(1),
+            )
+            .with_store(dir.path().to_owned())
+        };
+        let first = make();
+        let policy = Policy::parse(POLICY).unwrap();
+        let cached = |seconds: u64| Cached {
+            id: "1".to_owned(),
+            policy: Arc::new(policy.clone()),
+            expires: SystemTime::now() + Duration::from_secs(seconds),
+        };
+        first.save("b.test", &cached(3600));
+        first.save("../etc", &cached(3600));
+        assert!(!dir.path().join("../etc.json").exists());
+
+        let restarted = make();
+        match restarted.policy("b.test").await {
+            Found::Policy(p) => assert_eq!(*p, policy),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(restarted.policy("c.test").await, Found::Nothing));
+        let stale = Cached {
+            expires: SystemTime::now() - Duration::from_secs(1),
+            ..cached(0)
+        };
+        restarted.save("old.test", &stale);
+        assert!(matches!(make().policy("old.test").await, Found::Nothing));
     }
 
     #[test]

@@ -257,7 +257,8 @@ pub async fn start(config: &Config) -> Result<Running, String> {
         .map_err(|e| format!("DNS resolver: {e}"))?;
     let mut transport = SmtpTransport::new(resolver.clone(), &config.hostname, d)?;
     if d.mta_sts.enabled {
-        transport = transport.with_mta_sts(resolver.resolver().clone(), &d.mta_sts);
+        transport =
+            transport.with_mta_sts(resolver.resolver().clone(), &d.mta_sts, dir.join("mta-sts"));
     }
     if d.dane {
         // A second resolver: validation changes what every lookup costs, and only TLSA needs it.

@@ -370,6 +370,11 @@ fn enforce_needs_a_listed_mx_with_a_valid_certificate_testing_only_records() {
     );
     assert!(show.contains("bob@good.test delivered"), "{show}");
     assert!(show.contains("bob@lax.test delivered"), "{show}");
+    // The policies are kept for a restart.
+    let stored = a_dir.path().join("queue/mta-sts/good.test.json");
+    let stored =
+        fs::read_to_string(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
+    assert!(stored.contains("mx: mx.good.test"), "{stored}");
     // Never sent in plaintext instead.
     assert!(messages(&md.join("bad.test")).is_empty());
     assert!(messages(&md.join("unlisted.test")).is_empty());
