@@ -35,7 +35,10 @@ fn reachable(address: &smtpkit_server::client::Address) -> io::Result<()> {
 /// and writes (then removes) one empty file in the Maildir root; changes nothing else.
 #[must_use]
 pub fn check(config: &Config) -> Findings {
-    let mut f = Findings::default();
+    let mut f = Findings {
+        warnings: config.deprecated.clone(),
+        ..Findings::default()
+    };
     if let Some(tls) = &config.tls
         && let Err(e) = smtpkit_server::tls::ReloadableCert::from_files(&tls.cert, &tls.key)
     {

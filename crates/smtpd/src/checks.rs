@@ -18,13 +18,14 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use smtpkit_mailauth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
 use smtpkit_mailauth::{Authenticator, Disposition, Report};
 use smtpkit_server::SessionInfo;
+
+use crate::dns::Dns;
 
 pub use smtpkit_mailauth::{Iprev, MessageStream, SessionFacts, Spf};
 
@@ -55,14 +56,15 @@ pub struct Checks {
     /// Run the checks. Default `true`: a machine without DNS records `temperror`/`none` and
     /// still accepts.
     pub enabled: bool,
-    /// Nameservers to ask (`"ip:port"`). Default empty: the system's (`/etc/resolv.conf`); none
-    /// there means every check ends in `temperror` (recorded, accepted).
-    pub nameservers: Vec<SocketAddr>,
-    /// Seconds to wait for one DNS answer. Default 5, hickory's (and glibc's) default.
-    pub timeout: u64,
-    /// Entries per record type in the parsed-record caches, and in hickory's answer cache.
-    /// Default 1024: the domains of a day's mail on a small server.
-    pub cache_size: usize,
+    /// Deprecated (one release): `[dns] nameservers`, which it fills when that is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Deprecated (one release): `[dns] timeout`, which it sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Deprecated (one release): `[dns] cache_size`, which it sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<usize>,
     /// The largest header block checked, in octets; a larger one is refused with `552 5.3.4`.
     /// Default 262144 (256 KiB), far above real mail.
     pub header_limit: usize,
@@ -85,9 +87,9 @@ impl Default for Checks {
     fn default() -> Self {
         Self {
             enabled: true,
-            nameservers: Vec::new(),
-            timeout: 5,
-            cache_size: 1024,
+            nameservers: None,
+            timeout: None,
+            cache_size: None,
             header_limit: smtpkit_mailauth::DEFAULT_HEADER_LIMIT,
             exempt_networks: Vec::new(),
             spf_fail: SpfFail::Accept,
@@ -165,32 +167,25 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// The checker `[checks]` describes, or `None` when the checks are off. `hostname` is the
-    /// authserv-id.
-    pub fn from_config(checks: &Checks, hostname: &str) -> Result<Option<Arc<Self>>, String> {
+    /// The checker `[checks]` describes, resolving as `[dns]` says, or `None` when the checks
+    /// are off. `hostname` is the authserv-id.
+    pub fn from_config(
+        checks: &Checks,
+        dns: &Dns,
+        hostname: &str,
+    ) -> Result<Option<Arc<Self>>, String> {
         if !checks.enabled {
             return Ok(None);
         }
-        let (config, mut opts) = if checks.nameservers.is_empty() {
-            // No resolv.conf (a container, a machine without network): a resolver without
-            // nameservers, so every lookup is a temperror and mail is still accepted.
-            smtpkit_mailauth::hickory_resolver::system_conf::read_system_conf().unwrap_or_else(
-                |_| {
-                    (
-                        ResolverConfig::from_name_servers(Vec::new()),
-                        ResolverOpts::default(),
-                    )
-                },
-            )
-        } else {
-            (
-                smtpkit_mailauth::nameservers(&checks.nameservers),
-                ResolverOpts::default(),
-            )
-        };
-        opts.timeout = Duration::from_secs(checks.timeout.max(1));
-        opts.cache_size = checks.cache_size as u64;
-        let auth = Authenticator::new(config, opts, checks.cache_size, hostname)
+        // No resolv.conf (a container, a machine without network): a resolver without
+        // nameservers, so every lookup is a temperror and mail is still accepted.
+        let (config, opts) = dns.resolver_config().unwrap_or_else(|_| {
+            let mut opts = ResolverOpts::default();
+            opts.timeout = dns.timeout();
+            (ResolverConfig::from_name_servers(Vec::new()), opts)
+        });
+        // mail-auth builds its own hickory resolver from these: its record caches sit on top.
+        let auth = Authenticator::new(config, opts, dns.cache_size, hostname)
             .map_err(|e| e.to_string())?
             .with_header_limit(checks.header_limit);
         Ok(Some(Arc::new(Self {
@@ -317,8 +312,10 @@ mod tests {
         assert!(config.checks.enabled);
         let config = Config::from_str(
             r#"
-[checks]
+[dns]
 nameservers = ["127.0.0.1:5353"]
+
+[checks]
 spf_fail = "accept"
 
 [checks.domain."Strict.example"]
@@ -332,7 +329,7 @@ dmarc = false
             .build()
             .unwrap();
         let _entered = runtime.enter();
-        let checker = Checker::from_config(&config.checks, "mx.test")
+        let checker = Checker::from_config(&config.checks, &config.dns, "mx.test")
             .unwrap()
             .expect("enabled");
         assert_eq!(checker.policy().spf_fail, SpfFail::Accept);
@@ -347,7 +344,11 @@ dmarc = false
 
         let mut off = config.checks.clone();
         off.enabled = false;
-        assert!(Checker::from_config(&off, "mx.test").unwrap().is_none());
+        assert!(
+            Checker::from_config(&off, &config.dns, "mx.test")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

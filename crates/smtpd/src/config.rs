@@ -165,6 +165,10 @@ pub struct Config {
     /// Inbound mail authentication (SPF, DKIM, ARC, DMARC, iprev) and its policy; on by default.
     #[serde(default)]
     pub checks: crate::checks::Checks,
+    /// Deprecated keys found while loading, each already moved to where it lives now; reported
+    /// by `check-config` and at startup.
+    #[serde(skip)]
+    pub deprecated: Vec<String>,
 }
 
 /// `[metrics]`: an HTTP endpoint serving `GET /metrics` in the Prometheus text format.
@@ -1057,6 +1061,59 @@ impl Config {
         if self.queue.instance.is_empty() {
             self.queue.instance.clone_from(&self.hostname);
         }
+        self.move_deprecated_dns_keys();
+    }
+
+    /// `[delivery] nameservers/dns_timeout` and `[checks] nameservers/timeout/cache_size`
+    /// (added the day before `[dns]` became the one DNS section) become `[dns]` settings for
+    /// one release. An explicit `[dns] nameservers` wins over both.
+    fn move_deprecated_dns_keys(&mut self) {
+        let explicit_dns = !self.dns.nameservers.is_empty();
+        fn moved(old: &str, new: &str) -> String {
+            format!(
+                "{old} is deprecated and will be removed in the next release: set {new} instead"
+            )
+        }
+        for (section, nameservers) in [
+            ("delivery", self.delivery.nameservers.take()),
+            ("checks", self.checks.nameservers.take()),
+        ] {
+            let Some(nameservers) = nameservers else {
+                continue;
+            };
+            self.deprecated.push(moved(
+                &format!("[{section}] nameservers"),
+                "[dns] nameservers",
+            ));
+            if explicit_dns {
+                if nameservers != self.dns.nameservers {
+                    self.deprecated.push(format!(
+                        "[{section}] nameservers differs from [dns] nameservers, which is used"
+                    ));
+                }
+            } else if self.dns.nameservers.is_empty() {
+                self.dns.nameservers = nameservers;
+            } else if nameservers != self.dns.nameservers {
+                self.deprecated.push(format!(
+                    "[{section}] nameservers differs from the other deprecated list; the first is used"
+                ));
+            }
+        }
+        if let Some(t) = self.delivery.dns_timeout.take() {
+            self.deprecated
+                .push(moved("[delivery] dns_timeout", "[dns] timeout"));
+            self.dns.timeout = t;
+        }
+        if let Some(t) = self.checks.timeout.take() {
+            self.deprecated
+                .push(moved("[checks] timeout", "[dns] timeout"));
+            self.dns.timeout = t;
+        }
+        if let Some(n) = self.checks.cache_size.take() {
+            self.deprecated
+                .push(moved("[checks] cache_size", "[dns] cache_size"));
+            self.dns.cache_size = n;
+        }
     }
 
     /// Checks consistency, collecting every problem.
@@ -1580,15 +1637,27 @@ impl Default for Queue {
 pub struct Delivery {
     /// The port MX hosts are reached on. Default 25; tests point it elsewhere.
     pub port: u16,
-    /// Nameservers for MX and address lookups (ip:port). Default: the system's.
-    pub nameservers: Vec<SocketAddr>,
-    /// Seconds for a DNS lookup. Default 10.
-    pub dns_timeout: u64,
+    /// Deprecated (one release): `[dns] nameservers`, which it fills when that is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Deprecated (one release): `[dns] timeout`, which it sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_timeout: Option<u64>,
     /// Use STARTTLS when the MX offers it (without checking its certificate: opportunistic
     /// TLS, RFC 7435). Default `true`.
     pub starttls: bool,
     /// Seconds to connect to a host. Default 30 (Postfix smtp_connect_timeout).
     pub connect_timeout: u64,
+    /// DANE (RFC 7672): look up MX hosts' TLSA records with DNSSEC validation (by hickory,
+    /// from the root trust anchor; the `[dns]` nameservers must pass DNSSEC records on) and
+    /// require a certificate they name. Default `false`, as Postfix's `smtp_dns_support_level`:
+    /// a resolver path that strips DNSSEC would make every lookup fail.
+    pub dane: bool,
+    /// Keep TLS-RPT data (RFC 8460) of sessions under a policy in `tls-report.jsonl` in the
+    /// queue directory, for `smtpd tls-report`. Default `true`.
+    pub tls_report: bool,
+    /// MTA-STS (RFC 8461).
+    pub mta_sts: MtaSts,
     /// Send everything through this host instead of the MX hosts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smart_host: Option<SmartHost>,
@@ -1598,11 +1667,41 @@ impl Default for Delivery {
     fn default() -> Self {
         Self {
             port: 25,
-            nameservers: Vec::new(),
-            dns_timeout: 10,
+            nameservers: None,
+            dns_timeout: None,
             starttls: true,
             connect_timeout: 30,
+            dane: false,
+            tls_report: true,
+            mta_sts: MtaSts::default(),
             smart_host: None,
+        }
+    }
+}
+
+/// `[delivery.mta_sts]`: destination domains' MTA-STS policies (RFC 8461).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaSts {
+    /// Look policies up and follow them. Default `true`.
+    pub enabled: bool,
+    /// Seconds for fetching one policy over HTTPS. Default 10.
+    pub fetch_timeout: u64,
+    /// The port policies are fetched from. Default 443; tests point it elsewhere.
+    pub https_port: u16,
+    /// A PEM file of CA certificates trusted besides the web PKI roots, for policy servers and
+    /// MX hosts alike (a private PKI, tests). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+impl Default for MtaSts {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            fetch_timeout: 10,
+            https_port: 443,
+            ca: None,
         }
     }
 }
@@ -1718,6 +1817,33 @@ mod tests {
             router.resolve("x", "elsewhere.test"),
             routing::Resolution::NotLocal
         );
+    }
+
+    #[test]
+    fn deprecated_dns_keys_move_to_dns_with_a_warning() {
+        let config = Config::from_str(
+            "[delivery]\nnameservers = [\"127.0.0.1:5353\"]\ndns_timeout = 3\n\
+             [checks]\ncache_size = 77\n",
+        )
+        .unwrap();
+        assert_eq!(config.dns.nameservers, ["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!((config.dns.timeout, config.dns.cache_size), (3, 77));
+        assert_eq!(config.deprecated.len(), 3, "{:?}", config.deprecated);
+        assert!(config.deprecated[0].contains("set [dns] nameservers"));
+        let findings = crate::check::check(&config);
+        assert!(findings.warnings.contains(&config.deprecated[1]));
+        // The effective configuration shows only the new place.
+        let printed = config.to_toml();
+        assert!(!printed.contains("dns_timeout"), "{printed}");
+        assert!(Config::from_str(&printed).unwrap().deprecated.is_empty());
+
+        // An explicit [dns] list wins, and the difference is said.
+        let both = Config::from_str(
+            "[dns]\nnameservers = [\"127.0.0.1:53\"]\n[checks]\nnameservers = [\"127.0.0.1:5353\"]\n",
+        )
+        .unwrap();
+        assert_eq!(both.dns.nameservers, ["127.0.0.1:53".parse().unwrap()]);
+        assert!(both.deprecated.iter().any(|d| d.contains("differs")));
     }
 
     #[test]

@@ -6,7 +6,16 @@
 //!   4xx, moves on to the next (RFC 5321 5.1: "try the next host"). A 5xx is final.
 //! - To MX hosts, STARTTLS is used when offered without checking the certificate
 //!   (opportunistic TLS, RFC 7435: protection against passive listeners, the Postfix `may`
-//!   level; MTA-STS and DANE, which make it verified, are not implemented).
+//!   level), unless the domain has an MTA-STS policy ([`crate::mta_sts`]):
+//!   - `enforce`: only the MX hosts the policy lists, only with STARTTLS and a certificate valid
+//!     for the MX name (web PKI plus `[delivery.mta_sts] ca`); anything else defers the
+//!     recipients (RFC 8461 5.1), never plaintext;
+//!   - `testing`: the checked session is tried first; when it fails, the failure is recorded
+//!     and delivery goes on as without a policy.
+//! - With `[delivery] dane`, an MX host whose TLSA records (`_25._tcp.HOST`) validate under
+//!   DNSSEC must present a certificate they name ([`crate::dane`]), or its recipients are
+//!   deferred; DANE outranks MTA-STS for that host (RFC 8461 2).
+//! - Sessions under a policy are recorded for TLS-RPT ([`crate::tls_report`]).
 //! - A smart host is reached with its own TLS mode (certificate checked against the web PKI
 //!   or a given CA) and AUTH.
 
@@ -25,9 +34,25 @@ use smtpkit_tokio::Reply;
 use smtpkit_tokio::client::{
     self, Body, ClientConfig, ClientOptions, Envelope, Error, Recipient, Sasl, TlsMode, TlsSettings,
 };
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::config;
+use crate::dane;
+use crate::mta_sts::{Found, Mode, MtaSts, Policy};
+use crate::tls_report::{self, Failure, PolicyType, Recorder};
+
+/// How one session with an MX host is secured.
+#[derive(Debug, Clone)]
+enum Security {
+    /// No STARTTLS.
+    Plaintext,
+    /// STARTTLS when offered, any certificate.
+    Opportunistic,
+    /// STARTTLS required, the certificate checked for the MX name.
+    Verified,
+    /// STARTTLS required, the certificate checked by this configuration (DANE's TLSA records).
+    Pinned(Arc<rustls::ClientConfig>),
+}
 
 /// A smart host, resolved from `[delivery.smart_host]`.
 #[derive(Debug, Clone)]
@@ -46,6 +71,10 @@ pub struct SmtpTransport<R> {
     port: u16,
     starttls: bool,
     opportunistic: Arc<rustls::ClientConfig>,
+    verified: Arc<rustls::ClientConfig>,
+    mta_sts: Option<MtaSts>,
+    dane: Option<hickory_resolver::TokioResolver>,
+    tls_report: Option<Recorder>,
     connect_timeout: Duration,
     smart_host: Option<SmartHost>,
     rng: Mutex<fastrand::Rng>,
@@ -67,10 +96,48 @@ impl<R: MxResolver> SmtpTransport<R> {
             port: delivery.port,
             starttls: delivery.starttls,
             opportunistic: Arc::new(opportunistic_config()?),
+            verified: Arc::new(verified_config(delivery.mta_sts.ca.as_deref())?),
+            mta_sts: None,
+            dane: None,
+            tls_report: None,
             connect_timeout: Duration::from_secs(delivery.connect_timeout),
             smart_host,
             rng: Mutex::new(fastrand::Rng::new()),
         })
+    }
+
+    /// Follows MTA-STS policies, looked up with `resolver` (the MX resolver's, sharing its
+    /// cache), as `settings` say, keeping them in `store` across restarts.
+    #[must_use]
+    pub fn with_mta_sts(
+        mut self,
+        resolver: hickory_resolver::TokioResolver,
+        settings: &config::MtaSts,
+        store: std::path::PathBuf,
+    ) -> Self {
+        let sts = MtaSts::new(
+            resolver,
+            Arc::clone(&self.verified),
+            settings.https_port,
+            Duration::from_secs(settings.fetch_timeout),
+        );
+        self.mta_sts = Some(sts.with_store(store));
+        self
+    }
+
+    /// Checks MX hosts' certificates against their TLSA records (DANE, RFC 7672), looked up
+    /// with `resolver`, which must validate DNSSEC.
+    #[must_use]
+    pub fn with_dane(mut self, resolver: hickory_resolver::TokioResolver) -> Self {
+        self.dane = Some(resolver);
+        self
+    }
+
+    /// Records sessions under a policy for TLS-RPT.
+    #[must_use]
+    pub fn with_tls_report(mut self, recorder: Recorder) -> Self {
+        self.tls_report = Some(recorder);
+        self
     }
 
     /// The hosts to try: (name for logs and TLS, addresses, TLS, AUTH).
@@ -107,21 +174,60 @@ impl<R: MxResolver> SmtpTransport<R> {
             .collect())
     }
 
-    fn tls_for(&self, host: &str) -> Option<TlsSettings> {
+    fn tls_for(&self, host: &str, security: Security) -> Option<TlsSettings> {
         if let Some(smart) = &self.smart_host {
             return smart.tls.clone();
         }
-        if !self.starttls {
-            return None;
-        }
-        // The certificate is not checked, so the name only matters for SNI.
         let name = ServerName::try_from(host.to_owned())
             .unwrap_or_else(|_| ServerName::try_from("localhost").expect("a valid name"));
-        Some(TlsSettings::new(
-            Arc::clone(&self.opportunistic),
-            name,
-            TlsMode::Opportunistic,
-        ))
+        match security {
+            // A policy's demand for TLS outranks `starttls = false`.
+            Security::Verified => Some(TlsSettings::new(
+                Arc::clone(&self.verified),
+                name,
+                TlsMode::Required,
+            )),
+            Security::Opportunistic if self.starttls => Some(TlsSettings::new(
+                Arc::clone(&self.opportunistic),
+                name,
+                TlsMode::Opportunistic,
+            )),
+            Security::Pinned(config) => Some(TlsSettings::new(config, name, TlsMode::Required)),
+            Security::Opportunistic | Security::Plaintext => None,
+        }
+    }
+
+    /// Records a session under a policy for TLS-RPT: one that ended for a TLS reason failed,
+    /// one that got an answer succeeded; a connection that never reached TLS is no session.
+    fn report(
+        &self,
+        domain: &str,
+        (kind, policy): (PolicyType, &[String]),
+        host: &str,
+        addr: SocketAddr,
+        result: &Result<Vec<Outcome>, Error>,
+    ) {
+        let Some(recorder) = &self.tls_report else {
+            return;
+        };
+        let failure = match result {
+            Ok(_) => None,
+            Err(e @ Error::Tls(_)) if kind == PolicyType::Tlsa => {
+                Some((Failure::TlsaInvalid, e.to_string()))
+            }
+            Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) => {
+                Some((tls_failure(e), e.to_string()))
+            }
+            Err(_) => return,
+        };
+        record(
+            recorder,
+            domain,
+            (kind, policy),
+            host,
+            Some(addr.ip()),
+            failure,
+        );
     }
 
     /// One session with one address: `Ok` is a per-recipient result (the server answered),
@@ -131,7 +237,7 @@ impl<R: MxResolver> SmtpTransport<R> {
         host: &str,
         addr: SocketAddr,
         attempt: &Attempt<'_>,
-        plaintext: bool,
+        security: Security,
     ) -> Result<Vec<Outcome>, Error> {
         let sender = match attempt.sender {
             None => ReversePath::Null,
@@ -148,7 +254,7 @@ impl<R: MxResolver> SmtpTransport<R> {
                 }
             },
         };
-        let tls = if plaintext { None } else { self.tls_for(host) };
+        let tls = self.tls_for(host, security);
         let mut conn = match tokio::time::timeout(
             self.connect_timeout,
             client::connect(addr, Arc::clone(&self.client), tls),
@@ -210,9 +316,89 @@ impl<R: MxResolver> SmtpTransport<R> {
     }
 }
 
+impl<R: MxResolver> SmtpTransport<R> {
+    /// The MTA-STS policy in force for `domain`; a failed fetch is recorded and means none.
+    async fn policy(&self, domain: &str) -> Option<Arc<Policy>> {
+        let sts = self
+            .mta_sts
+            .as_ref()
+            .filter(|_| self.smart_host.is_none())?;
+        match sts.policy(domain).await {
+            Found::Nothing => None,
+            Found::Policy(p) => Some(p),
+            Found::FetchFailed(e) => {
+                info!(
+                    domain,
+                    error = e.as_str(),
+                    "MTA-STS policy not available; delivering as without one"
+                );
+                if let Some(recorder) = &self.tls_report {
+                    recorder.record(tls_report::Session {
+                        day: String::new(),
+                        domain: domain.to_owned(),
+                        policy: PolicyType::Sts,
+                        policy_string: Vec::new(),
+                        mx: String::new(),
+                        ip: None,
+                        failure: Some(Failure::StsPolicyFetchError),
+                        detail: e,
+                    });
+                }
+                None
+            }
+        }
+    }
+}
+
+impl<R: MxResolver> SmtpTransport<R> {
+    /// `host`'s validated TLSA records as a client configuration that checks them (and the
+    /// records as text, for reports); `None` without DANE; `Err` (defer this host) when the
+    /// lookup failed or did not validate.
+    async fn dane(
+        &self,
+        domain: &str,
+        host: &str,
+    ) -> Result<Option<(Arc<rustls::ClientConfig>, Vec<String>)>, Outcome> {
+        let Some(resolver) = self.dane.as_ref().filter(|_| self.smart_host.is_none()) else {
+            return Ok(None);
+        };
+        let records = match dane::lookup(resolver, host, self.port).await {
+            dane::Found::Nothing => return Ok(None),
+            dane::Found::Records(records) => records,
+            dane::Found::Failed(e) => {
+                if let Some(recorder) = &self.tls_report {
+                    let failure = Some((Failure::DnssecInvalid, e.clone()));
+                    record(
+                        recorder,
+                        domain,
+                        (PolicyType::Tlsa, &[]),
+                        host,
+                        None,
+                        failure,
+                    );
+                }
+                return Err(Outcome::Temporary {
+                    reply: format!("DANE: {host}: {e}"),
+                    remote: Some(host.to_owned()),
+                });
+            }
+        };
+        let text = records.iter().map(dane::Tlsa::to_text).collect();
+        let provider = Arc::clone(self.verified.crypto_provider());
+        match dane::DaneVerifier::new(records, provider).client_config() {
+            Ok(config) => Ok(Some((Arc::new(config), text))),
+            Err(e) => Err(Outcome::Temporary {
+                reply: format!("DANE: {host}: {e}"),
+                remote: Some(host.to_owned()),
+            }),
+        }
+    }
+}
+
 impl<R: MxResolver> Transport for SmtpTransport<R> {
     async fn deliver(&self, attempt: Attempt<'_>) -> Vec<Outcome> {
-        let hosts = match self.hosts(attempt.domain).await {
+        let domain = attempt.domain;
+        let mut hosts = match self.hosts(domain).await {
             Ok(hosts) => hosts,
             Err(RouteError::Permanent(e)) => {
                 return smtpkit_queue::all(
@@ -233,18 +419,117 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
                 );
             }
         };
+        let policy = self.policy(domain).await;
+        if let Some(p) = &policy {
+            let unlisted: Vec<String> = hosts
+                .iter()
+                .filter(|(h, _)| !p.matches(h))
+                .map(|(h, _)| h.clone())
+                .collect();
+            if let Some(recorder) = &self.tls_report {
+                for host in &unlisted {
+                    let detail = format!("MX host {host} is not in the MTA-STS policy");
+                    record(
+                        recorder,
+                        domain,
+                        (PolicyType::Sts, &p.lines),
+                        host,
+                        None,
+                        Some((Failure::ValidationFailure, detail)),
+                    );
+                }
+            }
+            if p.mode == Mode::Enforce {
+                hosts.retain(|(h, _)| p.matches(h));
+                if hosts.is_empty() {
+                    return smtpkit_queue::all(
+                        attempt.recipients.len(),
+                        &Outcome::Temporary {
+                            reply: format!(
+                                "MTA-STS policy of {domain} (enforce): no MX host ({}) matches its mx: {}",
+                                unlisted.join(", "),
+                                p.mx.join(", ")
+                            ),
+                            remote: None,
+                        },
+                    );
+                }
+            }
+        }
+        let enforce = policy.as_ref().is_some_and(|p| p.mode == Mode::Enforce);
         let mut last = Outcome::Temporary {
-            reply: format!("no host of {} could be reached", attempt.domain),
+            reply: format!("no host of {domain} could be reached"),
             remote: None,
         };
         for (host, addrs) in hosts {
+            // DANE outranks MTA-STS for a host with TLSA records (RFC 8461 2).
+            let pinned = match self.dane(domain, &host).await {
+                Ok(pinned) => pinned,
+                Err(outcome) => {
+                    last = outcome;
+                    continue;
+                }
+            };
             for addr in addrs {
-                let mut tried = self.try_address(&host, addr, &attempt, false).await;
+                if let Some((config, records)) = &pinned {
+                    let tried = self
+                        .try_address(&host, addr, &attempt, Security::Pinned(Arc::clone(config)))
+                        .await;
+                    self.report(domain, (PolicyType::Tlsa, records), &host, addr, &tried);
+                    match tried {
+                        Ok(outcomes) => return outcomes,
+                        Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) => {
+                            last = Outcome::Temporary {
+                                reply: format!("DANE: {host}: {e}"),
+                                remote: Some(host.clone()),
+                            };
+                        }
+                        Err(e) => {
+                            last = outcome_of(&e, Some(host.clone()));
+                            if matches!(last, Outcome::Permanent { .. }) {
+                                return smtpkit_queue::all(attempt.recipients.len(), &last);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                let mut tried = match &policy {
+                    Some(p) => {
+                        let checked = self
+                            .try_address(&host, addr, &attempt, Security::Verified)
+                            .await;
+                        self.report(domain, (PolicyType::Sts, &p.lines), &host, addr, &checked);
+                        match checked {
+                            Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) if enforce => {
+                                // RFC 8461 5.1: a temporary failure, never plaintext.
+                                debug!(host = host.as_str(), %addr, error = %e, "MTA-STS: no verified TLS");
+                                last = Outcome::Temporary {
+                                    reply: format!(
+                                        "MTA-STS policy of {domain} (enforce): {host}: {e}"
+                                    ),
+                                    remote: Some(host.clone()),
+                                };
+                                continue;
+                            }
+                            Err(Error::Tls(_) | Error::TlsUnavailable) => {
+                                self.try_address(&host, addr, &attempt, Security::Opportunistic)
+                                    .await
+                            }
+                            other => other,
+                        }
+                    }
+                    None => {
+                        self.try_address(&host, addr, &attempt, Security::Opportunistic)
+                            .await
+                    }
+                };
                 // Opportunistic TLS that fails is not worth the message: like Postfix at the
                 // `may` level, the same host is tried again in plaintext.
-                if matches!(tried, Err(Error::Tls(_))) && self.smart_host.is_none() {
+                if matches!(tried, Err(Error::Tls(_))) && self.smart_host.is_none() && !enforce {
                     debug!(host = host.as_str(), %addr, "STARTTLS failed; trying without TLS");
-                    tried = self.try_address(&host, addr, &attempt, true).await;
+                    tried = self
+                        .try_address(&host, addr, &attempt, Security::Plaintext)
+                        .await;
                 }
                 match tried {
                     Ok(outcomes) => return outcomes,
@@ -261,6 +546,46 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
             }
         }
         smtpkit_queue::all(attempt.recipients.len(), &last)
+    }
+}
+
+fn record(
+    recorder: &Recorder,
+    domain: &str,
+    (kind, policy): (PolicyType, &[String]),
+    host: &str,
+    ip: Option<IpAddr>,
+    failure: Option<(Failure, String)>,
+) {
+    let (failure, detail) = failure.map_or((None, String::new()), |(f, d)| (Some(f), d));
+    recorder.record(tls_report::Session {
+        day: String::new(),
+        domain: domain.to_owned(),
+        policy: kind,
+        policy_string: policy.to_vec(),
+        mx: host.to_owned(),
+        ip,
+        failure,
+        detail,
+    });
+}
+
+/// The RFC 8460 result type of a TLS failure, from rustls' certificate error when there is one.
+fn tls_failure(e: &Error) -> Failure {
+    use rustls::CertificateError as C;
+    let Error::Tls(io) = e else {
+        return Failure::StarttlsNotSupported;
+    };
+    match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::Expired | C::ExpiredContext { .. } => Failure::CertificateExpired,
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                Failure::CertificateHostMismatch
+            }
+            C::UnknownIssuer | C::BadSignature => Failure::CertificateNotTrusted,
+            _ => Failure::ValidationFailure,
+        },
+        _ => Failure::ValidationFailure,
     }
 }
 
@@ -338,6 +663,23 @@ fn smart_host(s: &config::SmartHost) -> Result<SmartHost, String> {
         tls,
         auth,
     })
+}
+
+/// rustls for sessions a policy wants verified: the web PKI roots and `ca`'s certificates.
+fn verified_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("delivery.mta_sts.ca {}: {e}", path.display()))?;
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(client::client_config(roots))
 }
 
 /// rustls for opportunistic TLS: any certificate, but the handshake's signatures are still

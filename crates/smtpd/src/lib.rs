@@ -25,12 +25,15 @@
 //! - [`relay`]: submission relay checks (sender ownership, `Message-ID`/`Date`, sending rate);
 //! - [`dkim_sign`]: DKIM signing of relayed mail, the body hashed as it arrives;
 //! - [`queue`]: the outbound queue's runner and the `smtpd queue` commands;
-//! - [`delivery`]: how queued mail leaves (MX hosts or a smart host, over SMTP).
+//! - [`delivery`]: how queued mail leaves (MX hosts or a smart host, over SMTP), with
+//!   [`mta_sts`] policies and [`dane`] TLSA records deciding where TLS must be verified, and [`tls_report`] keeping what
+//!   happened for TLS-RPT.
 
 pub mod activation;
 pub mod check;
 pub mod checks;
 pub mod config;
+pub mod dane;
 pub mod delivery;
 pub mod dkim_key;
 pub mod dkim_sign;
@@ -43,6 +46,7 @@ pub mod housekeeping;
 pub mod lmtp;
 pub mod maildir;
 pub mod metrics_endpoint;
+pub mod mta_sts;
 pub mod password;
 pub mod privilege;
 pub mod queue;
@@ -50,3 +54,4 @@ pub mod rcpt_policy;
 pub mod receiver;
 pub mod relay;
 pub mod routing;
+pub mod tls_report;

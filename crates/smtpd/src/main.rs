@@ -92,6 +92,14 @@ enum Command {
         #[command(subcommand)]
         action: QueueCommand,
     },
+    /// Print the TLS-RPT report (RFC 8460 JSON) of DOMAIN's delivery sessions on DAY
+    /// (YYYY-MM-DD, UTC) from `[queue] directory`'s tls-report.jsonl. Nothing is sent.
+    TlsReport {
+        /// The policy domain (a recipients' domain).
+        domain: String,
+        /// The UTC day, YYYY-MM-DD.
+        day: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +146,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Queue { action }) => return queue_command(&cli, action),
+        Some(Command::TlsReport { domain, day }) => return tls_report(&cli, domain, day),
         Some(Command::DnsRecords { domain, server }) => return dns_records(&cli, domain, server),
         Some(Command::DnsCheck {
             domain,
@@ -324,6 +333,46 @@ fn check_config(file: &PathBuf) -> ExitCode {
         Err(e) => {
             eprintln!("smtpd: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn tls_report(cli: &Cli, domain: &str, day: &str) -> ExitCode {
+    if !smtpd::tls_report::is_day(day) {
+        eprintln!("smtpd: tls-report: day `{day}` is not YYYY-MM-DD");
+        return ExitCode::from(2);
+    }
+    let config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("smtpd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default_embedded(),
+    };
+    match smtpd::tls_report::report(&config.queue.directory, domain, day, &config.hostname) {
+        Ok(report) => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("smtpd: tls-report: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!(
+                "smtpd: tls-report: {}: {e}",
+                config
+                    .queue
+                    .directory
+                    .join(smtpd::tls_report::FILE)
+                    .display()
+            );
+            ExitCode::from(1)
         }
     }
 }
@@ -603,7 +652,7 @@ fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result
             q.outbound(&config.relay, Arc::new(signer))
         }),
         rcpt_policy: smtpd::rcpt_policy::RcptPolicy::from_config(config)?,
-        checks: smtpd::checks::Checker::from_config(&config.checks, &config.hostname)
+        checks: smtpd::checks::Checker::from_config(&config.checks, &config.dns, &config.hostname)
             .map_err(|e| format!("[checks]: {e}"))?,
         lmtp: smtpd::lmtp::Lmtp::from_config(config)?,
     })
@@ -615,6 +664,9 @@ async fn run(config: Config, cli: Cli, bound: Bound) -> ExitCode {
     // as the port accepts connections, and a SIGHUP or SIGTERM arriving before the handlers
     // exist would kill the process with the default action instead of reloading or draining.
     let signals = Signals::install();
+    for d in &config.deprecated {
+        warn!("configuration: {d}");
+    }
     let queue = if config.relay.enabled {
         match smtpd::queue::start(&config).await {
             Ok(q) => Some(q),

@@ -250,9 +250,30 @@ pub async fn start(config: &Config) -> Result<Running, String> {
         _ => {}
     }
     let d = &config.delivery;
-    let resolver = HickoryMx::new(&d.nameservers, Duration::from_secs(d.dns_timeout))
+    let resolver = config
+        .dns
+        .resolver_config()
+        .and_then(|(c, o)| HickoryMx::with_options(c, o))
         .map_err(|e| format!("DNS resolver: {e}"))?;
-    let transport = SmtpTransport::new(resolver, &config.hostname, d)?;
+    let mut transport = SmtpTransport::new(resolver.clone(), &config.hostname, d)?;
+    if d.mta_sts.enabled {
+        transport =
+            transport.with_mta_sts(resolver.resolver().clone(), &d.mta_sts, dir.join("mta-sts"));
+    }
+    if d.dane {
+        // A second resolver: validation changes what every lookup costs, and only TLSA needs it.
+        let (c, mut o) = config
+            .dns
+            .resolver_config()
+            .map_err(|e| format!("DNS resolver: {e}"))?;
+        o.validate = true;
+        let validating =
+            HickoryMx::with_options(c, o).map_err(|e| format!("DNSSEC resolver: {e}"))?;
+        transport = transport.with_dane(validating.resolver().clone());
+    }
+    if d.tls_report {
+        transport = transport.with_tls_report(crate::tls_report::Recorder::new(dir));
+    }
     let runner = Arc::new(Runner::new(
         Arc::clone(&store),
         Arc::new(transport),

@@ -68,8 +68,6 @@ nameservers = ["{dns}"]
 timeout = 1
 
 [checks]
-nameservers = ["{dns}"]
-timeout = 1
 
 [checks.domain."strict.test"]
 spf_fail = "reject"

@@ -186,6 +186,13 @@ impl HickoryMx {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Self { inner })
     }
+
+    /// The hickory resolver underneath, for other lookups delivery makes (MTA-STS, TLSA) on
+    /// the same cache.
+    #[must_use]
+    pub fn resolver(&self) -> &TokioResolver {
+        &self.inner
+    }
 }
 
 fn absolute(name: &str) -> Result<Name, LookupError> {
