@@ -98,6 +98,7 @@ fn ci(sh: &Shell) -> Result<()> {
     // the workspace. It does not run the packaged tests (their dev-dependencies on unpublished
     // crates are stripped) and cannot tell whether the names are still free on crates.io.
     step("package", || {
+        forget_packaged_sources()?;
         let packages = tidy::PUBLISHED.iter().flat_map(|name| ["-p", name]);
         Ok(cmd!(sh, "cargo package --allow-dirty {packages...}").run()?)
     })?;
@@ -130,6 +131,47 @@ fn ci(sh: &Shell) -> Result<()> {
 }
 
 /// Runs one named CI step and prints how long it took.
+/// Removes what earlier `cargo package` runs unpacked from their temporary registries
+/// (`$CARGO_HOME/registry/{src,cache}/-HASH/smtpkit-*`). Cargo unpacks a `.crate` only when no
+/// copy of the same name and version is there yet, so without this the verification of one
+/// crate builds against another crate's sources from an earlier run, not the fresh package.
+/// Registries of crates.io are named after their host and are never touched.
+fn forget_packaged_sources() -> Result<()> {
+    let home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".cargo"),
+            None => return Ok(()),
+        },
+    };
+    for kind in ["src", "cache"] {
+        let Ok(registries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for registry in registries.flatten() {
+            if !registry.file_name().to_string_lossy().starts_with('-') {
+                continue;
+            }
+            for entry in std::fs::read_dir(registry.path())?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !tidy::PUBLISHED
+                    .iter()
+                    .any(|p| name.starts_with(&format!("{p}-")))
+                {
+                    continue;
+                }
+                let path = entry.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     println!("==> {name}");
     let started = Instant::now();
