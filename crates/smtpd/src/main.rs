@@ -627,17 +627,16 @@ fn dns_check(
 /// Everything that can be rebuilt from the configuration without rebinding sockets.
 fn build_state(config: &Config, queue: Option<&smtpd::queue::Running>) -> Result<State, String> {
     let router = smtpd::routing::Router::from_config(config).map_err(|e| e.to_string())?;
-    if let (smtpd::maildir::Store::Maildir(_), None) = (
-        smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
-        &config.storage.lmtp,
-    ) {
+    // The store is built once: a Maildir store starts its group-commit thread.
+    if !config.storage.sink && config.storage.lmtp.is_none() {
         std::fs::create_dir_all(&config.storage.maildir)
             .map_err(|e| format!("cannot create {}: {e}", config.storage.maildir.display()))?;
     }
+    let store = smtpd::maildir::Store::from_config(&config.storage, &config.hostname);
     Ok(State {
         hostname: config.hostname.clone(),
         router,
-        store: smtpd::maildir::Store::from_config(&config.storage, &config.hostname),
+        store,
         accounts: smtpd::password::Accounts::new(&config.users),
         // The queue itself is started once; a reload changes who may send as whom, and reads
         // the DKIM keys again (a rotation).
