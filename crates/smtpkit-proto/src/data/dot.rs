@@ -341,13 +341,14 @@ enum Blocks {
     /// Code built for the target's baseline (SSE2 on x86-64): clean blocks, then `memchr2`
     /// for each line ending after them. The fallback.
     Portable,
-    /// Marks of CR, LF and dot for 64 octets at a time, built from AVX2 compares for a CPU
-    /// that has them (`pulp` makes the target-feature call, so this crate stays free of
+    /// Clean 128-octet blocks compiled with AVX2, then the marks of CR, LF and dot (AVX2
+    /// compares and movemasks) to find where the run ended and cross the last octets, for a
+    /// CPU that has AVX2 (`pulp` makes the target-feature call, so this crate stays free of
     /// `unsafe`).
     #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
     Avx2(pulp::x86::V3),
-    /// The marks straight from AVX-512BW compares: one 64-octet load, three compares into
-    /// mask registers.
+    /// The same compiled with AVX-512: block compares into mask registers, and the marks
+    /// straight from them (one 64-octet load, three compares).
     #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
     Avx512(pulp::x86::V4),
 }
