@@ -9,6 +9,9 @@
 
 use memchr::memchr2;
 
+#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+use super::marks::{Event, Marker, next_event};
+
 /// What to do with a CR or LF that is not part of a CRLF pair in message content.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BareLineEnding {
@@ -73,8 +76,20 @@ pub struct DotDecoder {
     saw_bare: bool,
     /// The scan that suits the lines seen lately; see [`Scan`].
     scan: Scan,
-    /// Whether the blocks may use AVX2 when the CPU has it; off only in tests of the fallback.
-    wide: bool,
+    /// The widest vectors the scan may use when the CPU has them; narrower only in tests.
+    widest: Widest,
+}
+
+/// Vector widths, narrowest first: a limit on what [`Blocks::detect`] may pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Widest {
+    /// Only the tests hold a decoder to the fallback.
+    #[cfg_attr(not(test), expect(dead_code))]
+    Baseline,
+    /// Never built without the `simd` feature, where only the fallback exists.
+    #[allow(dead_code)]
+    Avx2,
+    Avx512,
 }
 
 /// How [`DotDecoder`] crosses clean content.
@@ -110,7 +125,7 @@ impl DotDecoder {
             line_start: true,
             saw_bare: false,
             scan: Scan::Blocks,
-            wide: true,
+            widest: Widest::Avx512,
         }
     }
 
@@ -123,7 +138,7 @@ impl DotDecoder {
     pub fn decode<'i>(&mut self, input: &'i [u8]) -> Decoded<'i> {
         let mut pos = 0;
         // Where the line at `pos` began, when known: to measure lines for the choice of scan.
-        let mut line_begin = self.line_start.then_some(0);
+        let line_begin = self.line_start.then_some(0);
         if self.line_start {
             if input.first() == Some(&b'.') {
                 match (input.get(1), input.get(2)) {
@@ -139,7 +154,93 @@ impl DotDecoder {
             self.line_start = false;
         }
         let start = pos;
-        let blocks = Blocks::detect(self.wide);
+        match Blocks::detect(self.widest) {
+            #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+            Blocks::Avx512(avx512) => avx512.vectorize(MarkedDecode {
+                decoder: self,
+                marker: avx512,
+                input,
+                start,
+            }),
+            #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+            Blocks::Avx2(avx2) => avx2.vectorize(MarkedDecode {
+                decoder: self,
+                marker: avx2,
+                input,
+                start,
+            }),
+            Blocks::Portable => self.decode_lines(input, start, line_begin),
+        }
+    }
+
+    #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+    /// The rest of [`decode`](Self::decode) from `start` (past a line start's dot) with the
+    /// marks of 64 octets at a time: no call per line, only a stuffed line, a bare CR or LF and
+    /// the end of the input stop the scan.
+    #[inline(always)]
+    fn decode_marked<'i>(
+        &mut self,
+        marker: impl Marker,
+        input: &'i [u8],
+        start: usize,
+    ) -> Decoded<'i> {
+        let mut pos = start;
+        loop {
+            // Runs of clean blocks first, checked with the fewest instructions per octet; the
+            // marks then find the exact event in the block that ended the run, or cross the
+            // last octets. An LF at `pos` is a bare one, which the blocks do not check.
+            if input.get(pos) != Some(&b'\n') {
+                let clean_end = marker.clean_end(input, pos);
+                // A run that ends inside a CRLF checked the octet after it: not a dot.
+                if clean_end > pos {
+                    pos = clean_end + usize::from(input[clean_end - 1] == b'\r');
+                }
+            }
+            let bare = match next_event(marker, input, pos) {
+                Event::End => {
+                    // A trailing CR may be the start of CRLF: keep it back. After a trailing
+                    // CRLF the next octet starts a line, which the next call looks at.
+                    let end = match input.last() {
+                        Some(b'\r') => input.len() - 1,
+                        Some(b'\n') if input.len() >= 2 && input[input.len() - 2] == b'\r' => {
+                            self.line_start = true;
+                            input.len()
+                        }
+                        _ => input.len(),
+                    };
+                    return slice(input, start, end.max(start));
+                }
+                Event::Stuffed(dot) => {
+                    self.line_start = true;
+                    return slice(input, start, dot);
+                }
+                Event::Bare(i) => i,
+            };
+            self.saw_bare = true;
+            match self.policy {
+                // The message will be refused; keep it as content and scan on.
+                BareLineEnding::Reject => pos = bare + 1,
+                BareLineEnding::Normalize if bare > start => return slice(input, start, bare),
+                BareLineEnding::Normalize => {
+                    return Decoded::Data {
+                        data: b"\r\n",
+                        consumed: bare + 1,
+                    };
+                }
+            }
+        }
+    }
+
+    /// The rest of [`decode`](Self::decode) from `start`, for code built for the target's
+    /// baseline: clean blocks, then one line ending found with `memchr2`.
+    fn decode_lines<'i>(
+        &mut self,
+        input: &'i [u8],
+        start: usize,
+        mut line_begin: Option<usize>,
+    ) -> Decoded<'i> {
+        let mut pos = start;
+        let blocks = Blocks::Portable;
         loop {
             // Here `pos` never splits a CRLF, and if it is a line start its first byte is not a
             // dot: the blocks may start at `pos` unless an LF (a bare one, then) is there.
@@ -167,9 +268,7 @@ impl DotDecoder {
                     // Keep a trailing CR back: it may be the start of CRLF.
                     None => return slice(input, start, i),
                     Some(b'\n') => {
-                        if !blocks.always_blocks() {
-                            self.scan = next_scan(self.scan, line_begin.map_or(offset, |b| i - b));
-                        }
+                        self.scan = next_scan(self.scan, line_begin.map_or(offset, |b| i - b));
                         pos = i + 2;
                         line_begin = Some(pos);
                         // Stop before a line that starts with a dot, or at the end of input,
@@ -199,6 +298,28 @@ impl DotDecoder {
     }
 }
 
+#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+/// [`DotDecoder::decode_marked`] as a call that `pulp` compiles with the marker's target
+/// features: a closure's body would be a function of its own, compiled without them, and
+/// then every intrinsic in it a call.
+struct MarkedDecode<'d, 'i, M> {
+    decoder: &'d mut DotDecoder,
+    marker: M,
+    input: &'i [u8],
+    start: usize,
+}
+
+#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+impl<'i, M: Marker> pulp::NullaryFnOnce for MarkedDecode<'_, 'i, M> {
+    type Output = Decoded<'i>;
+
+    #[inline(always)]
+    fn call(self) -> Decoded<'i> {
+        self.decoder
+            .decode_marked(self.marker, self.input, self.start)
+    }
+}
+
 /// The scan after a line ending `len` octets after the line's start (or after wherever the
 /// scan last was, when the start is not known: the line is at least that long).
 fn next_scan(scan: Scan, len: usize) -> Scan {
@@ -213,54 +334,53 @@ fn next_scan(scan: Scan, len: usize) -> Scan {
 
 /// Octets checked per block: one 64-bit mask's worth, four SSE2 vectors.
 const BLOCK: usize = 64;
-/// Octets per block with AVX2: four 32-octet vectors, so that the loop and its branch are paid
-/// once per 128 octets.
-#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-const WIDE_BLOCK: usize = 128;
 
-/// How the blocks are checked, chosen once per [`DotDecoder::decode`] call.
+/// How the content is scanned, chosen once per [`DotDecoder::decode`] call.
 #[derive(Clone, Copy)]
 enum Blocks {
-    /// Code built for the target's baseline (SSE2 on x86-64): the fallback and the reference.
+    /// Code built for the target's baseline (SSE2 on x86-64): clean blocks, then `memchr2`
+    /// for each line ending after them. The fallback.
     Portable,
-    /// The same check compiled with AVX2 enabled, for a CPU that has it (`pulp` makes the
-    /// target-feature call, so this crate stays free of `unsafe`).
+    /// Clean 128-octet blocks compiled with AVX2, then the marks of CR, LF and dot (AVX2
+    /// compares and movemasks) to find where the run ended and cross the last octets, for a
+    /// CPU that has AVX2 (`pulp` makes the target-feature call, so this crate stays free of
+    /// `unsafe`).
     #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
     Avx2(pulp::x86::V3),
+    /// The same compiled with AVX-512: block compares into mask registers, and the marks
+    /// straight from them (one 64-octet load, three compares).
+    #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+    Avx512(pulp::x86::V4),
 }
 
 impl Blocks {
-    /// AVX2 when `wide` is allowed, the feature is on and the CPU has it (one relaxed atomic
-    /// load after the first detection).
+    /// The widest vectors up to `widest` that the build and the CPU have (one relaxed atomic
+    /// load each after the first detection).
     #[inline]
-    fn detect(wide: bool) -> Self {
+    fn detect(widest: Widest) -> Self {
         #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-        if let Some(avx2) = wide.then(pulp::x86::V3::try_new).flatten() {
+        if widest >= Widest::Avx512
+            && let Some(avx512) = pulp::x86::V4::try_new()
+        {
+            return Self::Avx512(avx512);
+        }
+        #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+        if widest >= Widest::Avx2
+            && let Some(avx2) = pulp::x86::V3::try_new()
+        {
             return Self::Avx2(avx2);
         }
-        let _ = wide;
+        let _ = widest;
         Self::Portable
     }
 
-    /// Whether blocks beat `memchr2` at any line length, so the per-line scan is never used:
-    /// AVX2 blocks cost about 0.3 instructions per octet, no more than `memchr2` itself.
-    fn always_blocks(self) -> bool {
-        !matches!(self, Self::Portable)
-    }
-
-    /// The end of the run of clean blocks at `from`: content that needs no change and holds
-    /// no end of data, so it can be handed out as it is. The portable blocks stop after
-    /// [`PROBE_BLOCKS`] for a look at the line length; the AVX2 ones run to the end of input.
+    /// The end of the run of clean portable blocks at `from`: content that needs no change
+    /// and holds no end of data, so it can be handed out as it is. It stops after
+    /// [`PROBE_BLOCKS`] for a look at the line length.
     #[inline]
     fn clean_end(self, input: &[u8], from: usize) -> usize {
-        match self {
-            Self::Portable => {
-                let probe = input.len().min(from + PROBE_BLOCKS * BLOCK + 2);
-                clean_blocks::<BLOCK>(&input[..probe], from)
-            }
-            #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-            Self::Avx2(avx2) => avx2.vectorize(|| clean_blocks::<WIDE_BLOCK>(input, from)),
-        }
+        let probe = input.len().min(from + PROBE_BLOCKS * BLOCK + 2);
+        clean_blocks::<BLOCK>(&input[..probe], from)
     }
 }
 
@@ -273,7 +393,7 @@ impl Blocks {
 /// so the compiler turns them into SIMD compares (of the widest vectors the caller's target
 /// features allow), one OR-reduction and one branch per block.
 #[inline(always)]
-fn clean_blocks<const N: usize>(input: &[u8], from: usize) -> usize {
+pub(super) fn clean_blocks<const N: usize>(input: &[u8], from: usize) -> usize {
     let (Some(here), Some(next), Some(after)) = (
         input.get(from..),
         input.get(from + 1..),
@@ -483,20 +603,64 @@ mod tests {
     /// A decoder that never uses AVX2, whatever the CPU: the fallback.
     fn portable(policy: BareLineEnding) -> DotDecoder {
         DotDecoder {
-            wide: false,
+            widest: Widest::Baseline,
             ..DotDecoder::new(policy)
         }
     }
 
-    /// The AVX2 blocks are taken exactly when the build has the feature and the CPU has AVX2.
+    /// A decoder that uses AVX2 but not AVX-512, when the CPU has them.
+    fn avx2(policy: BareLineEnding) -> DotDecoder {
+        DotDecoder {
+            widest: Widest::Avx2,
+            ..DotDecoder::new(policy)
+        }
+    }
+
+    /// Each scan is taken exactly when the build has the feature and the CPU the instructions.
     #[test]
     fn wide_blocks_when_available() {
-        assert!(matches!(Blocks::detect(false), Blocks::Portable));
+        assert!(matches!(Blocks::detect(Widest::Baseline), Blocks::Portable));
         #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-        assert_eq!(
-            matches!(Blocks::detect(true), Blocks::Avx2(_)),
-            std::is_x86_feature_detected!("avx2")
-        );
+        {
+            let avx2 = std::is_x86_feature_detected!("avx2");
+            // What pulp's V4 asks for besides AVX2.
+            let avx512 = std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512cd")
+                && std::is_x86_feature_detected!("avx512dq")
+                && std::is_x86_feature_detected!("avx512vl");
+            assert_eq!(
+                matches!(Blocks::detect(Widest::Avx2), Blocks::Avx2(_)),
+                avx2
+            );
+            assert_eq!(
+                matches!(Blocks::detect(Widest::Avx512), Blocks::Avx512(_)),
+                avx2 && avx512
+            );
+        }
+    }
+
+    /// [`next_event`] and the marker's [`Marker::clean_end`] from `from`, with every marker
+    /// the CPU can run, named.
+    #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+    fn marked_events(input: &[u8], from: usize) -> Vec<(&'static str, Event, usize)> {
+        let mut events = Vec::new();
+        if let Some(avx2) = pulp::x86::V3::try_new() {
+            let marked = || (next_event(avx2, input, from), avx2.clean_end(input, from));
+            let (event, clean_end) = avx2.vectorize(marked);
+            events.push(("avx2", event, clean_end));
+        }
+        if let Some(avx512) = pulp::x86::V4::try_new() {
+            let marked = || {
+                (
+                    next_event(avx512, input, from),
+                    avx512.clean_end(input, from),
+                )
+            };
+            let (event, clean_end) = avx512.vectorize(marked);
+            events.push(("avx512", event, clean_end));
+        }
+        events
     }
 
     /// The run of clean `n`-octet blocks at `from`, octet by octet: the model of
@@ -511,6 +675,50 @@ mod tests {
             end += n;
         }
         end
+    }
+
+    /// The first event at or after `from`, octet by octet: the model of [`next_event`].
+    #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+    fn model_next_event(input: &[u8], from: usize) -> Event {
+        for k in from..input.len() {
+            let before = |back: usize| (k >= from + back).then(|| input[k - back]);
+            let after_cr = before(1) == Some(b'\r');
+            if input[k] == b'\n' && !after_cr {
+                return Event::Bare(k);
+            }
+            if after_cr && input[k] != b'\n' {
+                return Event::Bare(k - 1);
+            }
+            if input[k] == b'.' && before(2) == Some(b'\r') && before(1) == Some(b'\n') {
+                return Event::Stuffed(k);
+            }
+        }
+        Event::End
+    }
+
+    /// Every kind of event at every offset around the first two 64-octet blocks and the last
+    /// octets of the input, seen from every start before it: the carried CR marks, the
+    /// shifted last block and the zero-padded short input all agree with the model.
+    #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+    #[test]
+    fn marks_find_events_across_blocks() {
+        for event in [&b"\r\n."[..], b"\rx", b"x\n", b"\r\n\r\n", b"\r"] {
+            for at in 0..140 {
+                for len in [at + event.len(), at + event.len() + 1, 200] {
+                    let mut input = vec![b'a'; len];
+                    input[at..at + event.len()].copy_from_slice(event);
+                    for from in (0..=at).step_by(7).chain([at]) {
+                        let want = model_next_event(&input, from);
+                        for (marker, marked, _) in marked_events(&input, from) {
+                            assert_eq!(
+                                marked, want,
+                                "{marker}: {event:?} at {at} of {len}, from {from}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -654,19 +862,21 @@ mod tests {
             let want = reference_decode(&input, policy);
             prop_assert_eq!(&chunked_decode(&input, &cuts, policy), &want, "default blocks");
             prop_assert_eq!(&chunked_decode_with(portable(policy), &input, &cuts), &want, "portable blocks");
+            prop_assert_eq!(&chunked_decode_with(avx2(policy), &input, &cuts), &want, "AVX2 blocks");
         }
 
-        /// Both block checks, the portable one and the one compiled for AVX2, end their clean
-        /// run exactly where the octet-by-octet model does, from every start, on content dense
-        /// in CR, LF and dots.
+        /// Every block check (portable, and the 128-octet ones compiled for AVX2 and
+        /// AVX-512) ends its clean run exactly where the octet-by-octet model does, and the
+        /// marks find the same first event as the octet-by-octet model, from every start, on
+        /// content dense in CR, LF and dots.
         #[test]
         fn blocks_match_model(input in dense_body()) {
             for from in 0..=input.len() {
                 prop_assert_eq!(clean_blocks::<BLOCK>(&input, from), model_clean_end(&input, from, BLOCK));
                 #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-                if let Blocks::Avx2(avx2) = Blocks::detect(true) {
-                    let wide = avx2.vectorize(|| clean_blocks::<WIDE_BLOCK>(&input, from));
-                    prop_assert_eq!(wide, model_clean_end(&input, from, WIDE_BLOCK));
+                for (marker, marked, clean_end) in marked_events(&input, from) {
+                    prop_assert_eq!(marked, model_next_event(&input, from), "{}", marker);
+                    prop_assert_eq!(clean_end, model_clean_end(&input, from, 128), "{}", marker);
                 }
             }
         }

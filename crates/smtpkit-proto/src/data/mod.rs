@@ -5,6 +5,8 @@
 
 mod bdat;
 pub(crate) mod dot;
+#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+mod marks;
 
 pub use bdat::BdatReader;
 pub use dot::{BareLineEnding, Decoded, DotDecoder, DotEncoder};
