@@ -363,6 +363,12 @@ impl<'a> Parameters<'a> {
         Ok(Self(s))
     }
 
+    /// Parameters that `command`'s fast path already checked as [`parse`](Self::parse) would
+    /// (its proptest compares the two).
+    pub(crate) const fn checked(s: &'a str) -> Self {
+        Self(s)
+    }
+
     /// The parameters, decoded one by one.
     pub fn iter(&self) -> impl Iterator<Item = Parameter<'a>> + 'a {
         // Every parameter was checked by `parse`, so the fallbacks are never taken.

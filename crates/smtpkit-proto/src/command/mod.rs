@@ -14,6 +14,7 @@
 //! ```
 
 mod encode;
+mod fast_path;
 pub mod front_end;
 mod parse;
 

@@ -7,7 +7,7 @@ use nom::character::complete::{digit1, space0, space1};
 use nom::combinator::{all_consuming, map_res, opt, value};
 use nom::sequence::preceded;
 
-use super::{Command, HelloVerb};
+use super::{Command, HelloVerb, fast_path};
 use crate::address;
 use crate::error::ParseError;
 use crate::extension::Parameters;
@@ -18,56 +18,65 @@ impl<'a> Command<'a> {
     /// Verbs are case-insensitive (RFC 5321 2.4). Arguments must be UTF-8; whether non-ASCII
     /// is allowed in this session is the server's call (RFC 6531), not the parser's.
     pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
-        let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
-        let (verb, rest) = line.split_at(verb_len);
-        let args = || core::str::from_utf8(rest).map_err(|_| ParseError::Syntax("invalid UTF-8"));
-        // Four-letter verbs compare as one lower-cased word: OR-ing 0x20 into each octet maps
-        // exactly the ASCII letters onto the lower-case ones, so nothing else can match.
-        let Ok(four) = <[u8; 4]>::try_from(verb) else {
-            return if verb.eq_ignore_ascii_case(b"STARTTLS") {
-                no_args(args()?, Self::StartTls)
-            } else if verb.eq_ignore_ascii_case(b"XCLIENT") {
-                Ok(Self::Xclient(args()?.trim_start_matches(' ')))
-            } else if verb.eq_ignore_ascii_case(b"XFORWARD") {
-                Ok(Self::Xforward(args()?.trim_start_matches(' ')))
-            } else {
-                Err(ParseError::UnknownCommand)
-            };
-        };
-        let word = u32::from_le_bytes(four) | 0x2020_2020;
-        let is = |v: &[u8; 4]| word == u32::from_le_bytes(*v);
-        // Ordered by how often each verb arrives in a mail transaction.
-        if is(b"rcpt") {
-            rcpt(args()?)
-        } else if is(b"mail") {
-            mail(args()?)
-        } else if is(b"data") {
-            no_args(args()?, Self::Data)
-        } else if is(b"ehlo") {
-            hello(HelloVerb::Ehlo, args()?)
-        } else if is(b"bdat") {
-            bdat(args()?)
-        } else if is(b"rset") {
-            no_args(args()?, Self::Rset)
-        } else if is(b"quit") {
-            no_args(args()?, Self::Quit)
-        } else if is(b"helo") {
-            hello(HelloVerb::Helo, args()?)
-        } else if is(b"lhlo") {
-            hello(HelloVerb::Lhlo, args()?)
-        } else if is(b"noop") {
-            optional_string(args()?).map(Self::Noop)
-        } else if is(b"auth") {
-            auth(args()?)
-        } else if is(b"vrfy") {
-            required_string(args()?).map(Self::Vrfy)
-        } else if is(b"expn") {
-            required_string(args()?).map(Self::Expn)
-        } else if is(b"help") {
-            optional_string(args()?).map(Self::Help)
+        match fast_path::parse(line) {
+            Some(cmd) => Ok(cmd),
+            None => full(line),
+        }
+    }
+}
+
+/// The full parser, one function per rule: every command, every error. [`Command::parse`]
+/// asks the fast path first, which answers as this does on the lines it knows.
+pub(super) fn full(line: &[u8]) -> Result<Command<'_>, ParseError> {
+    let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    let (verb, rest) = line.split_at(verb_len);
+    let args = || core::str::from_utf8(rest).map_err(|_| ParseError::Syntax("invalid UTF-8"));
+    // Four-letter verbs compare as one lower-cased word: OR-ing 0x20 into each octet maps
+    // exactly the ASCII letters onto the lower-case ones, so nothing else can match.
+    let Ok(four) = <[u8; 4]>::try_from(verb) else {
+        return if verb.eq_ignore_ascii_case(b"STARTTLS") {
+            no_args(args()?, Command::StartTls)
+        } else if verb.eq_ignore_ascii_case(b"XCLIENT") {
+            Ok(Command::Xclient(args()?.trim_start_matches(' ')))
+        } else if verb.eq_ignore_ascii_case(b"XFORWARD") {
+            Ok(Command::Xforward(args()?.trim_start_matches(' ')))
         } else {
             Err(ParseError::UnknownCommand)
-        }
+        };
+    };
+    let word = u32::from_le_bytes(four) | 0x2020_2020;
+    let is = |v: &[u8; 4]| word == u32::from_le_bytes(*v);
+    // Ordered by how often each verb arrives in a mail transaction.
+    if is(b"rcpt") {
+        rcpt(args()?)
+    } else if is(b"mail") {
+        mail(args()?)
+    } else if is(b"data") {
+        no_args(args()?, Command::Data)
+    } else if is(b"ehlo") {
+        hello(HelloVerb::Ehlo, args()?)
+    } else if is(b"bdat") {
+        bdat(args()?)
+    } else if is(b"rset") {
+        no_args(args()?, Command::Rset)
+    } else if is(b"quit") {
+        no_args(args()?, Command::Quit)
+    } else if is(b"helo") {
+        hello(HelloVerb::Helo, args()?)
+    } else if is(b"lhlo") {
+        hello(HelloVerb::Lhlo, args()?)
+    } else if is(b"noop") {
+        optional_string(args()?).map(Command::Noop)
+    } else if is(b"auth") {
+        auth(args()?)
+    } else if is(b"vrfy") {
+        required_string(args()?).map(Command::Vrfy)
+    } else if is(b"expn") {
+        required_string(args()?).map(Command::Expn)
+    } else if is(b"help") {
+        optional_string(args()?).map(Command::Help)
+    } else {
+        Err(ParseError::UnknownCommand)
     }
 }
 
