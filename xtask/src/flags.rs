@@ -5,9 +5,9 @@ pub(crate) const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci                      fmt, clippy, test, doc, tidy, fuzz corpus replay, fuzz smoke
-                          (skip with XTASK_SKIP_FUZZ=1), torture smoke, bench build; stops at
-                          the first failure
+  ci                      fmt, clippy (every target, benches too), test, doc, tidy, package,
+                          fuzz corpus replay, fuzz smoke (skip with XTASK_SKIP_FUZZ=1),
+                          torture smoke on the debug binaries; stops at the first failure
   tidy                    repository invariants (also a test: cargo test -p xtask)
   fuzz [TARGET] [--time S]
                           cargo-fuzz on stable (RUSTC_BOOTSTRAP=1); all targets, 60 s each by default
@@ -22,8 +22,8 @@ commands:
                           submitted-and-delivered msgs/s beside the same instance's Maildir
                           rate, alternated, R rounds (default 1k,100k, 50, 5000, 2); with
                           --compare, another smtpd binary measured the same way, alternated
-  torture [--smoke] [-- ARGS...]
-                          release smtpd under floods, slow and never-reading clients, oversize
+  torture [--smoke] [--debug] [-- ARGS...]
+                          release (or, with --debug, debug) smtpd under floods, slow and never-reading clients, oversize
                           mail, full and unwritable disks, kill -9, an AUTH storm, 200 RCPTs and
                           log injection; prints a table, fails on any failed check. ARGS go to
                           `smtp-load torture` (--only NAME, --slow-cut S, --auth-permits N, ...)
@@ -47,6 +47,8 @@ pub(crate) enum Task {
 pub(crate) struct TortureOptions {
     /// Small counts (the CI step).
     pub(crate) smoke: bool,
+    /// The debug binaries, which `cargo test` has built already (the CI step).
+    pub(crate) debug: bool,
     /// Arguments after `--`, passed to `smtp-load torture` as they are.
     pub(crate) extra: Vec<String>,
 }
@@ -163,6 +165,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Task, String> {
             let extra = flags.rest_after_dashes();
             Task::Torture(TortureOptions {
                 smoke: flags.switch("--smoke"),
+                debug: flags.switch("--debug"),
                 extra,
             })
         }
@@ -350,6 +353,7 @@ mod tests {
             p("torture"),
             Ok(Task::Torture(TortureOptions {
                 smoke: false,
+                debug: false,
                 extra: vec![]
             }))
         );
@@ -357,6 +361,7 @@ mod tests {
             p("torture --smoke -- --only auth --smoke"),
             Ok(Task::Torture(TortureOptions {
                 smoke: true,
+                debug: false,
                 extra: vec!["--only".into(), "auth".into(), "--smoke".into()]
             }))
         );
