@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{Client, Server, Stored, addr, files_in, runtime};
+use common::{Client, Server, Stored, addr, assert_contains, files_in, runtime};
 use smtp_test::dns::{SilentDns, TestDns, txt};
 use smtp_test::mailauth::Keys;
 
@@ -130,11 +130,6 @@ fn auth(server: &Server, subject: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no auth field: {line}"))
         .to_owned()
-}
-
-/// Asserts `text` contains `needle`, showing all of `text` otherwise.
-fn assert_contains(text: &str, needle: &str) {
-    assert!(text.contains(needle), "{text}");
 }
 
 /// The only file in `mailbox`/new, read whole.

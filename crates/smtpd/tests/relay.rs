@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::relay::{ALICE, sender_config, submit, wait_messages};
-use common::{Client, Pki, Server, config_command, files_under, hash_password, runtime};
+use common::{
+    Client, Pki, Server, assert_contains, config_command, files_under, hash_password, runtime,
+};
 use smtp_test::dns::TestDns;
 
 struct Net {
@@ -166,7 +168,7 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
     assert!(m.contains("with ESMTPS"), "no STARTTLS to B: {m}");
     // The local copy stays local.
     let local = wait_messages(&a_dir.path().join("md/a.test/alice"), 1);
-    assert!(local[0].contains("Subject: across"), "{}", local[0]);
+    assert_contains(&local[0], "Subject: across");
 
     // An MX with only an IPv6 address.
     let r = submit(
@@ -260,7 +262,7 @@ fn a_4xx_defers_and_a_destination_that_comes_back_gets_the_mail() {
     );
     let b2 = instance_b(b_dir.path(), a.port(0), "");
     let at_b = wait_messages(&b_dir.path().join("md/b.test/bob"), 1);
-    assert!(at_b[0].contains("Subject: later"), "{}", at_b[0]);
+    assert_contains(&at_b[0], "Subject: later");
     drop(b2);
     drop(net.runtime);
 }
@@ -318,9 +320,9 @@ maildir = "md"
     );
     assert_eq!(r.code, 250, "{r:?}");
     let got = wait_messages(&s_dir.path().join("md/elsewhere.test/carol"), 1);
-    assert!(got[0].contains("Subject: via provider"), "{}", got[0]);
+    assert_contains(&got[0], "Subject: via provider");
     // Authenticated, over TLS: the provider's Received line says ESMTPSA.
-    assert!(got[0].contains("with ESMTPSA"), "{}", got[0]);
+    assert_contains(&got[0], "with ESMTPSA");
     drop(net.runtime);
 }
 
@@ -404,7 +406,7 @@ fn relayed_mail_is_dkim_signed_and_passes_the_receivers_checks() {
     });
     // The local copy did not leave: unsigned.
     let local = wait_messages(&a_dir.path().join("md/a.test/alice"), 1);
-    assert!(local[0].contains("Subject: signed"), "{}", local[0]);
+    assert_contains(&local[0], "Subject: signed");
     assert!(!local[0].contains("DKIM-Signature"), "{}", local[0]);
     a.wait_log("A's queued line naming the signing domain", |log| {
         log.lines().any(|l| {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Pki, START_TIMEOUT, Server, Stored, addr, assert_size_in_name, escaped, files_in,
-    files_under, hash_password, lettre_send, run_bounded, smtpd,
+    Client, Pki, START_TIMEOUT, Server, Stored, addr, assert_contains, assert_size_in_name,
+    escaped, files_in, files_under, hash_password, lettre_send, run_bounded, smtpd,
 };
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Mailbox, SinglePart};
@@ -130,7 +130,7 @@ fn default_config_stores_byte_exact_and_logs_session_and_message() {
     );
     let sessions = text_events(&log, "session", &session);
     assert_eq!(sessions.len(), 1, "{log}");
-    assert!(sessions[0].contains("messages=1"), "{}", sessions[0]);
+    assert_contains(sessions[0], "messages=1");
     let messages = text_events(&log, "message", &session);
     assert_eq!(messages.len(), 1, "{log}");
     for needle in [
@@ -200,12 +200,9 @@ fn log_and_header_injection_is_neutralized() {
     );
     let messages = text_events(&log, "message", &session);
     assert_eq!(messages.len(), 1, "{log}");
-    assert!(
-        messages[0].contains(
-            r#"subject="\u{1b}[2J\u{1b}[31mFAKE\u{7} INFO smtpd::receiver: message outcome=stored""#
-        ),
-        "{}",
-        messages[0]
+    assert_contains(
+        messages[0],
+        r#"subject="\u{1b}[2J\u{1b}[31mFAKE\u{7} INFO smtpd::receiver: message outcome=stored""#,
     );
     // The forged field is inside the quoted subject; the real one comes after it, once.
     assert_eq!(
@@ -439,7 +436,7 @@ maildir = "md"
             .iter()
             .find(|s| s.body == *expected)
             .unwrap_or_else(|| panic!("not stored:\n{}", escaped(expected)));
-        assert!(found.trace.contains("with ESMTPSA id "), "{}", found.trace);
+        assert_contains(&found.trace, "with ESMTPSA id ");
         // RFC 5321 4.4 allows comments in the trace: the TLS facts, as Postfix writes them.
         assert!(
             found
@@ -495,11 +492,7 @@ with smtplib.SMTP('127.0.0.1', port, local_hostname='python.test', timeout=10) a
     assert!(out.status.success(), "smtplib failed: {}", out.stderr);
     let stored = Stored::read(&only_message(&dir.path().join("md/example.test/carol")));
     assert_body(&stored, body);
-    assert!(
-        stored.trace.contains("from python.test "),
-        "{}",
-        stored.trace
-    );
+    assert_contains(&stored.trace, "from python.test ");
 }
 
 /// One message of the durability test: unique Message-ID, sizes that vary from message to
@@ -799,8 +792,8 @@ fn bad_config(text: &str) -> common::Output {
 fn unknown_field_exits_2_naming_field_and_line() {
     let out = bad_config("hostname = \"mx.test\"\n\n[storage]\nmaildir = \"md\"\nfsnyc = false\n");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("fsnyc"), "{}", out.stderr);
-    assert!(out.stderr.contains("line 5"), "{}", out.stderr);
+    assert_contains(&out.stderr, "fsnyc");
+    assert_contains(&out.stderr, "line 5");
 }
 
 #[test]
@@ -851,7 +844,7 @@ fn check_config_prints_the_effective_configuration() {
     fs::write(&path, "bogus = 1\n").expect("write config");
     let out = run_bounded(smtpd().arg("check-config").arg(&path), None);
     assert_eq!(out.status.code(), Some(2), "{}", out.stdout);
-    assert!(out.stderr.contains("bogus"), "{}", out.stderr);
+    assert_contains(&out.stderr, "bogus");
 }
 
 #[test]
@@ -866,14 +859,9 @@ fn port_in_use_exits_3() {
         None,
     );
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
-    assert!(out.stderr.contains("cannot listen"), "{}", out.stderr);
+    assert_contains(&out.stderr, "cannot listen");
     // It says which address.
-    assert!(
-        out.stderr
-            .contains(&format!("cannot listen: {}: ", addr(port))),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, &format!("cannot listen: {}: ", addr(port)));
 }
 
 #[test]
@@ -896,7 +884,7 @@ fn unreadable_certificate_exits_4() {
         None,
     );
     assert_eq!(out.status.code(), Some(4), "{}", out.stderr);
-    assert!(out.stderr.contains("missing/cert.pem"), "{}", out.stderr);
+    assert_contains(&out.stderr, "missing/cert.pem");
 }
 
 #[test]
@@ -1021,11 +1009,7 @@ fn example_config_is_printed_and_valid() {
         None,
     );
     assert_eq!(checked.status.code(), Some(2), "{}", checked.stderr);
-    assert!(
-        checked.stderr.contains("[tls] cannot load certificate"),
-        "{}",
-        checked.stderr
-    );
+    assert_contains(&checked.stderr, "[tls] cannot load certificate");
     assert!(
         !checked.stdout.is_empty(),
         "the effective configuration is still printed"
@@ -1157,7 +1141,7 @@ mailboxes = ["alice", "bob"]
     for mailbox in ["example.test/alice", "example.test/bob"] {
         let stored = Stored::read(&only_message(&md.join(mailbox)));
         assert_body(&stored, body);
-        assert!(stored.trace.contains("with LMTP"), "{}", stored.trace);
+        assert_contains(&stored.trace, "with LMTP");
     }
 }
 
@@ -1201,13 +1185,11 @@ mailboxes = ["alice"]
     fs::write(&config, text(25)).expect("write config");
     let out = run_bounded(smtpd().arg("check-config").arg(&config), None);
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains(&format!("address = \"unix:{}\"", socket.display())),
-        "{}",
-        out.stdout
+    assert_contains(
+        &out.stdout,
+        &format!("address = \"unix:{}\"", socket.display()),
     );
-    assert!(out.stdout.contains("mode = \"0660\""), "{}", out.stdout);
+    assert_contains(&out.stdout, "mode = \"0660\"");
 
     let mut server = Server::start(dir.path(), 1, |p| {
         fs::write(&config, text(p[0])).expect("write config");
@@ -1231,7 +1213,7 @@ mailboxes = ["alice"]
     let stored = Stored::read(&only_message(&md.join("example.test/alice")));
     assert_body(&stored, body);
     // No address to write: the Received line says where the message came from instead.
-    assert!(stored.trace.contains("(unix socket)"), "{}", stored.trace);
+    assert_contains(&stored.trace, "(unix socket)");
     assert!(!md.join("example.test/nobody").exists());
 
     server.signal("TERM");

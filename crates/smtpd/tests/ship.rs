@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, IO_TIMEOUT, START_TIMEOUT, Server, addr, files_in, files_under};
+use common::{
+    Client, IO_TIMEOUT, START_TIMEOUT, Server, addr, assert_contains, files_in, files_under,
+};
 
 /// One plain HTTP/1.1 GET, as a scraper sends it; the status code and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -514,16 +516,8 @@ fn dovecot_reads_a_message_smtpd_stored() {
         fetched.stderr,
         fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default()
     );
-    assert!(
-        fetched.stdout.contains("hdr.subject: read by dovecot"),
-        "{}",
-        fetched.stdout
-    );
-    assert!(
-        fetched.stdout.contains("stored by smtpd"),
-        "{}",
-        fetched.stdout
-    );
+    assert_contains(&fetched.stdout, "hdr.subject: read by dovecot");
+    assert_contains(&fetched.stdout, "stored by smtpd");
 }
 
 /// Dovecot's LMTP service takes what smtpd hands it: smtpd delivers over Dovecot's LMTP Unix

@@ -611,6 +611,12 @@ pub(crate) fn lettre_send(
     })
 }
 
+/// Asserts `text` contains `needle`, showing all of `text` otherwise.
+#[track_caller]
+pub(crate) fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{text}");
+}
+
 /// Shows bytes with CR and LF visible, for assertion messages.
 pub(crate) fn escaped(bytes: &[u8]) -> String {
     let mut out = String::new();
