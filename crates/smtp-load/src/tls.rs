@@ -4,11 +4,10 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore};
+use smtpkit_tokio::client;
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone)]
@@ -41,12 +40,8 @@ impl fmt::Display for TlsConfigError {
 
 impl std::error::Error for TlsConfigError {}
 
-/// Builds a client configuration with the `ring` provider and the given verification.
+/// Builds a client configuration with smtpkit's provider (`ring`) and the given verification.
 pub fn client_config(verification: Verification<'_>) -> Result<Arc<ClientConfig>, TlsConfigError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(TlsConfigError::Rustls)?;
     let config = match verification {
         Verification::CaFile(path) => {
             let mut roots = RootCertStore::empty();
@@ -63,54 +58,9 @@ pub fn client_config(verification: Verification<'_>) -> Result<Arc<ClientConfig>
                     path.display()
                 )));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            client::client_config(roots)
         }
-        Verification::Insecure => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(
-                provider.signature_verification_algorithms,
-            )))
-            .with_no_client_auth(),
+        Verification::Insecure => client::any_certificate_config(),
     };
     Ok(Arc::new(config))
-}
-
-/// Accepts every certificate chain but still checks handshake signatures, so the session is at least
-/// bound to the key in the presented certificate.
-#[derive(Debug)]
-struct AcceptAnyCert(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }

@@ -38,6 +38,11 @@ trait TestClient: Sized + std::fmt::Debug {
     fn auth(&mut self, sasl: &Sasl<'_>) -> Result<(), Error>;
     fn send(&mut self, envelope: &Envelope<'_>, body: Body<'_>) -> Result<Delivery, Error>;
     fn quit(self) -> Result<(), Error>;
+
+    /// Sends `body` from the null reverse path to `to`.
+    fn send_null(&mut self, to: &[Recipient<'_>], body: &[u8]) -> Result<Delivery, Error> {
+        self.send(&Envelope::new(ReversePath::Null, to), Body::Bytes(body))
+    }
 }
 
 /// `smtpkit_tokio::client` on a current-thread runtime of its own.
@@ -157,6 +162,17 @@ impl TestClient for MioClient {
     }
 }
 
+/// Each recipient's reply code after the message (LMTP), 0 where there was no reply.
+fn reply_codes(d: &Delivery) -> Vec<u16> {
+    d.recipients
+        .iter()
+        .map(|r| match r {
+            Ok(r) => r.code().get(),
+            Err(e) => e.reply().map_or(0, |r| r.code().get()),
+        })
+        .collect()
+}
+
 fn config(f: impl FnOnce(&mut ClientOptions)) -> Arc<ClientConfig> {
     // Every wait of a test is bounded by these, so a hung client fails instead of hanging.
     let t = Duration::from_secs(10);
@@ -248,9 +264,9 @@ fn plain<C: TestClient, A: Adapter>() {
             .expect("first message");
         assert_eq!(d.delivered(), 2);
         let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to[..1]),
-                Body::Bytes(b"Subject: two\r\n\r\n.leading dot\r\n.\r\nbare\nlf"),
+            .send_null(
+                &to[..1],
+                b"Subject: two\r\n\r\n.leading dot\r\n.\r\nbare\nlf",
             )
             .expect("second message");
         assert!(d.all_delivered(), "{d:?}");
@@ -290,12 +306,7 @@ fn starttls<C: TestClient, A: Adapter>() {
             "capabilities are those after TLS"
         );
         let to = recipients(&["a@example.test"]);
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"secret\r\n"),
-            )
-            .expect("send");
+        let d = conn.send_null(&to, b"secret\r\n").expect("send");
         assert!(d.all_delivered());
         conn.quit().expect("quit");
 
@@ -390,12 +401,7 @@ fn implicit_tls<C: TestClient, A: Adapter>() {
         })
         .expect("auth");
         let to = recipients(&["a@example.test"]);
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"465\r\n"),
-            )
-            .expect("send");
+        let d = conn.send_null(&to, b"465\r\n").expect("send");
         assert!(d.all_delivered());
         conn.quit().expect("quit");
     }
@@ -421,10 +427,7 @@ fn hung_rcpt<C: TestClient, A: Adapter>() {
         let mut conn = C::connect(server.addrs[0], config, None).expect("connect");
         let to = recipients(&["a@example.test", "hang@example.test"]);
         let e = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"x\r\n"),
-            )
+            .send_null(&to, b"x\r\n")
             .expect_err("no final answer for anyone");
         assert!(matches!(e, Error::Timeout), "{e}");
         assert!(!conn.is_open());
@@ -440,24 +443,14 @@ fn refused_recipient<C: TestClient, A: Adapter>() {
     {
         let mut conn = C::connect(server.addrs[0], config(|_| {}), None).expect("connect");
         let to = recipients(&["a@example.test", "reject@example.test", "b@example.test"]);
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"m1\r\n"),
-            )
-            .expect("send");
+        let d = conn.send_null(&to, b"m1\r\n").expect("send");
         assert!(d.recipients[0].is_ok() && d.recipients[2].is_ok(), "{d:?}");
         let e = d.recipients[1].as_ref().expect_err("refused");
         assert_eq!(e.reply().map(|r| r.code().get()), Some(550));
         assert!(e.is_permanent());
 
         let none = recipients(&["reject@example.test", "Green@example.test"]);
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &none),
-                Body::Bytes(b"never\r\n"),
-            )
-            .expect("send");
+        let d = conn.send_null(&none, b"never\r\n").expect("send");
         assert_eq!(d.delivered(), 0);
         assert!(
             d.recipients
@@ -474,10 +467,7 @@ fn refused_recipient<C: TestClient, A: Adapter>() {
         assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [0]);
 
         let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to[..1]),
-                Body::Bytes(b"m2\r\n"),
-            )
+            .send_null(&to[..1], b"m2\r\n")
             .expect("send after failures");
         assert!(d.all_delivered());
         conn.quit().expect("quit");
@@ -530,20 +520,8 @@ fn lmtp<C: TestClient, A: Adapter>() {
             "reject@example.test",
             "b@example.test",
         ]);
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"lmtp\r\n"),
-            )
-            .expect("send");
-        let codes: Vec<_> = d
-            .recipients
-            .iter()
-            .map(|r| match r {
-                Ok(r) => r.code().get(),
-                Err(e) => e.reply().map_or(0, |r| r.code().get()),
-            })
-            .collect();
+        let d = conn.send_null(&to, b"lmtp\r\n").expect("send");
+        let codes = reply_codes(&d);
         assert_eq!(codes, [250, 452, 550, 250]);
         assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [1]);
         conn.quit().expect("quit");
@@ -580,19 +558,9 @@ fn unix_socket<C: TestClient>() {
             C::connect_unix(&path, config(|o| o.protocol = Protocol::Lmtp)).expect("connect");
         let to = recipients(&["a@example.test", "full@example.test"]);
         let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"over a unix socket\r\n"),
-            )
+            .send_null(&to, b"over a unix socket\r\n")
             .expect("send");
-        let codes: Vec<_> = d
-            .recipients
-            .iter()
-            .map(|r| match r {
-                Ok(r) => r.code().get(),
-                Err(e) => e.reply().map_or(0, |r| r.code().get()),
-            })
-            .collect();
+        let codes = reply_codes(&d);
         assert_eq!(codes, [250, 452]);
         conn.quit().expect("quit");
     }
@@ -715,23 +683,13 @@ fn smtp_sink<C: TestClient>() {
 
         let mut conn = C::connect(soft.addr, config(|_| {}), None).expect("connect");
         assert!(!conn.capabilities().pipelining);
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"x\r\n"),
-            )
-            .expect("send");
+        let d = conn.send_null(&to, b"x\r\n").expect("send");
         assert_eq!(d.temporary_failures().collect::<Vec<_>>(), [0, 1], "{d:?}");
         conn.quit().expect("quit");
 
         let config = config(|o| o.protocol = Protocol::Lmtp);
         let mut conn = C::connect(lmtp.addr, config, None).expect("connect");
-        let d = conn
-            .send(
-                &Envelope::new(ReversePath::Null, &to),
-                Body::Bytes(b"x\r\n"),
-            )
-            .expect("send");
+        let d = conn.send_null(&to, b"x\r\n").expect("send");
         assert_eq!(d.delivered(), 2, "{d:?}");
         conn.quit().expect("quit");
     }
@@ -791,23 +749,13 @@ fn broken_servers<C: TestClient>() {
     let no_pipelining: &[&[u8]] = &[b"250-mx\r\n250 8BITMIME\r\n", b"421 4.3.2 going away\r\n"];
     let addr = scripted(b"220 mx ESMTP\r\n", no_pipelining);
     let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
-    let e = conn
-        .send(
-            &Envelope::new(ReversePath::Null, &to),
-            Body::Bytes(b"x\r\n"),
-        )
-        .expect_err("421");
+    let e = conn.send_null(&to, b"x\r\n").expect_err("421");
     assert_eq!(e.reply().map(|r| r.code().get()), Some(421), "{e}");
     assert!(e.is_temporary() && !conn.is_open());
 
     let addr = scripted(b"220 mx ESMTP\r\n", &[b"250 mx\r\n", b"25O oops\r\n"]);
     let mut conn = C::connect(addr, config(|_| {}), None).expect("connect");
-    let e = conn
-        .send(
-            &Envelope::new(ReversePath::Null, &to),
-            Body::Bytes(b"x\r\n"),
-        )
-        .expect_err("malformed");
+    let e = conn.send_null(&to, b"x\r\n").expect_err("malformed");
     assert!(matches!(e, Error::Protocol(_)) && e.is_temporary(), "{e}");
 
     let addr = scripted(b"554 5.7.1 go away\r\n", &[b"221 bye\r\n"]);

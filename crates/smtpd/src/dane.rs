@@ -23,6 +23,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use smtpkit_tokio::client::AnyCertificate;
 
 /// One TLSA record: usage, selector, matching type, data (RFC 6698 2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,13 +133,19 @@ pub async fn lookup(resolver: &TokioResolver, host: &str, port: u16) -> Found {
 pub struct DaneVerifier {
     records: Vec<Tlsa>,
     provider: Arc<CryptoProvider>,
+    /// The handshake's signatures are checked as for any certificate; only the chain is DANE's.
+    signatures: AnyCertificate,
 }
 
 impl DaneVerifier {
     /// Checks against `records` (the usable ones of a validated RRset).
     #[must_use]
     pub fn new(records: Vec<Tlsa>, provider: Arc<CryptoProvider>) -> Self {
-        Self { records, provider }
+        Self {
+            records,
+            signatures: AnyCertificate::new(&provider),
+            provider,
+        }
     }
 
     /// A client configuration that verifies with these records.
@@ -215,12 +222,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -229,18 +231,11 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }
 

@@ -24,15 +24,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, ServerName};
 use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
 use smtpkit_queue::mx::{self, MxResolver, RouteError};
 use smtpkit_queue::{Attempt, Outcome, Transport};
 use smtpkit_tokio::Reply;
 use smtpkit_tokio::client::{
-    self, Body, ClientConfig, ClientOptions, Envelope, Error, Recipient, Sasl, TlsMode, TlsSettings,
+    self, Body, ClientConfig, ClientOptions, Envelope, Error, Recipient, Sasl, TlsMode,
+    TlsSettings, any_certificate_config,
 };
 use tracing::{debug, info};
 
@@ -95,7 +94,7 @@ impl<R: MxResolver> SmtpTransport<R> {
             client: Arc::new(client),
             port: delivery.port,
             starttls: delivery.starttls,
-            opportunistic: Arc::new(opportunistic_config()?),
+            opportunistic: Arc::new(any_certificate_config()),
             verified: Arc::new(verified_config(delivery.mta_sts.ca.as_deref())?),
             mta_sts: None,
             dane: None,
@@ -680,65 +679,4 @@ fn verified_config(ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig,
         }
     }
     Ok(client::client_config(roots))
-}
-
-/// rustls for opportunistic TLS: any certificate, but the handshake's signatures are still
-/// checked (so the session is encrypted to whoever holds the presented key).
-fn opportunistic_config() -> Result<rustls::ClientConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyCertificate(Arc::clone(&provider)));
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
-}
-
-#[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

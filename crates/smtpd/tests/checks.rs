@@ -6,9 +6,9 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{Client, Server, Stored, addr, files_in};
+use common::{Client, Server, Stored, addr, assert_contains, files_in, runtime};
 use smtp_test::dns::{SilentDns, TestDns, txt};
 use smtp_test::mailauth::Keys;
 
@@ -43,9 +43,10 @@ fn zone(keys: &Keys) -> String {
     z
 }
 
-fn config(dir: &Path, port: u16, dns: std::net::SocketAddr, extra: &str) -> PathBuf {
-    let path = dir.join("smtpd.toml");
-    let text = format!(
+/// A JSON-logging server on `port` resolving through `dns`, with `[checks]` on (strict.test
+/// refusing SPF fails), then `extra`.
+fn config(port: u16, dns: std::net::SocketAddr, extra: &str) -> String {
+    format!(
         r#"hostname = "mx.test"
 log_format = "json"
 
@@ -74,9 +75,7 @@ spf_fail = "reject"
 temperror = "defer"
 {extra}"#,
         addr(port)
-    );
-    fs::write(&path, text).expect("write config");
-    path
+    )
 }
 
 fn message(from: &str, subject: &str, body: &str) -> Vec<u8> {
@@ -103,6 +102,11 @@ fn send(port: u16, helo: &str, mail_from: &str, rcpt: &str, content: &[u8]) -> (
     (reply.code, reply.text().to_owned())
 }
 
+/// [`send`] from client.test to bob@example.test.
+fn to_bob(port: u16, mail_from: &str, content: &[u8]) -> (u16, String) {
+    send(port, "client.test", mail_from, "bob@example.test", content)
+}
+
 /// The `message` events of the JSON log whose subject is `subject`, as their fields.
 fn logged(server: &Server, subject: &str) -> serde_json::Value {
     // The subject as a JSON field, not a bare substring: "arc" also occurs in `arc=none` of
@@ -119,6 +123,15 @@ fn logged(server: &Server, subject: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no message line for {subject}:\n{log}"))
 }
 
+/// The `auth` field of the log line for `subject`.
+fn auth(server: &Server, subject: &str) -> String {
+    let line = logged(server, subject);
+    line["auth"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no auth field: {line}"))
+        .to_owned()
+}
+
 /// The only file in `mailbox`/new, read whole.
 fn stored(mailbox: &Path, subject: &str) -> (Stored, String) {
     let file = files_in(&mailbox.join("new"))
@@ -132,23 +145,14 @@ fn stored(mailbox: &Path, subject: &str) -> (Stored, String) {
     (Stored::read(&file), text)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
     let runtime = runtime();
     let keys = Keys::new();
     let dns = runtime.block_on(TestDns::start(&zone(&keys))).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 1, |p| {
-        let path = config(dir.path(), p[0], dns.addr(), "");
-        vec!["--config".into(), path.display().to_string()]
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| {
+        config(p[0], dns.addr(), "")
     });
     let port = server.port(0);
     let bob = dir.path().join("md/example.test/bob");
@@ -163,25 +167,11 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
         ("a@loop.test", "permerror"),
     ] {
         let subject = format!("spf-{keyword}");
-        let (code, text) = send(
-            port,
-            "client.test",
-            sender,
-            "bob@example.test",
-            &message(sender, &subject, "x\r\n"),
-        );
+        let (code, text) = to_bob(port, sender, &message(sender, &subject, "x\r\n"));
         assert_eq!(code, 250, "{sender}: {text}");
         let (stored, _) = stored(&bob, &subject);
-        assert!(
-            stored.trace.contains(&format!("Received-SPF: {keyword}")),
-            "{}",
-            stored.trace
-        );
-        assert!(
-            stored.trace.contains(&format!("spf={keyword}")),
-            "{}",
-            stored.trace
-        );
+        assert_contains(&stored.trace, &format!("Received-SPF: {keyword}"));
+        assert_contains(&stored.trace, &format!("spf={keyword}"));
         let line = logged(&server, &subject);
         assert!(
             line["auth"]
@@ -221,13 +211,7 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
             ),
         ),
     ] {
-        let (code, text) = send(
-            port,
-            "client.test",
-            "bounce@nospf.test",
-            "bob@example.test",
-            &signed,
-        );
+        let (code, text) = to_bob(port, "bounce@nospf.test", &signed);
         assert_eq!(code, 250, "{subject}: {text}");
         let (stored, whole) = stored(&bob, subject);
         assert!(
@@ -237,18 +221,11 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
             "{}",
             stored.trace
         );
-        assert!(
-            stored.trace.contains("dmarc=pass header.from=signed.test"),
-            "{}",
-            stored.trace
-        );
+        assert_contains(&stored.trace, "dmarc=pass header.from=signed.test");
         // The signed message is stored byte for byte below the trace headers.
         assert!(whole.ends_with(std::str::from_utf8(&signed).unwrap()));
         assert!(
-            logged(&server, subject)["auth"]
-                .as_str()
-                .unwrap()
-                .starts_with("spf=none dkim=pass arc=none dmarc=pass iprev=")
+            auth(&server, subject).starts_with("spf=none dkim=pass arc=none dmarc=pass iprev=")
         );
     }
 
@@ -259,13 +236,7 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
     );
     let at = altered.len() - 6;
     altered[at] = b'X';
-    let (code, _) = send(
-        port,
-        "client.test",
-        "bounce@nospf.test",
-        "bob@example.test",
-        &altered,
-    );
+    let (code, _) = to_bob(port, "bounce@nospf.test", &altered);
     assert_eq!(code, 250);
     let (stored_altered, _) = stored(&bob, "altered");
     assert!(
@@ -275,52 +246,30 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
         "{}",
         stored_altered.trace
     );
-    assert!(
-        stored_altered.trace.contains("dmarc=fail"),
-        "{}",
-        stored_altered.trace
-    );
-    assert!(
-        stored_altered.trace.contains("policy.dmarc=none"),
-        "{}",
-        stored_altered.trace
-    );
-    assert!(
-        logged(&server, "altered")["auth"]
-            .as_str()
-            .unwrap()
-            .starts_with("spf=none dkim=fail arc=none dmarc=fail iprev=")
-    );
+    assert_contains(&stored_altered.trace, "dmarc=fail");
+    assert_contains(&stored_altered.trace, "policy.dmarc=none");
+    assert!(auth(&server, "altered").starts_with("spf=none dkim=fail arc=none dmarc=fail iprev="));
 
     // DMARC through SPF alignment only.
-    let (code, _) = send(
+    let (code, _) = to_bob(
         port,
-        "client.test",
         "news@sender.test",
-        "bob@example.test",
         &message("news@sender.test", "dmarc-spf", "x\r\n"),
     );
     assert_eq!(code, 250);
     let (s, _) = stored(&bob, "dmarc-spf");
-    assert!(
-        s.trace
-            .contains("dmarc=pass header.from=sender.test policy.dmarc=reject"),
-        "{}",
-        s.trace
+    assert_contains(
+        &s.trace,
+        "dmarc=pass header.from=sender.test policy.dmarc=reject",
     );
     assert!(
-        logged(&server, "dmarc-spf")["auth"]
-            .as_str()
-            .unwrap()
-            .starts_with("spf=pass dkim=none arc=none dmarc=pass iprev=")
+        auth(&server, "dmarc-spf").starts_with("spf=pass dkim=none arc=none dmarc=pass iprev=")
     );
 
     // DMARC p=reject: 550 5.7.1 with the reason, nothing stored.
-    let (code, text) = send(
+    let (code, text) = to_bob(
         port,
-        "client.test",
         "a@sender.test",
-        "bob@example.test",
         &message("ceo@bank.test", "dmarc-reject", "pay\r\n"),
     );
     assert_eq!(code, 550, "{text}");
@@ -341,31 +290,27 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
     );
 
     // DMARC p=quarantine: stored in the recipient's Maildir++ .Junk folder.
-    let (code, _) = send(
+    let (code, _) = to_bob(
         port,
-        "client.test",
         "a@sender.test",
-        "bob@example.test",
         &message("deals@junky.test", "dmarc-quarantine", "x\r\n"),
     );
     assert_eq!(code, 250);
     let (s, _) = stored(&bob.join(".Junk"), "dmarc-quarantine");
-    assert!(s.trace.contains("policy.dmarc=quarantine"), "{}", s.trace);
+    assert_contains(&s.trace, "policy.dmarc=quarantine");
     let line = logged(&server, "dmarc-quarantine");
     assert_eq!(line["folder"], "Junk");
     assert_eq!(line["outcome"], "stored");
 
     // No DMARC record: none, delivered.
-    let (code, _) = send(
+    let (code, _) = to_bob(
         port,
-        "client.test",
         "a@nospf.test",
-        "bob@example.test",
         &message("a@nospf.test", "dmarc-none", "x\r\n"),
     );
     assert_eq!(code, 250);
     let (s, _) = stored(&bob, "dmarc-none");
-    assert!(s.trace.contains("dmarc=none"), "{}", s.trace);
+    assert_contains(&s.trace, "dmarc=none");
 
     // An ARC chain from a forwarder verifies.
     let forwarded = keys.arc_seal(
@@ -375,33 +320,16 @@ fn spf_dkim_arc_dmarc_results_policy_and_log_lines() {
             &message("alice@signed.test", "arc", "list post\r\n"),
         ),
     );
-    let (code, _) = send(
-        port,
-        "client.test",
-        "list@nospf.test",
-        "bob@example.test",
-        &forwarded,
-    );
+    let (code, _) = to_bob(port, "list@nospf.test", &forwarded);
     assert_eq!(code, 250);
     let (s, _) = stored(&bob, "arc");
-    assert!(s.trace.contains("arc=pass"), "{}", s.trace);
-    assert!(
-        logged(&server, "arc")["auth"]
-            .as_str()
-            .unwrap()
-            .contains("arc=pass")
-    );
+    assert_contains(&s.trace, "arc=pass");
+    assert!(auth(&server, "arc").contains("arc=pass"));
 
     // A forged Authentication-Results claiming our name is removed; another's is kept.
     let mut forged = b"Authentication-Results: mx.test; dkim=pass header.d=bank.test; dmarc=pass\r\nAuthentication-Results: other.test; spf=pass\r\n".to_vec();
     forged.extend_from_slice(&message("a@sender.test", "forged", "x\r\n"));
-    let (code, _) = send(
-        port,
-        "client.test",
-        "a@sender.test",
-        "bob@example.test",
-        &forged,
-    );
+    let (code, _) = to_bob(port, "a@sender.test", &forged);
     assert_eq!(code, 250);
     let (_, whole) = stored(&bob, "forged");
     assert_eq!(
@@ -426,30 +354,18 @@ fn a_large_signed_message_streams_and_gets_its_results() {
     let keys = Keys::new();
     let dns = runtime.block_on(TestDns::start(&zone(&keys))).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 1, |p| {
-        let path = config(dir.path(), p[0], dns.addr(), "");
-        vec!["--config".into(), path.display().to_string()]
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| {
+        config(p[0], dns.addr(), "")
     });
     let body = "0123456789 a line of a large message body, repeated\r\n".repeat(4000);
     let signed = keys.sign_rsa("signed.test", &message("alice@signed.test", "large", &body));
     assert!(signed.len() > 200 * 1024);
-    let (code, text) = send(
-        server.port(0),
-        "client.test",
-        "alice@sender.test",
-        "bob@example.test",
-        &signed,
-    );
+    let (code, text) = to_bob(server.port(0), "alice@sender.test", &signed);
     assert_eq!(code, 250, "{text}");
     let (s, whole) = stored(&dir.path().join("md/example.test/bob"), "large");
-    assert!(s.trace.contains("dkim=pass"), "{}", s.trace);
+    assert_contains(&s.trace, "dkim=pass");
     assert!(whole.ends_with(std::str::from_utf8(&signed).unwrap()));
-    assert!(
-        logged(&server, "large")["auth"]
-            .as_str()
-            .unwrap()
-            .starts_with("spf=pass dkim=pass arc=none dmarc=pass iprev=")
-    );
+    assert!(auth(&server, "large").starts_with("spf=pass dkim=pass arc=none dmarc=pass iprev="));
 }
 
 /// A nameserver that never answers: recorded as temperror and accepted by default; deferred
@@ -458,21 +374,18 @@ fn a_large_signed_message_streams_and_gets_its_results() {
 fn dns_trouble_is_temperror_accepted_or_deferred() {
     let silent = SilentDns::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 1, |p| {
-        let path = config(dir.path(), p[0], silent.addr(), "");
-        vec!["--config".into(), path.display().to_string()]
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| {
+        config(p[0], silent.addr(), "")
     });
     let port = server.port(0);
-    let (code, text) = send(
+    let (code, text) = to_bob(
         port,
-        "client.test",
         "a@sender.test",
-        "bob@example.test",
         &message("a@sender.test", "no-dns", "x\r\n"),
     );
     assert_eq!(code, 250, "{text}");
     let (s, _) = stored(&dir.path().join("md/example.test/bob"), "no-dns");
-    assert!(s.trace.contains("Received-SPF: temperror"), "{}", s.trace);
+    assert_contains(&s.trace, "Received-SPF: temperror");
     let line = logged(&server, "no-dns");
     assert!(
         line["auth"]
@@ -505,29 +418,16 @@ fn greylisting_lets_an_spf_pass_through_at_once() {
         "\n[limits]\ntrusted_networks = []\n\n[greylist]\nenabled = true\nfile = \"{}\"\n",
         dir.path().join("greylist.db").display()
     );
-    let server = Server::start(dir.path(), 1, |p| {
-        let path = config(dir.path(), p[0], dns.addr(), &extra);
-        vec!["--config".into(), path.display().to_string()]
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| {
+        config(p[0], dns.addr(), &extra)
     });
     let port = server.port(0);
 
     let content = message("a@sender.test", "grey-spf-pass", "x\r\n");
-    let (code, text) = send(
-        port,
-        "client.test",
-        "a@sender.test",
-        "bob@example.test",
-        &content,
-    );
+    let (code, text) = to_bob(port, "a@sender.test", &content);
     assert_eq!(code, 250, "SPF pass is not greylisted: {text}");
 
     let content = message("a@nospf.test", "grey-spf-none", "x\r\n");
-    let (code, text) = send(
-        port,
-        "client.test",
-        "a@nospf.test",
-        "bob@example.test",
-        &content,
-    );
+    let (code, text) = to_bob(port, "a@nospf.test", &content);
     assert_eq!(code, 451, "no SPF: the first attempt is greylisted: {text}");
 }

@@ -5,7 +5,6 @@
 #[allow(dead_code, reason = "each test binary uses part of the shared harness")]
 mod common;
 
-use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -18,10 +17,8 @@ use common::{Client, IO_TIMEOUT, Pki, Server, addr};
 /// A config with every switch away from its default, on one STARTTLS-capable smtp listener.
 fn start(dir: &Path) -> (Server, Pki) {
     let pki = Pki::write(dir);
-    let root = dir.to_path_buf();
-    let server = Server::start(dir, 1, |p| {
-        let config = root.join("smtpd.toml");
-        let text = format!(
+    let server = Server::with_config(dir, "smtpd.toml", 1, |p| {
+        format!(
             r#"hostname = "mx.test"
 pipelining_sync_check = true
 extra_mail_params = ["XFOO"]
@@ -48,9 +45,7 @@ recipients = 2
 maildir = "md"
 "#,
             addr(p[0])
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     });
     (server, pki)
 }

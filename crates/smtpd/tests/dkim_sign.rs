@@ -24,16 +24,22 @@ Subject: signed with the key directory\r\n\
 \r\n\
 Hello.\r\n";
 
-#[tokio::test]
-async fn keys_sign_and_the_printed_records_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = KeyStore::load(dir.path()).unwrap();
-    let keys: Vec<_> = store
+/// A key directory in `dir` with example.test's keys made: the store and the keys.
+fn example_keys(dir: &std::path::Path) -> (KeyStore, Vec<Key>) {
+    let mut store = KeyStore::load(dir).unwrap();
+    let keys = store
         .ensure("example.test", SystemTime::now())
         .unwrap()
         .into_iter()
         .map(|(k, _)| k)
         .collect();
+    (store, keys)
+}
+
+#[tokio::test]
+async fn keys_sign_and_the_printed_records_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, keys) = example_keys(dir.path());
     // What the signer will do: load the directory, take the domain's keys.
     let store = KeyStore::load(dir.path()).unwrap();
     let signing: Vec<_> = store.signing_keys("example.test").collect();
@@ -130,13 +136,7 @@ async fn publish(keys: Vec<Key>) -> (TestDns, MessageAuthenticator) {
 #[tokio::test]
 async fn the_relay_signer_passes_and_tampering_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = KeyStore::load(dir.path()).unwrap();
-    let keys: Vec<_> = store
-        .ensure("example.test", SystemTime::now())
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let (store, keys) = example_keys(dir.path());
     let signer = Signer::from_store(&store).unwrap();
     assert!(signer.signs("EXAMPLE.test"));
     assert!(!signer.signs("elsewhere.test"));

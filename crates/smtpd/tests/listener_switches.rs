@@ -7,7 +7,7 @@ mod common;
 
 use std::fs;
 
-use common::{Client, Server, addr, run_bounded, smtpd};
+use common::{Client, Server, addr, assert_contains, run_bounded, smtpd};
 
 fn config(ports: &[u16]) -> String {
     format!(
@@ -88,6 +88,6 @@ fn check_config_prints_the_switches_and_refuses_unknown_names() {
         fs::write(&path, text).expect("write the config");
         let out = run_bounded(smtpd().arg("check-config").arg(&path), None);
         assert_eq!(out.status.code(), Some(2), "{}", out.stdout);
-        assert!(out.stderr.contains(named), "{}", out.stderr);
+        assert_contains(&out.stderr, named);
     }
 }

@@ -9,48 +9,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Client, Pki, Server, files_under, run_bounded, smtpd};
+use common::relay::{ALICE, sender_config, submit, wait_messages};
+use common::{
+    Client, Pki, Server, assert_contains, config_command, files_under, hash_password, runtime,
+};
 use smtp_test::dns::TestDns;
-
-/// `AUTH PLAIN` for alice / pw: base64 of `\0alice\0pw`.
-const ALICE: &str = "AGFsaWNlAHB3";
-
-/// How long a message may take to cross from A to B (one runner round is immediate; a retry
-/// waits for first_retry = 1 s and the next poll, 5 s).
-const CROSSING: Duration = Duration::from_secs(20);
-
-fn hash(password: &str) -> String {
-    let out = run_bounded(
-        smtpd().arg("hash-password"),
-        Some(format!("{password}\n").as_bytes()),
-    );
-    assert!(out.status.success(), "hash-password: {}", out.stderr);
-    out.stdout.trim().to_owned()
-}
-
-/// Files in `<maildir>/<domain>/<user>/new/`, waiting up to `CROSSING` for `n` of them.
-fn wait_mail(maildir: &Path, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + CROSSING;
-    loop {
-        let files: Vec<PathBuf> = files_under(maildir)
-            .into_iter()
-            .filter(|p| p.parent().is_some_and(|d| d.ends_with("new")))
-            .collect();
-        if files.len() >= n {
-            return files
-                .iter()
-                .map(|f| fs::read_to_string(f).expect("read message"))
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} message(s) in {}, wanted {n}",
-            files.len(),
-            maildir.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Net {
     runtime: tokio::runtime::Runtime,
@@ -58,11 +21,7 @@ struct Net {
 }
 
 fn dns(records: &str) -> Net {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let dns = runtime.block_on(TestDns::start(records)).expect("test DNS");
     Net { runtime, dns }
 }
@@ -87,48 +46,12 @@ fn instance_a_with(
     extra: &str,
     deliver_port: Option<u16>,
 ) -> Server {
-    let hash = hash("pw");
-    let root = dir.to_path_buf();
+    let hash = hash_password("pw");
     let dns = net.dns.addr();
-    Server::start(dir, 2, move |p| {
-        let config = root.join("a.toml");
-        let text = format!(
-            r#"hostname = "mx.a.test"
-allow_insecure_auth = true
-
-[[listener]]
-address = "127.0.0.1:{mx}"
-kind = "smtp"
-
-[[listener]]
-address = "127.0.0.1:{submission}"
-kind = "submission"
-
-[[domain]]
-name = "a.test"
-mailboxes = ["alice"]
-
-[[user]]
-name = "alice"
-password_hash = "{hash}"
-
-[storage]
-maildir = "md"
-
-[relay]
-enabled = true
-{relay}
-
-[relay.senders]
-alice = ["alice@a.test"]
-
-[queue]
-directory = "queue"
-
-[queue.schedule]
-first_retry = 1
-max_retry = 2
-
+    Server::with_config(dir, "a.toml", 2, move |p| {
+        let deliver = deliver_port.unwrap_or(p[0]);
+        format!(
+            r#"{}
 [delivery]
 port = {deliver}
 nameservers = ["{dns}"]
@@ -136,12 +59,8 @@ dns_timeout = 2
 connect_timeout = 2
 {extra}
 "#,
-            mx = p[0],
-            submission = p[1],
-            deliver = deliver_port.unwrap_or(p[0]),
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+            sender_config(p[0], p[1], &hash, relay)
+        )
     })
 }
 
@@ -151,11 +70,8 @@ fn instance_b(dir: &Path, port: u16, extra: &str) -> Server {
     Pki::write(dir);
     fs::create_dir_all(dir.join("md/b.test")).expect("md");
     fs::write(dir.join("md/b.test/full"), "not a directory").expect("full");
-    let root = dir.to_path_buf();
-    let extra = extra.to_owned();
-    Server::start(dir, 0, move |_| {
-        let config = root.join("b.toml");
-        let text = format!(
+    Server::with_config(dir, "b.toml", 0, |_| {
+        format!(
             r#"hostname = "mx.b.test"
 
 [[listener]]
@@ -182,9 +98,7 @@ mailboxes = ["dave"]
 maildir = "md"
 {extra}
 "#
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     })
 }
 
@@ -198,21 +112,6 @@ v6.test. 60 IN MX 10 mx.v6.test.
 mx.v6.test. 60 IN AAAA ::1
 ";
 
-/// Submits one message as alice on A's submission port; the reply to the end of data.
-fn submit(port: u16, from: &str, to: &[&str], content: &str) -> common::Reply {
-    let mut c = Client::connect(port);
-    c.expect("EHLO laptop.test", 250);
-    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
-    c.expect(&format!("MAIL FROM:<{from}>"), 250);
-    for rcpt in to {
-        c.expect(&format!("RCPT TO:<{rcpt}>"), 250);
-    }
-    c.expect("DATA", 354);
-    let reply = c.cmd(&format!("{content}\r\n."));
-    c.expect("QUIT", 221);
-    reply
-}
-
 /// Whether the log has a delivery line deferring `to`.
 fn deferred(log: &str, to: &str) -> bool {
     log.lines()
@@ -220,14 +119,7 @@ fn deferred(log: &str, to: &str) -> bool {
 }
 
 fn queue_list(dir: &Path) -> String {
-    let out = run_bounded(
-        smtpd()
-            .current_dir(dir)
-            .args(["--config", "a.toml", "queue", "list"]),
-        None,
-    );
-    assert!(out.status.success(), "queue list: {}", out.stderr);
-    out.stdout
+    config_command(dir, "a.toml", &["queue", "list"])
 }
 
 #[test]
@@ -267,7 +159,7 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
     );
     assert_eq!(r.code, 250, "{r:?}");
     assert!(r.text().contains("queued as"), "{r:?}");
-    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
+    let at_b = wait_messages(&b_dir.path().join("md/b.test/bob"), 1);
     let m = &at_b[0];
     assert!(m.contains("Subject: across"), "{m}");
     assert!(m.contains("Message-ID: <"), "{m}");
@@ -275,8 +167,8 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
     assert!(m.contains("Received: by mx.a.test with ESMTPA"), "{m}");
     assert!(m.contains("with ESMTPS"), "no STARTTLS to B: {m}");
     // The local copy stays local.
-    let local = wait_mail(&a_dir.path().join("md/a.test/alice"), 1);
-    assert!(local[0].contains("Subject: across"), "{}", local[0]);
+    let local = wait_messages(&a_dir.path().join("md/a.test/alice"), 1);
+    assert_contains(&local[0], "Subject: across");
 
     // An MX with only an IPv6 address.
     let r = submit(
@@ -286,7 +178,7 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
         "From: alice@a.test\r\nSubject: over v6\r\n\r\nx",
     );
     assert_eq!(r.code, 250, "{r:?}");
-    let at_v6 = wait_mail(&b_dir.path().join("md/v6.test/dave"), 1);
+    let at_v6 = wait_messages(&b_dir.path().join("md/v6.test/dave"), 1);
     assert!(
         at_v6[0].contains("(IPv6:::1)") || at_v6[0].contains("[IPv6:::1]"),
         "{}",
@@ -301,7 +193,7 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
         "From: alice@a.test\r\nSubject: to nobody\r\n\r\nx",
     );
     assert_eq!(r.code, 250, "{r:?}");
-    let mail = wait_mail(&a_dir.path().join("md/a.test/alice"), 2);
+    let mail = wait_messages(&a_dir.path().join("md/a.test/alice"), 2);
     let bounce = mail
         .iter()
         .find(|m| m.contains("multipart/report"))
@@ -319,7 +211,7 @@ fn submitted_mail_crosses_to_the_mx_and_refusals_bounce_to_the_sender() {
         "From: alice@a.test\r\nSubject: to null\r\n\r\nx",
     );
     assert_eq!(r.code, 250, "{r:?}");
-    let mail = wait_mail(&a_dir.path().join("md/a.test/alice"), 3);
+    let mail = wait_messages(&a_dir.path().join("md/a.test/alice"), 3);
     let null = mail
         .iter()
         .find(|m| m.contains("Final-Recipient: rfc822; x@nullmx.test"))
@@ -369,8 +261,8 @@ fn a_4xx_defers_and_a_destination_that_comes_back_gets_the_mail() {
         "{list}"
     );
     let b2 = instance_b(b_dir.path(), a.port(0), "");
-    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
-    assert!(at_b[0].contains("Subject: later"), "{}", at_b[0]);
+    let at_b = wait_messages(&b_dir.path().join("md/b.test/bob"), 1);
+    assert_contains(&at_b[0], "Subject: later");
     drop(b2);
     drop(net.runtime);
 }
@@ -382,12 +274,10 @@ fn a_smart_host_gets_everything_over_tls_with_auth() {
     let pki = Pki::write(s_dir.path());
     let ca = s_dir.path().join("ca.pem");
     fs::write(&ca, &pki.ca_pem).expect("ca.pem");
-    let relay_hash = hash("s3cret");
-    let root = s_dir.path().to_path_buf();
+    let relay_hash = hash_password("s3cret");
     // The provider: submission with STARTTLS and AUTH; elsewhere.test (no DNS at all) is its.
-    let smart = Server::start(s_dir.path(), 1, move |p| {
-        let config = root.join("s.toml");
-        let text = format!(
+    let smart = Server::with_config(s_dir.path(), "s.toml", 1, |p| {
+        format!(
             r#"hostname = "smtp.provider.test"
 
 [[listener]]
@@ -410,9 +300,7 @@ password_hash = "{relay_hash}"
 maildir = "md"
 "#,
             p[0]
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     });
     let a_dir = tempfile::tempdir().expect("dir a");
     let a = instance_a(
@@ -431,10 +319,10 @@ maildir = "md"
         "From: alice@a.test\r\nSubject: via provider\r\n\r\nx",
     );
     assert_eq!(r.code, 250, "{r:?}");
-    let got = wait_mail(&s_dir.path().join("md/elsewhere.test/carol"), 1);
-    assert!(got[0].contains("Subject: via provider"), "{}", got[0]);
+    let got = wait_messages(&s_dir.path().join("md/elsewhere.test/carol"), 1);
+    assert_contains(&got[0], "Subject: via provider");
     // Authenticated, over TLS: the provider's Received line says ESMTPSA.
-    assert!(got[0].contains("with ESMTPSA"), "{}", got[0]);
+    assert_contains(&got[0], "with ESMTPSA");
     drop(net.runtime);
 }
 
@@ -488,7 +376,7 @@ fn relayed_mail_is_dkim_signed_and_passes_the_receivers_checks() {
         "From: Alice <alice@a.test>\r\nTo: bob@b.test\r\nSubject: signed\r\n\r\nhello  bob\r\n\r\n",
     );
     assert_eq!(r.code, 250, "{r:?}");
-    let at_b = wait_mail(&b_dir.path().join("md/b.test/bob"), 1);
+    let at_b = wait_messages(&b_dir.path().join("md/b.test/bob"), 1);
     let m = &at_b[0];
     assert!(
         m.contains("DKIM-Signature: v=1; a=ed25519-sha256; s="),
@@ -517,8 +405,8 @@ fn relayed_mail_is_dkim_signed_and_passes_the_receivers_checks() {
             && log.contains("dkim=pass")
     });
     // The local copy did not leave: unsigned.
-    let local = wait_mail(&a_dir.path().join("md/a.test/alice"), 1);
-    assert!(local[0].contains("Subject: signed"), "{}", local[0]);
+    let local = wait_messages(&a_dir.path().join("md/a.test/alice"), 1);
+    assert_contains(&local[0], "Subject: signed");
     assert!(!local[0].contains("DKIM-Signature"), "{}", local[0]);
     a.wait_log("A's queued line naming the signing domain", |log| {
         log.lines().any(|l| {

@@ -2,6 +2,7 @@
 //! ports in a temporary working directory and talks to it with lettre, Python's smtplib or a
 //! raw socket, then inspects the Maildirs and the log it wrote.
 
+#[allow(dead_code, reason = "each test binary uses part of the shared harness")]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Client, Pki, START_TIMEOUT, Server, Stored, addr, assert_size_in_name, escaped, files_in,
-    files_under, lettre_send, run_bounded, smtpd,
+    Client, Pki, START_TIMEOUT, Server, Stored, addr, assert_contains, assert_size_in_name,
+    escaped, files_in, files_under, hash_password, lettre_send, run_bounded, smtpd,
 };
 use lettre::message::header::ContentTransferEncoding;
 use lettre::message::{Mailbox, SinglePart};
@@ -129,7 +130,7 @@ fn default_config_stores_byte_exact_and_logs_session_and_message() {
     );
     let sessions = text_events(&log, "session", &session);
     assert_eq!(sessions.len(), 1, "{log}");
-    assert!(sessions[0].contains("messages=1"), "{}", sessions[0]);
+    assert_contains(sessions[0], "messages=1");
     let messages = text_events(&log, "message", &session);
     assert_eq!(messages.len(), 1, "{log}");
     for needle in [
@@ -199,12 +200,9 @@ fn log_and_header_injection_is_neutralized() {
     );
     let messages = text_events(&log, "message", &session);
     assert_eq!(messages.len(), 1, "{log}");
-    assert!(
-        messages[0].contains(
-            r#"subject="\u{1b}[2J\u{1b}[31mFAKE\u{7} INFO smtpd::receiver: message outcome=stored""#
-        ),
-        "{}",
-        messages[0]
+    assert_contains(
+        messages[0],
+        r#"subject="\u{1b}[2J\u{1b}[31mFAKE\u{7} INFO smtpd::receiver: message outcome=stored""#,
     );
     // The forged field is inside the quoted subject; the real one comes after it, once.
     assert_eq!(
@@ -215,9 +213,10 @@ fn log_and_header_injection_is_neutralized() {
     );
 }
 
-fn write_domains_config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
-    let path = dir.join("smtpd.toml");
-    let text = format!(
+/// A JSON-logging server on `port` with example.test (alice, bob, alias team) and catch.test
+/// (catch-all inbox), then `extra`.
+fn domains_config(port: u16, extra: &str) -> String {
+    format!(
         r#"hostname = "mx.test"
 log_format = "json"
 
@@ -240,9 +239,7 @@ mailboxes = ["inbox"]
 catch_all = "inbox"
 {extra}"#,
         addr(port)
-    );
-    fs::write(&path, text).expect("write config");
-    path
+    )
 }
 
 /// The `message` events of a JSON log, as their `fields` objects.
@@ -259,11 +256,7 @@ fn json_messages(log: &str) -> Vec<serde_json::Value> {
 #[test]
 fn domains_aliases_catch_all_postmaster_and_relay_refusal() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 1, |p| {
-        let config = write_domains_config(&root, p[0], "");
-        vec!["--config".into(), config.display().to_string()]
-    });
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| domains_config(p[0], ""));
     let mut c = Client::connect(server.port(0));
     c.expect("EHLO client.test", 250);
     c.expect("MAIL FROM:<sender@sender.test>", 250);
@@ -320,17 +313,6 @@ fn domains_aliases_catch_all_postmaster_and_relay_refusal() {
     assert_eq!(messages[0]["session"], messages[1]["session"]);
 }
 
-fn hash_password(password: &str) -> String {
-    let out = run_bounded(
-        smtpd().arg("hash-password"),
-        Some(format!("{password}\n").as_bytes()),
-    );
-    assert!(out.status.success(), "hash-password: {}", out.stderr);
-    let hash = out.stdout.trim().to_owned();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    hash
-}
-
 fn tls_transport(
     port: u16,
     tls: Tls,
@@ -353,10 +335,8 @@ fn submission_needs_starttls_and_auth_and_smtps_works() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = Pki::write(dir.path());
     let hash = hash_password("correct horse");
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 2, |p| {
-        let config = root.join("smtpd.toml");
-        let text = format!(
+    let server = Server::with_config(dir.path(), "smtpd.toml", 2, |p| {
+        format!(
             r#"hostname = "mx.test"
 
 [[listener]]
@@ -380,9 +360,7 @@ maildir = "md"
 "#,
             addr(p[0]),
             addr(p[1])
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     });
     let (submission, smtps) = (server.port(0), server.port(1));
 
@@ -458,7 +436,7 @@ maildir = "md"
             .iter()
             .find(|s| s.body == *expected)
             .unwrap_or_else(|| panic!("not stored:\n{}", escaped(expected)));
-        assert!(found.trace.contains("with ESMTPSA id "), "{}", found.trace);
+        assert_contains(&found.trace, "with ESMTPSA id ");
         // RFC 5321 4.4 allows comments in the trace: the TLS facts, as Postfix writes them.
         assert!(
             found
@@ -514,11 +492,7 @@ with smtplib.SMTP('127.0.0.1', port, local_hostname='python.test', timeout=10) a
     assert!(out.status.success(), "smtplib failed: {}", out.stderr);
     let stored = Stored::read(&only_message(&dir.path().join("md/example.test/carol")));
     assert_body(&stored, body);
-    assert!(
-        stored.trace.contains("from python.test "),
-        "{}",
-        stored.trace
-    );
+    assert_contains(&stored.trace, "from python.test ");
 }
 
 /// One message of the durability test: unique Message-ID, sizes that vary from message to
@@ -818,8 +792,8 @@ fn bad_config(text: &str) -> common::Output {
 fn unknown_field_exits_2_naming_field_and_line() {
     let out = bad_config("hostname = \"mx.test\"\n\n[storage]\nmaildir = \"md\"\nfsnyc = false\n");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("fsnyc"), "{}", out.stderr);
-    assert!(out.stderr.contains("line 5"), "{}", out.stderr);
+    assert_contains(&out.stderr, "fsnyc");
+    assert_contains(&out.stderr, "line 5");
 }
 
 #[test]
@@ -870,7 +844,7 @@ fn check_config_prints_the_effective_configuration() {
     fs::write(&path, "bogus = 1\n").expect("write config");
     let out = run_bounded(smtpd().arg("check-config").arg(&path), None);
     assert_eq!(out.status.code(), Some(2), "{}", out.stdout);
-    assert!(out.stderr.contains("bogus"), "{}", out.stderr);
+    assert_contains(&out.stderr, "bogus");
 }
 
 #[test]
@@ -885,14 +859,9 @@ fn port_in_use_exits_3() {
         None,
     );
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);
-    assert!(out.stderr.contains("cannot listen"), "{}", out.stderr);
+    assert_contains(&out.stderr, "cannot listen");
     // It says which address.
-    assert!(
-        out.stderr
-            .contains(&format!("cannot listen: {}: ", addr(port))),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, &format!("cannot listen: {}: ", addr(port)));
 }
 
 #[test]
@@ -915,7 +884,7 @@ fn unreadable_certificate_exits_4() {
         None,
     );
     assert_eq!(out.status.code(), Some(4), "{}", out.stderr);
-    assert!(out.stderr.contains("missing/cert.pem"), "{}", out.stderr);
+    assert_contains(&out.stderr, "missing/cert.pem");
 }
 
 #[test]
@@ -978,11 +947,7 @@ fn sigterm_sends_421_to_idle_sessions_and_exits_0() {
 #[test]
 fn sighup_reloads_domains_and_mailboxes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 1, |p| {
-        let config = write_domains_config(&root, p[0], "");
-        vec!["--config".into(), config.display().to_string()]
-    });
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| domains_config(p[0], ""));
     let rcpt = |to: &str| {
         let mut c = Client::connect(server.port(0));
         c.expect("EHLO reload.test", 250);
@@ -994,16 +959,13 @@ fn sighup_reloads_domains_and_mailboxes() {
     assert_eq!(rcpt("carol@example.test").code, 550);
     assert_eq!(rcpt("dave@new.test").code, 550);
 
-    write_domains_config(
-        dir.path(),
-        server.port(0),
-        "\n[[domain]]\nname = \"new.test\"\nmailboxes = [\"dave\"]\n",
-    );
     // Add carol by rewriting the mailbox list too.
     let path = dir.path().join("smtpd.toml");
-    let text = fs::read_to_string(&path)
-        .expect("read config")
-        .replace(r#"["alice", "bob"]"#, r#"["alice", "bob", "carol"]"#);
+    let text = domains_config(
+        server.port(0),
+        "\n[[domain]]\nname = \"new.test\"\nmailboxes = [\"dave\"]\n",
+    )
+    .replace(r#"["alice", "bob"]"#, r#"["alice", "bob", "carol"]"#);
     fs::write(&path, text).expect("write config");
     server.signal("HUP");
     server.wait_log("the reload", |log| log.contains("configuration reloaded"));
@@ -1047,11 +1009,7 @@ fn example_config_is_printed_and_valid() {
         None,
     );
     assert_eq!(checked.status.code(), Some(2), "{}", checked.stderr);
-    assert!(
-        checked.stderr.contains("[tls] cannot load certificate"),
-        "{}",
-        checked.stderr
-    );
+    assert_contains(&checked.stderr, "[tls] cannot load certificate");
     assert!(
         !checked.stdout.is_empty(),
         "the effective configuration is still printed"
@@ -1063,9 +1021,9 @@ fn example_config_is_printed_and_valid() {
 #[test]
 fn sighup_keeps_command_line_overrides() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().to_path_buf();
+    let config = dir.path().join("smtpd.toml");
     let server = Server::start(dir.path(), 1, |p| {
-        let config = write_domains_config(&root, p[0], "");
+        fs::write(&config, domains_config(p[0], "")).expect("write config");
         vec![
             "--config".into(),
             config.display().to_string(),
@@ -1097,17 +1055,11 @@ fn sighup_keeps_command_line_overrides() {
     );
 }
 
-/// `tls = false` on a listener keeps STARTTLS off there even when `[tls]` exists, while a
-/// listener without the setting offers it.
-#[test]
-fn listener_tls_false_offers_no_starttls() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let _pki = Pki::write(dir.path());
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 2, |p| {
-        let config = root.join("smtpd.toml");
-        let text = format!(
-            r#"hostname = "mx.test"
+/// An SMTP listener on `p[0]` with `[tls]` (the files [`Pki::write`] makes) and a `kind`
+/// listener on `p[1]` with `tls = false`, then `extra`.
+fn tls_and_plain_listeners(p: &[u16], kind: &str, extra: &str) -> String {
+    format!(
+        r#"hostname = "mx.test"
 
 [[listener]]
 address = "{}"
@@ -1115,7 +1067,7 @@ kind = "smtp"
 
 [[listener]]
 address = "{}"
-kind = "lmtp"
+kind = "{kind}"
 tls = false
 
 [tls]
@@ -1124,12 +1076,20 @@ key = "key.pem"
 
 [storage]
 maildir = "md"
-"#,
-            addr(p[0]),
-            addr(p[1])
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+{extra}"#,
+        addr(p[0]),
+        addr(p[1])
+    )
+}
+
+/// `tls = false` on a listener keeps STARTTLS off there even when `[tls]` exists, while a
+/// listener without the setting offers it.
+#[test]
+fn listener_tls_false_offers_no_starttls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _pki = Pki::write(dir.path());
+    let server = Server::with_config(dir.path(), "smtpd.toml", 2, |p| {
+        tls_and_plain_listeners(p, "lmtp", "")
     });
     let mut smtp = Client::connect(server.port(0));
     let ehlo = smtp.expect("EHLO client.test", 250);
@@ -1146,10 +1106,8 @@ maildir = "md"
 #[test]
 fn lmtp_listener_delivers_with_one_reply_per_recipient() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 1, |p| {
-        let config = root.join("smtpd.toml");
-        let text = format!(
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| {
+        format!(
             r#"hostname = "mx.test"
 
 [[listener]]
@@ -1164,9 +1122,7 @@ name = "example.test"
 mailboxes = ["alice", "bob"]
 "#,
             addr(p[0])
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     });
     let mut c = Client::connect(server.port(0));
     // RFC 2033 4.1: LMTP has no EHLO.
@@ -1185,7 +1141,7 @@ mailboxes = ["alice", "bob"]
     for mailbox in ["example.test/alice", "example.test/bob"] {
         let stored = Stored::read(&only_message(&md.join(mailbox)));
         assert_body(&stored, body);
-        assert!(stored.trace.contains("with LMTP"), "{}", stored.trace);
+        assert_contains(&stored.trace, "with LMTP");
     }
 }
 
@@ -1229,13 +1185,11 @@ mailboxes = ["alice"]
     fs::write(&config, text(25)).expect("write config");
     let out = run_bounded(smtpd().arg("check-config").arg(&config), None);
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains(&format!("address = \"unix:{}\"", socket.display())),
-        "{}",
-        out.stdout
+    assert_contains(
+        &out.stdout,
+        &format!("address = \"unix:{}\"", socket.display()),
     );
-    assert!(out.stdout.contains("mode = \"0660\""), "{}", out.stdout);
+    assert_contains(&out.stdout, "mode = \"0660\"");
 
     let mut server = Server::start(dir.path(), 1, |p| {
         fs::write(&config, text(p[0])).expect("write config");
@@ -1259,7 +1213,7 @@ mailboxes = ["alice"]
     let stored = Stored::read(&only_message(&md.join("example.test/alice")));
     assert_body(&stored, body);
     // No address to write: the Received line says where the message came from instead.
-    assert!(stored.trace.contains("(unix socket)"), "{}", stored.trace);
+    assert_contains(&stored.trace, "(unix socket)");
     assert!(!md.join("example.test/nobody").exists());
 
     server.signal("TERM");
@@ -1298,10 +1252,8 @@ fn listener_client_ca_required_refuses_strangers() {
         let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
         (vec![cert.der().clone()], key)
     };
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 1, |p| {
-        let config = root.join("smtpd.toml");
-        let text = format!(
+    let server = Server::with_config(dir.path(), "smtpd.toml", 1, |p| {
+        format!(
             r#"hostname = "mx.test"
 
 [[listener]]
@@ -1319,9 +1271,7 @@ key = "key.pem"
 maildir = "md"
 "#,
             addr(p[0])
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     });
     let served = |identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>| {
         let mut c = Client::connect(server.port(0));
@@ -1424,37 +1374,12 @@ fn systemd_unit_verifies_and_readiness_is_notified() {
 fn connection_limit_spans_listeners_with_and_without_tls() {
     let dir = tempfile::tempdir().expect("temp dir");
     let _pki = Pki::write(dir.path());
-    let root = dir.path().to_path_buf();
-    let server = Server::start(dir.path(), 2, |p| {
-        let config = root.join("smtpd.toml");
-        let text = format!(
-            r#"hostname = "mx.test"
-
-[[listener]]
-address = "{}"
-kind = "smtp"
-
-[[listener]]
-address = "{}"
-kind = "smtp"
-tls = false
-
-[tls]
-cert = "cert.pem"
-key = "key.pem"
-
-[storage]
-maildir = "md"
-
-[limits]
-connections = 1
-connections_per_ip = 1
-"#,
-            addr(p[0]),
-            addr(p[1])
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+    let server = Server::with_config(dir.path(), "smtpd.toml", 2, |p| {
+        tls_and_plain_listeners(
+            p,
+            "smtp",
+            "\n[limits]\nconnections = 1\nconnections_per_ip = 1\n",
+        )
     });
     let mut first = Client::connect(server.port(0));
     let mut second = Client::connect_raw(server.port(1)).expect("connect");

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, IO_TIMEOUT, START_TIMEOUT, Server, addr, files_in, files_under};
+use common::{
+    Client, IO_TIMEOUT, START_TIMEOUT, Server, addr, assert_contains, files_in, files_under,
+};
 
 /// One plain HTTP/1.1 GET, as a scraper sends it; the status code and the body.
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -417,12 +419,9 @@ impl Drop for Dovecot {
     }
 }
 
-/// Dovecot reads what smtpd's Maildir writer stored: `doveadm fetch` finds the message, its
-/// Subject and its body, with `mail_location` pointing at one of smtpd's mailboxes as
-/// `contrib/dovecot/smtpd.conf` describes.
-#[test]
-fn dovecot_reads_a_message_smtpd_stored() {
-    // Found on PATH at all (doveadm has no --version: any exit status will do).
+/// Whether `dovecot` and `doveadm` are on PATH at all (doveadm has no --version: any exit
+/// status will do); says why the test is skipped when they are not.
+fn dovecot_installed() -> bool {
     let present = |tool: &str| {
         Command::new(tool)
             .arg("--version")
@@ -431,8 +430,19 @@ fn dovecot_reads_a_message_smtpd_stored() {
             .status()
             .is_ok()
     };
-    if !present("dovecot") || !present("doveadm") {
+    let installed = present("dovecot") && present("doveadm");
+    if !installed {
         eprintln!("skipped: Dovecot is not installed (apt-get install dovecot-core)");
+    }
+    installed
+}
+
+/// Dovecot reads what smtpd's Maildir writer stored: `doveadm fetch` finds the message, its
+/// Subject and its body, with `mail_location` pointing at one of smtpd's mailboxes as
+/// `contrib/dovecot/smtpd.conf` describes.
+#[test]
+fn dovecot_reads_a_message_smtpd_stored() {
+    if !dovecot_installed() {
         return;
     }
     let root = fs::read_to_string("/proc/self/status")
@@ -506,16 +516,8 @@ fn dovecot_reads_a_message_smtpd_stored() {
         fetched.stderr,
         fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default()
     );
-    assert!(
-        fetched.stdout.contains("hdr.subject: read by dovecot"),
-        "{}",
-        fetched.stdout
-    );
-    assert!(
-        fetched.stdout.contains("stored by smtpd"),
-        "{}",
-        fetched.stdout
-    );
+    assert_contains(&fetched.stdout, "hdr.subject: read by dovecot");
+    assert_contains(&fetched.stdout, "stored by smtpd");
 }
 
 /// Dovecot's LMTP service takes what smtpd hands it: smtpd delivers over Dovecot's LMTP Unix
@@ -523,16 +525,7 @@ fn dovecot_reads_a_message_smtpd_stored() {
 /// with smtpd's trace headers, and nothing went to smtpd's own Maildir.
 #[test]
 fn dovecot_reads_a_message_smtpd_delivered_over_lmtp() {
-    let present = |tool: &str| {
-        Command::new(tool)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    };
-    if !present("dovecot") || !present("doveadm") {
-        eprintln!("skipped: Dovecot is not installed (apt-get install dovecot-core)");
+    if !dovecot_installed() {
         return;
     }
     if !Path::new("/usr/lib/dovecot/lmtp").exists() {

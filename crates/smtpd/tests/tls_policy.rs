@@ -23,20 +23,15 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Client, Server, files_under, run_bounded, smtpd};
+use common::relay::{CROSSING, new_messages, sender_config, submit};
+use common::{Server, config_command, hash_password, run_bounded, runtime, smtpd};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use smtp_test::dns::{TestDns, txt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `AUTH PLAIN` for alice / pw.
-const ALICE: &str = "AGFsaWNlAHB3";
-
-/// Longest wait for a crossing or a deferral (the first attempt is immediate).
-const CROSSING: Duration = Duration::from_secs(20);
 
 const DOMAINS: [&str; 4] = ["good", "bad", "unlisted", "lax"];
 
@@ -167,15 +162,6 @@ async fn serve_policies(pki: &Pki) -> (u16, tokio::task::JoinHandle<()>) {
     (port, task)
 }
 
-fn hash(password: &str) -> String {
-    let out = run_bounded(
-        smtpd().arg("hash-password"),
-        Some(format!("{password}\n").as_bytes()),
-    );
-    assert!(out.status.success(), "hash-password: {}", out.stderr);
-    out.stdout.trim().to_owned()
-}
-
 /// Instance A: submission for alice, relay through the queue to port `mx` of the MX hosts;
 /// `delivery` is more of `[delivery]`.
 fn instance_a(
@@ -185,48 +171,11 @@ fn instance_a(
     ca_pem: &str,
     delivery: &str,
 ) -> Server {
-    let delivery = delivery.to_owned();
     fs::write(dir.join("ca.pem"), ca_pem).expect("ca.pem");
-    let hash = hash("pw");
-    let root = dir.to_path_buf();
-    Server::start(dir, 2, move |p| {
-        let config = root.join("a.toml");
-        let text = format!(
-            r#"hostname = "mx.a.test"
-allow_insecure_auth = true
-
-[[listener]]
-address = "127.0.0.1:{mx}"
-kind = "smtp"
-
-[[listener]]
-address = "127.0.0.1:{submission}"
-kind = "submission"
-
-[[domain]]
-name = "a.test"
-mailboxes = ["alice"]
-
-[[user]]
-name = "alice"
-password_hash = "{hash}"
-
-[storage]
-maildir = "md"
-
-[relay]
-enabled = true
-
-[relay.senders]
-alice = ["alice@a.test"]
-
-[queue]
-directory = "queue"
-
-[queue.schedule]
-first_retry = 1
-max_retry = 2
-
+    let hash = hash_password("pw");
+    Server::with_config(dir, "a.toml", 2, |p| {
+        format!(
+            r#"{}
 [dns]
 nameservers = ["{dns}"]
 timeout = 2
@@ -240,11 +189,9 @@ https_port = {https}
 ca = "ca.pem"
 fetch_timeout = 5
 "#,
+            sender_config(p[0], p[1], &hash, ""),
             mx = p[0],
-            submission = p[1],
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     })
 }
 
@@ -257,10 +204,8 @@ fn instance_b(dir: &Path, port: u16, dns: std::net::SocketAddr, pki: &Pki) -> Se
         .iter()
         .map(|d| format!("[[domain]]\nname = \"{d}.test\"\nmailboxes = [\"bob\"]\n\n"))
         .collect();
-    let root = dir.to_path_buf();
-    Server::start(dir, 0, move |_| {
-        let config = root.join("b.toml");
-        let text = format!(
+    Server::with_config(dir, "b.toml", 0, |_| {
+        format!(
             r#"hostname = "mx.good.test"
 
 [[listener]]
@@ -278,73 +223,85 @@ maildir = "md"
 nameservers = ["{dns}"]
 timeout = 2
 "#
-        );
-        fs::write(&config, text).expect("write config");
-        vec!["--config".into(), config.display().to_string()]
+        )
     })
 }
 
-/// Submits one message from alice to bob at each of `domains`; its queue id.
-fn submit(port: u16, domains: &[&str]) -> String {
-    let mut c = Client::connect(port);
-    c.expect("EHLO laptop.test", 250);
-    c.expect(&format!("AUTH PLAIN {ALICE}"), 235);
-    c.expect("MAIL FROM:<alice@a.test>", 250);
-    for d in domains {
-        c.expect(&format!("RCPT TO:<bob@{d}.test>"), 250);
-    }
-    c.expect("DATA", 354);
-    let r = c.cmd("From: alice@a.test\r\nSubject: tls\r\n\r\nhello\r\n.");
-    assert_eq!(r.code, 250, "{r:?}");
-    let id = r.text().rsplit(' ').next().expect("queue id").to_owned();
-    c.expect("QUIT", 221);
-    id
+/// Everything a test runs: the DNS and policy servers, A (with `delivery` added to its
+/// `[delivery]`) and B. Fields drop in order: the servers first, the runtime last.
+struct Scene {
+    _b: Server,
+    a: Server,
+    b_dir: tempfile::TempDir,
+    a_dir: tempfile::TempDir,
+    policies: tokio::task::JoinHandle<()>,
+    _dns: TestDns,
+    _runtime: tokio::runtime::Runtime,
 }
 
-fn messages(dir: &Path) -> Vec<String> {
-    files_under(dir)
-        .into_iter()
-        .filter(|p: &PathBuf| p.parent().is_some_and(|d| d.ends_with("new")))
-        .map(|f| fs::read_to_string(f).expect("read message"))
-        .collect()
+impl Scene {
+    fn new(delivery: &str) -> Self {
+        let runtime = runtime();
+        let pki = Pki::new();
+        let dns = runtime.block_on(TestDns::start(&zone())).expect("test DNS");
+        let (https, policies) = runtime.block_on(serve_policies(&pki));
+        let a_dir = tempfile::tempdir().expect("dir a");
+        let b_dir = tempfile::tempdir().expect("dir b");
+        let a = instance_a(a_dir.path(), dns.addr(), https, &pki.ca_pem, delivery);
+        let b = instance_b(b_dir.path(), a.port(0), dns.addr(), &pki);
+        Self {
+            _b: b,
+            a,
+            b_dir,
+            a_dir,
+            policies,
+            _dns: dns,
+            _runtime: runtime,
+        }
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        self.policies.abort();
+    }
+}
+
+/// Submits one message from alice to bob at each of `domains`; its queue id.
+fn submit_to(port: u16, domains: &[&str]) -> String {
+    let rcpts: Vec<String> = domains.iter().map(|d| format!("bob@{d}.test")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    let r = submit(
+        port,
+        "alice@a.test",
+        &rcpts,
+        "From: alice@a.test\r\nSubject: tls\r\n\r\nhello",
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    r.text().rsplit(' ').next().expect("queue id").to_owned()
 }
 
 fn a_command(dir: &Path, args: &[&str]) -> String {
-    let out = run_bounded(
-        smtpd()
-            .current_dir(dir)
-            .args(["--config", "a.toml"])
-            .args(args),
-        None,
-    );
-    assert!(out.status.success(), "{args:?}: {}", out.stderr);
-    out.stdout
+    config_command(dir, "a.toml", args)
 }
 
 #[test]
 fn enforce_needs_a_listed_mx_with_a_valid_certificate_testing_only_records() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let pki = Pki::new();
-    let dns = runtime.block_on(TestDns::start(&zone())).expect("test DNS");
-    let (https, server) = runtime.block_on(serve_policies(&pki));
-    let a_dir = tempfile::tempdir().expect("dir a");
-    let b_dir = tempfile::tempdir().expect("dir b");
-    let a = instance_a(a_dir.path(), dns.addr(), https, &pki.ca_pem, "");
-    let _b = instance_b(b_dir.path(), a.port(0), dns.addr(), &pki);
-    let id = submit(a.port(1), &DOMAINS);
+    let Scene {
+        a, a_dir, b_dir, ..
+    } = &Scene::new("");
+    let id = submit_to(a.port(1), &DOMAINS);
 
     // good.test over verified TLS; lax.test delivered despite its failure (testing).
     let deadline = Instant::now() + CROSSING;
     let md = b_dir.path().join("md");
-    while messages(&md.join("good.test")).is_empty() || messages(&md.join("lax.test")).is_empty() {
+    while new_messages(&md.join("good.test")).is_empty()
+        || new_messages(&md.join("lax.test")).is_empty()
+    {
         assert!(Instant::now() < deadline, "not delivered:\n{}", a.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let good = &messages(&md.join("good.test"))[0];
+    let good = &new_messages(&md.join("good.test"))[0];
     assert!(good.contains("with ESMTPS"), "{good}");
 
     // bad.test and unlisted.test deferred, with the reason in the queue.
@@ -376,8 +333,8 @@ fn enforce_needs_a_listed_mx_with_a_valid_certificate_testing_only_records() {
         fs::read_to_string(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
     assert!(stored.contains("mx: mx.good.test"), "{stored}");
     // Never sent in plaintext instead.
-    assert!(messages(&md.join("bad.test")).is_empty());
-    assert!(messages(&md.join("unlisted.test")).is_empty());
+    assert!(new_messages(&md.join("bad.test")).is_empty());
+    assert!(new_messages(&md.join("unlisted.test")).is_empty());
 
     // The TLS-RPT data, as the RFC 8460 report of each domain.
     let day = smtpd::tls_report::day_of(SystemTime::now());
@@ -411,26 +368,15 @@ fn enforce_needs_a_listed_mx_with_a_valid_certificate_testing_only_records() {
         None,
     );
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
-    server.abort();
-    drop(dns);
 }
 
 #[test]
 fn dane_defers_when_the_tlsa_answer_does_not_validate() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let pki = Pki::new();
-    let dns = runtime.block_on(TestDns::start(&zone())).expect("test DNS");
-    let (https, server) = runtime.block_on(serve_policies(&pki));
-    let a_dir = tempfile::tempdir().expect("dir a");
-    let b_dir = tempfile::tempdir().expect("dir b");
-    let a = instance_a(a_dir.path(), dns.addr(), https, &pki.ca_pem, "dane = true");
-    let _b = instance_b(b_dir.path(), a.port(0), dns.addr(), &pki);
+    let Scene {
+        a, a_dir, b_dir, ..
+    } = &Scene::new("dane = true");
     // good.test alone would be delivered (its MTA-STS policy and certificate are fine).
-    let id = submit(a.port(1), &["good"]);
+    let id = submit_to(a.port(1), &["good"]);
 
     let deadline = Instant::now() + CROSSING;
     let show = loop {
@@ -447,7 +393,7 @@ fn dane_defers_when_the_tlsa_answer_does_not_validate() {
     };
     assert!(show.contains("DNSSEC"), "{show}");
     assert!(
-        messages(&b_dir.path().join("md")).is_empty(),
+        new_messages(&b_dir.path().join("md")).is_empty(),
         "delivered without DANE"
     );
     let day = smtpd::tls_report::day_of(SystemTime::now());
@@ -459,6 +405,4 @@ fn dane_defers_when_the_tlsa_answer_does_not_validate() {
         p["failure-details"][0]["result-type"], "dnssec-invalid",
         "{json}"
     );
-    server.abort();
-    drop(dns);
 }

@@ -56,7 +56,8 @@ pub use smtpkit_proto::client::{
     Capabilities, ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
 };
 pub use smtpkit_server::client::{
-    Address, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, client_config,
+    Address, AnyCertificate, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings,
+    any_certificate_config, client_config,
 };
 
 use crate::block::{Mio, block_on_with};

@@ -61,7 +61,8 @@ pub use smtpkit_proto::client::{
     Capabilities, ClientConfig, ClientOptions, ClientTimeouts, Envelope, Recipient, Sasl,
 };
 pub use smtpkit_server::client::{
-    Address, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, Transport, client_config,
+    Address, AnyCertificate, Body, Delivery, Error, ProtocolError, TlsMode, TlsSettings, Transport,
+    any_certificate_config, client_config,
 };
 
 use crate::Smol;

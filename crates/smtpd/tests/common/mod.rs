@@ -4,6 +4,8 @@
 //! Every wait is bounded: socket operations by [`IO_TIMEOUT`], process starts and exits by
 //! [`START_TIMEOUT`] / explicit deadlines, polling loops by a deadline and a sleep.
 
+pub(crate) mod relay;
+
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -110,6 +112,21 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(None)
+    }
+
+    /// [`Server::start`] with `--config DIR/FILE`, where the file holds what `text` returns for
+    /// the ports: the configuration is written before each attempt, since it names the ports.
+    pub(crate) fn with_config(
+        dir: &Path,
+        file: &str,
+        ports: usize,
+        text: impl Fn(&[u16]) -> String,
+    ) -> Self {
+        let config = dir.join(file);
+        Self::start(dir, ports, |p| {
+            fs::write(&config, text(p)).expect("write config");
+            vec!["--config".into(), config.display().to_string()]
+        })
     }
 
     /// The `i`th port.
@@ -234,6 +251,42 @@ pub(crate) fn run_bounded(command: &mut Command, stdin: Option<&[u8]>) -> Output
         stdout: fs::read_to_string(out).unwrap_or_default(),
         stderr: fs::read_to_string(err).unwrap_or_default(),
     }
+}
+
+/// `smtpd hash-password` of `password`, for `[[user]] password_hash`.
+pub(crate) fn hash_password(password: &str) -> String {
+    let out = run_bounded(
+        smtpd().arg("hash-password"),
+        Some(format!("{password}\n").as_bytes()),
+    );
+    assert!(out.status.success(), "hash-password: {}", out.stderr);
+    let hash = out.stdout.trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
+/// Runs `smtpd --config CONFIG ARGS` (a one-shot command such as `queue list`) in `dir`;
+/// asserts it succeeds and returns its standard output.
+pub(crate) fn config_command(dir: &Path, config: &str, args: &[&str]) -> String {
+    let out = run_bounded(
+        smtpd()
+            .current_dir(dir)
+            .args(["--config", config])
+            .args(args),
+        None,
+    );
+    assert!(out.status.success(), "{args:?}: {}", out.stderr);
+    out.stdout
+}
+
+/// A tokio runtime with one worker, for the in-process servers (DNS, HTTPS) a test runs beside
+/// the binary.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 /// A reply from the server.
@@ -556,6 +609,12 @@ pub(crate) fn lettre_send(
             .await
             .expect("lettre send timed out")
     })
+}
+
+/// Asserts `text` contains `needle`, showing all of `text` otherwise.
+#[track_caller]
+pub(crate) fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{text}");
 }
 
 /// Shows bytes with CR and LF visible, for assertion messages.

@@ -35,7 +35,7 @@ pub use self::delivery::{Body, CHUNK, Delivery};
 use self::error::CLOSING;
 pub use self::error::{Error, ProtocolError};
 pub use self::stream::{Address, AddressError, Socket, Stream};
-pub use self::tls::{TlsMode, TlsSettings, client_config};
+pub use self::tls::{AnyCertificate, TlsMode, TlsSettings, any_certificate_config, client_config};
 pub use crate::driver::Runtime;
 use crate::driver::is_disconnect;
 use crate::driver::session::{now, until};

@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::{InvalidDnsNameError, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// When the connection is encrypted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +74,75 @@ pub fn client_config(roots: RootCertStore) -> ClientConfig {
         .with_no_client_auth()
 }
 
+/// A client config with the crate's provider, TLS 1.2 and 1.3, no client certificate, and
+/// [`AnyCertificate`] as the verifier: for opportunistic TLS, never where a name must be
+/// proven.
+pub fn any_certificate_config() -> ClientConfig {
+    let provider = crate::tls::provider();
+    let verifier = Arc::new(AnyCertificate::new(&provider));
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth()
+}
+
+/// A verifier for opportunistic TLS (RFC 7435): any certificate chain and any name pass, but
+/// the handshake's signatures are still checked, so the session is encrypted to whoever holds
+/// the key of the presented certificate. It does not protect against an active attacker.
+///
+/// Verifiers that judge the certificate themselves (DANE, say) can delegate the signature
+/// checks to one of these.
+#[derive(Debug, Clone)]
+pub struct AnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AnyCertificate {
+    /// Checks signatures with `provider`'s algorithms.
+    pub fn new(provider: &CryptoProvider) -> Self {
+        Self {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +156,60 @@ mod tests {
         // An IP address is a valid name for the certificate check too.
         let t = TlsSettings::with_roots(RootCertStore::empty(), "192.0.2.1", TlsMode::Implicit);
         assert!(t.is_ok());
+    }
+
+    /// Runs a handshake in memory between `client` (for `name`) and a server presenting a
+    /// self-signed certificate for `cert_name`; `Ok` when the client accepts it.
+    fn handshake(client: ClientConfig, name: &str, cert_name: &str) -> Result<(), rustls::Error> {
+        use rustls::pki_types::PrivateKeyDer;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![cert_name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        // A handshake takes a few flights each way; 10 rounds bound a stuck one.
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).unwrap();
+            server.read_tls(&mut bytes.as_slice()).unwrap();
+            server.process_new_packets()?;
+            let mut bytes = Vec::new();
+            server.write_tls(&mut bytes).unwrap();
+            client.read_tls(&mut bytes.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("the handshake did not finish");
+    }
+
+    #[test]
+    fn any_certificate_accepts_a_stranger_that_verified_roots_refuse() {
+        assert_eq!(
+            handshake(any_certificate_config(), "mx.example.com", "other.test"),
+            Ok(())
+        );
+        let refused = handshake(
+            client_config(RootCertStore::empty()),
+            "mx.example.com",
+            "other.test",
+        );
+        assert!(
+            matches!(refused, Err(rustls::Error::InvalidCertificate(_))),
+            "{refused:?}"
+        );
     }
 }
