@@ -398,22 +398,12 @@ fn cycle(
     } else {
         Ok(())
     };
-    // The per-file path's data syncs while the journal's write is in flight.
-    let written: Vec<Written> = written
-        .into_iter()
-        .filter_map(|w| {
-            if !fsync {
-                return Some(w);
-            }
-            match w.file.sync_data() {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    let _ = w.done.send(Err(at(&w.writer.tmp_path, e)));
-                    None
-                }
-            }
-        })
-        .collect();
+    // The per-file path's data syncs while the journal's write is in flight, side by side.
+    let written = if fsync {
+        sync_written(written)
+    } else {
+        written
+    };
     let journal_result = journal_result.and_then(|()| match active {
         Some(a) if fsync && !journaled.is_empty() => a.segment.sync(),
         _ => Ok(()),
@@ -436,6 +426,25 @@ fn cycle(
         }
     }
     link_written(written, fsync);
+}
+
+/// Syncs the per-file messages' data; those whose sync failed are answered and dropped.
+fn sync_written(written: Vec<Written>) -> Vec<Written> {
+    let files: Vec<&File> = written.iter().map(|w| &w.file).collect();
+    if sync_files(&files).is_ok() {
+        return written;
+    }
+    // Which one failed: the others are synced already, so this costs little.
+    written
+        .into_iter()
+        .filter_map(|w| match w.file.sync_data() {
+            Ok(()) => Some(w),
+            Err(e) => {
+                let _ = w.done.send(Err(at(&w.writer.tmp_path, e)));
+                None
+            }
+        })
+        .collect()
 }
 
 /// A whole message ready for the journal, or the error to answer it with.
@@ -735,8 +744,9 @@ impl Pending {
     }
 
     fn checkpoint(&mut self, spares: &Spares, dir: &Path) {
+        let files: Vec<&File> = self.files.iter().collect();
         let synced =
-            sync_files(&self.files).and_then(|()| self.dirs.iter().try_for_each(|d| sync_dir(d)));
+            sync_files(&files).and_then(|()| self.dirs.iter().try_for_each(|d| sync_dir(d)));
         self.files.clear();
         self.dirs.clear();
         if let Err(e) = synced {
@@ -779,15 +789,15 @@ impl Pending {
 /// sync of a new file costs a file-system journal commit and a device cache flush of its own
 /// (about 0.5 ms here, which capped the checkpoint at ~2,000 files/s); concurrent ones share
 /// them.
-fn sync_files(files: &[File]) -> io::Result<()> {
+fn sync_files(files: &[&File]) -> io::Result<()> {
     if files.len() < 2 {
-        return files.iter().try_for_each(File::sync_data);
+        return files.iter().try_for_each(|f| f.sync_data());
     }
     let chunk = files.len().div_ceil(SYNC_THREADS);
     std::thread::scope(|scope| {
         let syncs: Vec<_> = files
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(File::sync_data)))
+            .map(|part| scope.spawn(move || part.iter().try_for_each(|f| f.sync_data())))
             .collect();
         syncs.into_iter().try_for_each(|s| {
             s.join()
