@@ -18,6 +18,8 @@
 //! - [`lmtp`]: delivery to an LMTP server (Dovecot) instead, replies mapped back to SMTP;
 //! - [`password`]: Argon2 password hashes for SMTP AUTH accounts, checked through a bounded pool;
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
+//! - [`log_writer`]: the thread that writes the log in batches, off the sessions' threads,
+//!   and [`log_fields`]: the text log's fields, written without escaping what needs none;
 //! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio;
 //! - [`metrics_endpoint`]: the opt-in Prometheus endpoint;
 //! - [`privilege`]: the switch from root to `[privileges] user` after binding;
@@ -44,6 +46,8 @@ pub mod dnsbl;
 pub mod greylist;
 pub mod housekeeping;
 pub mod lmtp;
+pub mod log_fields;
+pub mod log_writer;
 pub mod maildir;
 pub mod metrics_endpoint;
 pub mod mta_sts;

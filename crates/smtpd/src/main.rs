@@ -188,7 +188,13 @@ fn main() -> ExitCode {
         }
     }
     // Held to the end of `main`: dropping it flushes the lines still queued.
-    let _log_writer = init_logging(config.log_format);
+    let _log_writer = match init_logging(config.log_format) {
+        Ok(flusher) => flusher,
+        Err(e) => {
+            eprintln!("smtpd: cannot start the log writer: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match (was_root, &config.privileges.user) {
         (true, None) => warn!(
             "running as root: set [privileges] user to switch to an unprivileged account once \
@@ -281,7 +287,7 @@ fn apply_overrides(config: &mut Config, cli: &Cli) {
     }
 }
 
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat) -> std::io::Result<smtpd::log_writer::Flusher> {
     // smtpd writes its own line per session (with the message count and the user), so the
     // library driver's "session ended" line would only repeat it: warnings only from there
     // unless RUST_LOG says otherwise.
@@ -290,21 +296,23 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
     // Colour codes only for a terminal: in a log file or journal they are noise that breaks
     // grep and log parsers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Lines go to a writer thread, so sessions never wait on a slow terminal, pipe or journal.
-    // Not lossy: when its queue is full, logging waits instead of dropping the audit trail.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("smtpd-log")
-        .finish(std::io::stderr());
+    // Lines go to a writer thread in batches, so sessions never wait on a slow terminal, pipe
+    // or journal. Not lossy: when its buffer is full, logging waits instead of dropping the
+    // audit trail.
+    let (writer, flusher) = smtpd::log_writer::spawn(
+        "smtpd-log",
+        std::io::stderr(),
+        smtpd::log_writer::BATCH_DELAY,
+    )?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(smtpd::log_fields::LineFields).init(),
     }
-    guard
+    Ok(flusher)
 }
 
 fn check_config(file: &PathBuf) -> ExitCode {

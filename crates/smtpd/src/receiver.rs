@@ -519,7 +519,10 @@ impl Conversation {
         let mut queued = None;
         if let Some(content) = txn.outbound.take() {
             let body_hash = txn.body_hash.take();
-            match self.enqueue(info, &txn, content, body_hash).await {
+            // Boxed, as every rare large wait here: the reply future of each common command
+            // would otherwise be as large as the largest one (kilobytes), and the driver moves
+            // it into a box on every command.
+            match Box::pin(self.enqueue(info, &txn, content, body_hash)).await {
                 Ok(id) => queued = Some(id),
                 Err(decision) => {
                     self.rejected += 1;
@@ -578,7 +581,7 @@ impl Conversation {
                 mail_from: &txn.sender,
             };
             let iprev = self.iprev.clone().unwrap_or(Iprev::None);
-            let checked = checker.verify(&stream, facts, &spf, &iprev).await;
+            let checked = Box::pin(checker.verify(&stream, facts, &spf, &iprev)).await;
             let policy = txn.policy.unwrap_or_else(|| checker.policy());
             let verdict = checks::message_verdict(&checked, policy);
             let verdict_junk = verdict == Action::Junk;
@@ -626,7 +629,7 @@ impl Conversation {
         // Unchecked (authenticated, exempt, or checks off): said so rather than left blank.
         if let Some(lmtp) = self.state.lmtp.clone() {
             let auth = auth_summary.as_deref().unwrap_or("none");
-            return self.deliver_lmtp(info, lmtp, txn, results, auth).await;
+            return Box::pin(self.deliver_lmtp(info, lmtp, txn, results, auth)).await;
         }
         let outcome: Result<DeliveryReceipt, String> = match (txn.failed.take(), &store) {
             (Some(e), _) => Err(e),
@@ -671,7 +674,7 @@ impl Conversation {
                         }
                     }
                 };
-                let committed = tokio::time::timeout(storage_timeout, commit).await;
+                let committed = tokio::time::timeout(storage_timeout, Box::pin(commit)).await;
                 cancelled.disarm();
                 match committed {
                     Ok(result) => result.map_err(|e| e.to_string()),
@@ -814,11 +817,13 @@ impl Session for Conversation {
         let state = Arc::clone(&self.state);
         let name = name.clone();
         let password = password.expose().clone();
-        let ok = self
-            .guards
-            .checks
-            .check(move |memory| state.accounts.verify_in(&name, password.as_bytes(), memory))
-            .await;
+        // Boxed: the check pool's future is large and AUTH is rare (see `finish`).
+        let ok = Box::pin(
+            self.guards
+                .checks
+                .check(move |memory| state.accounts.verify_in(&name, password.as_bytes(), memory)),
+        )
+        .await;
         if ok {
             info!(session = %info.id, user, "authenticated");
             Decision::Accept
@@ -858,12 +863,11 @@ impl Session for Conversation {
                 "Sender address not owned by user",
             );
         }
-        let sender = match from {
-            ReversePath::Null => String::new(),
-            ReversePath::Mailbox(m) => m.to_string(),
-        };
+        // `<local@domain>` or `<>`: formatted once, the bare address is its inside.
+        let from_text = from.to_string();
+        let sender = from_text[1..from_text.len() - 1].to_owned();
         let mut txn = Transaction {
-            from: from.to_string(),
+            from: from_text,
             sender,
             ..Transaction::default()
         };
@@ -871,19 +875,26 @@ impl Session for Conversation {
             && let Some(ip) = info.peer.ip().map(|ip| ip.to_canonical())
         {
             let helo = info.ehlo.as_deref().unwrap_or("");
-            let spf = checker.spf(ip, helo, &txn.sender);
             // The driver's reverse lookup (smtpd [dns] reverse_lookup) is the iprev result when
             // there is one; otherwise mail-auth looks it up once per session.
             if self.iprev.is_none() {
                 self.iprev = info.reverse_name.as_ref().map(Iprev::from);
             }
-            let spf = if self.iprev.is_none() {
-                let (spf, iprev) = tokio::join!(spf, checker.authenticator().check_iprev(ip));
-                self.iprev = Some(iprev);
-                spf
-            } else {
-                spf.await
-            };
+            let look_up_iprev = self.iprev.is_none();
+            // Boxed: DNS lookups are large futures (see `finish`).
+            let (spf, iprev) = Box::pin(async {
+                let spf = checker.spf(ip, helo, &txn.sender);
+                if look_up_iprev {
+                    let (spf, iprev) = tokio::join!(spf, checker.authenticator().check_iprev(ip));
+                    (spf, Some(iprev))
+                } else {
+                    (spf.await, None)
+                }
+            })
+            .await;
+            if iprev.is_some() {
+                self.iprev = iprev;
+            }
             let verdict = checks::spf_verdict(&spf, checker.policy());
             txn.spf = Some(spf);
             if let Some(verdict) = verdict {
@@ -941,21 +952,22 @@ impl Session for Conversation {
                     }
                     txn.policy = Some(txn.policy.map_or(policy, |p| p.strictest(policy)));
                 }
-                let rcpt = Rcpt {
-                    sender: &txn.from,
-                    recipient: &to.to_string(),
-                    // Unknown (`None`) when the checks are off or the session is exempt.
-                    spf_pass: txn.spf.as_ref().map(smtpkit_mailauth::Spf::is_pass),
-                };
-                if let Some(refusal) = self
-                    .state
-                    .rcpt_policy
-                    .check(info, &mut self.policy, rcpt, SystemTime::now())
-                    .await
-                {
-                    return refusal;
+                let recipient = to.to_string();
+                let policy = &self.state.rcpt_policy;
+                if policy.dnsbl.is_some() || policy.greylist.is_some() {
+                    let rcpt = Rcpt {
+                        sender: &txn.from,
+                        recipient: &recipient,
+                        // Unknown (`None`) when the checks are off or the session is exempt.
+                        spf_pass: txn.spf.as_ref().map(smtpkit_mailauth::Spf::is_pass),
+                    };
+                    // Boxed: DNS lookups are large futures (see `finish`).
+                    let check = policy.check(info, &mut self.policy, rcpt, SystemTime::now());
+                    if let Some(refusal) = Box::pin(check).await {
+                        return refusal;
+                    }
                 }
-                txn.rcpts.push(to.to_string());
+                txn.rcpts.push(recipient);
                 for p in paths {
                     if !txn.mailboxes.contains(&p) {
                         txn.mailboxes.push(p);
@@ -1089,7 +1101,7 @@ impl Session for Conversation {
         stage(&mut txn.staged, txn.stream.as_mut(), chunk);
         if txn.staged.len() >= STAGE_BYTES {
             // Keep reading the body whatever happens; a failure answers the end of data.
-            self.write_staged().await;
+            Box::pin(self.write_staged()).await;
         }
         Ok(())
     }
@@ -1227,8 +1239,30 @@ fn trace_headers(hostname: &str, info: &SessionInfo, from: &str, rcpts: &[String
     if let [one] = rcpts {
         let _ = write!(h, "\r\n\tfor {one}");
     }
-    let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(SystemTime::now()));
+    h.push_str(";\r\n\t");
+    with_date(SystemTime::now(), |date| h.push_str(date));
+    h.push_str("\r\n");
     h
+}
+
+/// Calls `f` with `now` as an RFC 5322 date: formatted once per second and thread, since
+/// every message of that second carries the same one.
+fn with_date(now: SystemTime, f: impl FnOnce(&str)) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, date)| {
+        if *cached != second {
+            *date = rfc5322_date(now);
+            *cached = second;
+        }
+        f(date);
+    });
 }
 
 /// `local@domain` of a mailbox, without angle brackets.
@@ -1283,20 +1317,42 @@ fn is_plain_helo(helo: &str) -> bool {
 use smtpkit_queue::dsn::rfc5322_date;
 
 /// The Subject header from the start of a message, unfolded, for logs.
+///
+/// Only the Subject's own lines are decoded (lossily, as UTF-8): the header block is split on
+/// CRLF as bytes, which no multi-octet character contains.
 fn subject(head: &[u8]) -> String {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split("\r\n").take_while(|l| !l.is_empty()).peekable();
+    let mut lines = CrlfLines(head).take_while(|l| !l.is_empty()).peekable();
     while let Some(line) = lines.next() {
-        if line.len() >= 8 && line[..8].eq_ignore_ascii_case("subject:") {
-            let mut value = line[8..].trim().to_owned();
-            while let Some(cont) = lines.next_if(|l| l.starts_with([' ', '\t'])) {
+        if line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"subject:") {
+            let mut value = String::from_utf8_lossy(&line[8..]).trim().to_owned();
+            while let Some(cont) = lines.next_if(|l| l.starts_with(b" ") || l.starts_with(b"\t")) {
                 value.push(' ');
-                value.push_str(cont.trim());
+                value.push_str(String::from_utf8_lossy(cont).trim());
             }
             return value;
         }
     }
     String::new()
+}
+
+/// The pieces of a byte string between CRLFs (the last one may be cut short).
+struct CrlfLines<'a>(&'a [u8]);
+
+impl<'a> Iterator for CrlfLines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let end = self.0.windows(2).position(|w| w == b"\r\n");
+        let (line, rest) = match end {
+            Some(i) => (&self.0[..i], &self.0[i + 2..]),
+            None => (self.0, &self.0[self.0.len()..]),
+        };
+        self.0 = rest;
+        Some(line)
+    }
 }
 
 #[cfg(test)]
@@ -1706,9 +1762,86 @@ mod tests {
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
+    /// The driver moves the future of every command's handler call into a box: the common
+    /// ones must stay small, which holds only while every rare large wait in them (DNS
+    /// checks, the store, the queue, LMTP) is boxed on its own.
+    #[test]
+    fn command_futures_stay_small() {
+        let config = Config::default_embedded();
+        let receiver = receiver(&config, Store::from_config(&config.storage, "mx.test"), &[]);
+        let i = info("192.0.2.1:1000");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut s = runtime.block_on(receiver.connect(&i)).unwrap();
+        let from = ReversePath::Null;
+        let to = ForwardPath::Postmaster;
+        let creds = creds("a", "b", None);
+        let sizes = [
+            ("mail_from", {
+                let f = s.mail_from(&i, &from, &Parameters::EMPTY);
+                size_of_val(&f)
+            }),
+            ("rcpt_to", {
+                let f = s.rcpt_to(&i, &to, &Parameters::EMPTY);
+                size_of_val(&f)
+            }),
+            ("data_start", {
+                let f = s.data_start(&i);
+                size_of_val(&f)
+            }),
+            ("data_chunk", {
+                let f = s.data_chunk(&i, b"x");
+                size_of_val(&f)
+            }),
+            ("data_end", {
+                let f = s.data_end(&i);
+                size_of_val(&f)
+            }),
+            ("auth", {
+                let f = s.auth(&i, "PLAIN", &creds);
+                size_of_val(&f)
+            }),
+        ];
+        for (name, size) in sizes {
+            assert!(size <= 2048, "{name}: a future of {size} octets");
+        }
+    }
+
+    #[test]
+    fn dates_are_formatted_once_per_second() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_922_047);
+        let mut seen = Vec::new();
+        for at in [
+            t,
+            t + Duration::from_millis(999),
+            t + Duration::from_secs(1),
+            t,
+        ] {
+            with_date(at, |d| seen.push(d.to_owned()));
+        }
+        assert_eq!(
+            seen,
+            [
+                "Sun, 29 Nov 2026 03:14:07 +0000",
+                "Sun, 29 Nov 2026 03:14:07 +0000",
+                "Sun, 29 Nov 2026 03:14:08 +0000",
+                "Sun, 29 Nov 2026 03:14:07 +0000",
+            ]
+        );
+    }
+
     #[test]
     fn subjects() {
         assert_eq!(subject(b"From: a\r\nSubject: hello\r\n\r\nbody"), "hello");
+        assert_eq!(subject(b"Subject: caf\xc3\xa9\r\n\r\n"), "caf\u{e9}");
+        // Invalid UTF-8 and a character cut by the end of the head: replaced, not dropped.
+        assert_eq!(subject(b"Subject: a\xff b\r\n\r\n"), "a\u{fffd} b");
+        assert_eq!(subject(b"Subject: caf\xc3"), "caf\u{fffd}");
+        // Only CRLF ends a line.
+        assert_eq!(subject(b"Subject: a\nb\r\n\r\n"), "a\nb");
+        assert_eq!(subject(b"X: 1\r\nSubject:"), "");
+        assert_eq!(subject(b""), "");
         assert_eq!(
             subject(b"SUBJECT:  folded\r\n\tline\r\nX: y\r\n\r\n"),
             "folded line"

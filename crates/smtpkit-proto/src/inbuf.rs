@@ -85,16 +85,33 @@ impl InBuf {
         self.end = (self.end + n).min(self.buf.len());
     }
 
-    /// Frees the allocation if no byte is waiting to be consumed; the next
+    /// Gives up the allocation if no byte is waiting to be consumed, and returns it (to be
+    /// dropped, or kept for [`reuse`](Self::reuse) by another buffer); the next
     /// [`spare`](Self::spare) allocates the initial size again. Meant for a read that would
     /// block: an idle connection then costs no buffer.
-    pub fn release_if_empty(&mut self) {
-        if self.start == self.end {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
-            self.grow = false;
+    pub fn release_if_empty(&mut self) -> Option<Vec<u8>> {
+        if self.start != self.end || self.buf.is_empty() {
+            return None;
         }
+        self.start = 0;
+        self.end = 0;
+        self.grow = false;
+        Some(std::mem::take(&mut self.buf))
+    }
+
+    /// Reads into `buf` from now on, if this buffer has no allocation (after
+    /// [`release_if_empty`](Self::release_if_empty)): a recycled allocation saves allocating
+    /// and zeroing a fresh one. `buf`'s contents are never read as input; it is grown to the
+    /// initial size if smaller. Returns `buf` when this buffer already has an allocation.
+    pub fn reuse(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.buf.is_empty() {
+            return Some(buf);
+        }
+        if buf.len() < self.initial {
+            buf.resize(self.initial, 0);
+        }
+        self.buf = buf;
+        None
     }
 
     /// Bytes currently allocated.
@@ -139,7 +156,8 @@ mod tests {
         assert_eq!(b.data(), b"abc", "unconsumed bytes are kept");
         assert_eq!(b.capacity(), 8);
         b.consume(3);
-        b.release_if_empty();
+        assert_eq!(b.release_if_empty().map(|v| v.len()), Some(8));
+        assert_eq!(b.release_if_empty(), None, "released once");
         assert_eq!(b.capacity(), 0);
         assert!(b.data().is_empty());
         assert_eq!(
@@ -150,5 +168,29 @@ mod tests {
         b.spare()[..2].copy_from_slice(b"de");
         b.commit(2);
         assert_eq!(b.data(), b"de");
+        assert_eq!(b.release_if_empty(), None, "unconsumed bytes are kept");
+    }
+
+    #[test]
+    fn reuses_a_released_allocation() {
+        let mut a = InBuf::new(8, 64);
+        a.spare()[..4].copy_from_slice(b"left");
+        a.commit(4);
+        a.consume(4);
+        let released = a.release_if_empty().unwrap();
+        let mut b = InBuf::new(8, 64);
+        // A buffer that has its own allocation hands the offered one back.
+        assert_eq!(b.reuse(released).map(|v| v.len()), Some(8));
+        b.spare();
+        let mut released = b.release_if_empty().unwrap();
+        released.truncate(2);
+        assert_eq!(a.reuse(released), None);
+        // Grown to the initial size; the old bytes are not input.
+        assert_eq!(a.capacity(), 8);
+        assert!(a.data().is_empty());
+        assert_eq!(a.spare().len(), 8);
+        a.spare()[..2].copy_from_slice(b"ok");
+        a.commit(2);
+        assert_eq!(a.data(), b"ok");
     }
 }

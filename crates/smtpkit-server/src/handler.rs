@@ -105,8 +105,9 @@ pub struct SessionInfo {
     /// How many transactions this session has started (accepted MAIL FROMs), the current one
     /// included.
     pub transactions: u32,
-    /// The PROXY header a trusted proxy sent, when the listener expects one.
-    pub proxy: Option<ProxyHeader>,
+    /// The PROXY header a trusted proxy sent, when the listener expects one. Shared, as the
+    /// TLVs are: a header inline would cost every idle connection its 72 octets.
+    pub proxy: Option<Arc<ProxyHeader>>,
     /// The TLVs of a v2 PROXY header (ALPN, authority, unique id, the client's TLS with the
     /// proxy); shared, so cloning the info stays cheap.
     pub proxy_tlvs: Option<Arc<ProxyTlvs>>,
@@ -174,7 +175,7 @@ impl SessionInfo {
     /// The same info with the PROXY header the connection started with, and its TLVs (v2).
     #[must_use]
     pub fn with_proxy(mut self, header: ProxyHeader, tlvs: Option<ProxyTlvs>) -> Self {
-        self.proxy = Some(header);
+        self.proxy = Some(Arc::new(header));
         self.proxy_tlvs = tlvs.map(Arc::new);
         self
     }

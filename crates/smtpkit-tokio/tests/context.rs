@@ -294,7 +294,7 @@ async fn proxy_v2_source_and_tlvs() {
     let info = w.seen().connected[0].clone();
     assert_eq!(info.peer, "192.0.2.7:4242".parse().unwrap());
     assert!(matches!(
-        info.proxy,
+        info.proxy.as_deref(),
         Some(ProxyHeader::Proxied { version: 2, .. })
     ));
     let tlvs = info.proxy_tlvs.as_deref().expect("TLVs of the v2 header");

@@ -548,9 +548,9 @@ async fn run_session<R: Runtime, H: Handler, T: Transport>(
                 // A connection waiting for its client holds no input buffer: a read that
                 // would block gives it back (the next wake-up takes a fresh one).
                 let read = std::future::poll_fn(|cx| {
-                    let polled = io.poll_read(cx, core.inbuf.spare());
+                    let polled = io.poll_read(cx, core.read_buffer());
                     if polled.is_pending() {
-                        core.inbuf.release_if_empty();
+                        core.release_read_buffer();
                     }
                     polled
                 });

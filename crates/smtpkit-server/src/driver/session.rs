@@ -27,6 +27,14 @@ const INBUF_INITIAL: usize = 4 * 1024;
 const INBUF_MAX: usize = 64 * 1024;
 /// After an abort, the last reply gets this long to leave before the socket is dropped.
 pub const ABORT_FLUSH: Duration = Duration::from_secs(1);
+/// Input buffers a thread keeps for the next session that reads: without a pool, a client
+/// that waits for each reply (no pipelining) costs an allocation, zeroing and free of 4 KiB on
+/// every command. At most this many, so idle connections still hold no buffer.
+const POOLED_INBUFS: usize = 16;
+
+thread_local! {
+    static INBUF_POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 pub(crate) fn now() -> Instant {
     Instant::now()
@@ -168,6 +176,32 @@ impl<S: Session> SessionCore<S> {
             "STARTTLS handshake done"
         );
         self.dispatcher.secured(&self.server, tls).await;
+    }
+
+    /// Free space to read into (see [`InBuf::spare`]), in a pooled allocation when the
+    /// buffer had given its own back.
+    pub fn read_buffer(&mut self) -> &mut [u8] {
+        if self.inbuf.capacity() == 0
+            && let Some(pooled) = INBUF_POOL.with_borrow_mut(Vec::pop)
+        {
+            // An empty buffer takes it: nothing comes back.
+            let _ = self.inbuf.reuse(pooled);
+        }
+        self.inbuf.spare()
+    }
+
+    /// A read would block: the input buffer goes back to the thread's pool if it holds no
+    /// input, so a connection waiting for its client holds none (see [`InBuf::release_if_empty`]).
+    pub fn release_read_buffer(&mut self) {
+        if let Some(buf) = self.inbuf.release_if_empty()
+            && buf.len() == INBUF_INITIAL
+        {
+            INBUF_POOL.with_borrow_mut(|pool| {
+                if pool.len() < POOLED_INBUFS {
+                    pool.push(buf);
+                }
+            });
+        }
     }
 
     /// The session's info as the application last saw it.
