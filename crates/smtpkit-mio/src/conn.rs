@@ -435,7 +435,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
                 return Ok(false);
             }
             while self.readable {
-                let spare = core.inbuf.spare();
+                let spare = core.read_buffer();
                 if spare.is_empty() {
                     break;
                 }
@@ -490,7 +490,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
             return Ok(progress);
         }
         loop {
-            let spare = core.inbuf.spare();
+            let spare = core.read_buffer();
             if spare.is_empty() {
                 break;
             }
@@ -520,10 +520,10 @@ impl<S: smtpkit_server::Session> Conn<S> {
         // Progress is input consumed or replies queued; output merely still waiting for a
         // writable socket is not, or the loop would spin on a client that does not read.
         progress |= (core.inbuf.data().len(), core.server.poll_transmit().len()) != before;
-        // Waiting for the client with nothing buffered: the input buffer goes back until the
-        // socket is readable again, so an idle connection holds none.
+        // Waiting for the client with nothing buffered: the input buffer goes back to the
+        // thread's pool until the socket is readable again, so an idle connection holds none.
         if !self.readable {
-            core.inbuf.release_if_empty();
+            core.release_read_buffer();
         }
         // The core has taken what it can of the input; report the end of it.
         if self.eof && !core.server.is_closed() && core.server.wants_input() {
