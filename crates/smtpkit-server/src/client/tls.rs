@@ -63,13 +63,21 @@ impl TlsSettings {
     }
 }
 
-/// A client config with the crate's ring provider, TLS 1.2 and 1.3, and no client
+/// A config builder on `provider` with TLS 1.2 and 1.3.
+fn builder(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier> {
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        // Both providers the crate builds with (ring, aws-lc-rs) support the safe default
+        // versions: this cannot fail.
+        .expect("the crate's crypto provider supports TLS 1.2 and 1.3")
+}
+
+/// A client config with the crate's provider, TLS 1.2 and 1.3, and no client
 /// certificate.
 pub fn client_config(roots: RootCertStore) -> ClientConfig {
-    ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        // The ring provider supports the safe default versions: this cannot fail.
-        .expect("ring supports TLS 1.2 and 1.3")
+    builder(crate::tls::provider())
         .with_root_certificates(roots)
         .with_no_client_auth()
 }
@@ -80,9 +88,7 @@ pub fn client_config(roots: RootCertStore) -> ClientConfig {
 pub fn any_certificate_config() -> ClientConfig {
     let provider = crate::tls::provider();
     let verifier = Arc::new(AnyCertificate::new(&provider));
-    ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3")
+    builder(provider)
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth()
