@@ -10,7 +10,7 @@
 use memchr::memchr2;
 
 #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-use super::marks::{Event, Marker, next_event};
+use super::marks::{AHEAD, Event, Marker, next_event};
 
 /// What to do with a CR or LF that is not part of a CRLF pair in message content.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -78,6 +78,10 @@ pub struct DotDecoder {
     scan: Scan,
     /// The widest vectors the scan may use when the CPU has them; narrower only in tests.
     widest: Widest,
+    /// How many octets at the start of the next input were already asked for
+    /// ([`Marker::prefetch`]): the rest of this input when the caller passes it again, as
+    /// callers do. Only a hint: wrong, it costs time, never a result.
+    warm: u16,
 }
 
 /// Vector widths, narrowest first: a limit on what [`Blocks::detect`] may pick.
@@ -126,6 +130,7 @@ impl DotDecoder {
             saw_bare: false,
             scan: Scan::Blocks,
             widest: Widest::Avx512,
+            warm: 0,
         }
     }
 
@@ -184,6 +189,32 @@ impl DotDecoder {
         input: &'i [u8],
         start: usize,
     ) -> Decoded<'i> {
+        let decoded = self.decode_marked_from(marker, input, start);
+        let consumed = match decoded {
+            Decoded::Data { consumed, .. }
+            | Decoded::End { consumed }
+            | Decoded::NeedMore { consumed } => consumed,
+        };
+        // The scan asked for everything up to `AHEAD` past where it stopped.
+        self.warm = u16::try_from(AHEAD.min(input.len() - consumed)).unwrap_or(u16::MAX);
+        decoded
+    }
+
+    #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+    /// [`decode_marked`](Self::decode_marked) less the bookkeeping of [`warm`](Self::warm).
+    #[inline(always)]
+    fn decode_marked_from<'i>(
+        &mut self,
+        marker: impl Marker,
+        input: &'i [u8],
+        start: usize,
+    ) -> Decoded<'i> {
+        // The scan asks for each line `AHEAD` of itself, so the first `AHEAD` octets of a new
+        // input are asked for here, at once: that keeps memory busy from the first block.
+        let cold = start + usize::from(self.warm)..input.len().min(start + AHEAD);
+        for at in cold.step_by(64) {
+            marker.prefetch(input, at);
+        }
         let mut pos = start;
         loop {
             // Runs of clean blocks first, checked with the fewest instructions per octet; the
@@ -380,7 +411,7 @@ impl Blocks {
     #[inline]
     fn clean_end(self, input: &[u8], from: usize) -> usize {
         let probe = input.len().min(from + PROBE_BLOCKS * BLOCK + 2);
-        clean_blocks::<BLOCK>(&input[..probe], from)
+        clean_blocks::<BLOCK>(&input[..probe], from, |_| {})
     }
 }
 
@@ -393,7 +424,11 @@ impl Blocks {
 /// so the compiler turns them into SIMD compares (of the widest vectors the caller's target
 /// features allow), one OR-reduction and one branch per block.
 #[inline(always)]
-pub(super) fn clean_blocks<const N: usize>(input: &[u8], from: usize) -> usize {
+pub(super) fn clean_blocks<const N: usize>(
+    input: &[u8],
+    from: usize,
+    ahead: impl Fn(usize),
+) -> usize {
     let (Some(here), Some(next), Some(after)) = (
         input.get(from..),
         input.get(from + 1..),
@@ -409,6 +444,7 @@ pub(super) fn clean_blocks<const N: usize>(input: &[u8], from: usize) -> usize {
         after.as_chunks::<N>().0,
     );
     for (i, ((here, next), after)) in here.iter().zip(next).zip(after).enumerate() {
+        ahead(from + i * N);
         let dirty =
             here.iter()
                 .zip(next)
@@ -872,7 +908,7 @@ mod tests {
         #[test]
         fn blocks_match_model(input in dense_body()) {
             for from in 0..=input.len() {
-                prop_assert_eq!(clean_blocks::<BLOCK>(&input, from), model_clean_end(&input, from, BLOCK));
+                prop_assert_eq!(clean_blocks::<BLOCK>(&input, from, |_| {}), model_clean_end(&input, from, BLOCK));
                 #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
                 for (marker, marked, clean_end) in marked_events(&input, from) {
                     prop_assert_eq!(marked, model_next_event(&input, from), "{}", marker);

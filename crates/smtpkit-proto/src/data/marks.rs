@@ -14,24 +14,63 @@ pub(super) struct Marks {
     dot: u64,
 }
 
+/// How far ahead of the scan the cache lines of the input are asked for.
+///
+/// The hardware prefetcher alone leaves a scan of content that is not in the L1/L2 cache
+/// waiting on memory (0.6-0.7x of memcpy's speed over the same reads on the project's
+/// machine); asking 2 KiB ahead keeps enough lines in flight to run at memcpy's pace. Content a
+/// socket read has just written is in the cache already, where a prefetch costs one
+/// instruction and nothing else.
+pub(super) const AHEAD: usize = 2048;
+
 /// Builds the [`Marks`] of 64 octets; implemented for each instruction set the CPU may have.
 pub(super) trait Marker: Copy {
     fn marks(self, octets: &[u8; 64]) -> Marks;
 
-    /// [`clean_blocks`] with the block size that suits the vectors.
+    /// [`clean_blocks`] with the block size that suits the vectors, asking for the input
+    /// [`AHEAD`] of each block.
     fn clean_end(self, input: &[u8], from: usize) -> usize;
+
+    /// A hint to the CPU to load the cache line that holds `input[at]` (or the last octet of
+    /// `input`, when `at` is past it): never past the input, never a fault, no effect on
+    /// results.
+    fn prefetch(self, input: &[u8], at: usize);
+}
+
+/// [`Marker::prefetch`] through SSE's `prefetcht0`, which every x86-64 CPU has.
+#[inline(always)]
+fn prefetch_t0(sse: pulp::core_arch::x86::Sse, input: &[u8], at: usize) {
+    if let Some(last) = input.len().checked_sub(1) {
+        // A pointer into the input: forming it is safe, and a prefetch never dereferences it.
+        let line = input[at.min(last)..].as_ptr();
+        sse._mm_prefetch::<_MM_HINT_T0>(line.cast());
+    }
+}
+
+/// [`clean_blocks`] of 128 octets with both cache lines [`AHEAD`] of each block asked for.
+#[inline(always)]
+fn clean_end_ahead(marker: impl Marker, input: &[u8], from: usize) -> usize {
+    clean_blocks::<128>(input, from, |at| {
+        marker.prefetch(input, at + AHEAD);
+        marker.prefetch(input, at + AHEAD + 64);
+    })
 }
 
 #[cfg(target_arch = "x86")]
-use core::arch::x86::__m256i as Vector;
+use core::arch::x86::{__m256i as Vector, _MM_HINT_T0};
 #[cfg(target_arch = "x86_64")]
-use core::arch::x86_64::__m256i as Vector;
+use core::arch::x86_64::{__m256i as Vector, _MM_HINT_T0};
 
 impl Marker for pulp::x86::V3 {
     /// Four 32-octet vectors a block: the loop and its branch paid once per 128 octets.
     #[inline(always)]
     fn clean_end(self, input: &[u8], from: usize) -> usize {
-        clean_blocks::<128>(input, from)
+        clean_end_ahead(self, input, from)
+    }
+
+    #[inline(always)]
+    fn prefetch(self, input: &[u8], at: usize) {
+        prefetch_t0(self.sse, input, at);
     }
 
     /// Two 32-octet loads, three compares and three movemasks each.
@@ -59,7 +98,12 @@ impl Marker for pulp::x86::V4 {
     /// Two 64-octet vectors a block.
     #[inline(always)]
     fn clean_end(self, input: &[u8], from: usize) -> usize {
-        clean_blocks::<128>(input, from)
+        clean_end_ahead(self, input, from)
+    }
+
+    #[inline(always)]
+    fn prefetch(self, input: &[u8], at: usize) {
+        prefetch_t0(self.sse, input, at);
     }
 
     #[inline(always)]
@@ -126,6 +170,7 @@ pub(super) fn next_event(marker: impl Marker, input: &[u8], from: usize) -> Even
     let mut carry = 0;
     let mut at = from;
     for block in blocks {
+        marker.prefetch(input, at + AHEAD);
         let marks = marker.marks(block);
         let events = marks.events(carry);
         if events != 0 {
