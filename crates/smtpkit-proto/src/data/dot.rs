@@ -10,7 +10,7 @@
 use memchr::memchr2;
 
 #[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
-use super::marks::{AHEAD, Event, Marker, next_event};
+use super::marks::{AHEAD, Event, Marker, next_event, prefetch_range};
 
 /// What to do with a CR or LF that is not part of a CRLF pair in message content.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -211,10 +211,12 @@ impl DotDecoder {
     ) -> Decoded<'i> {
         // The scan asks for each line `AHEAD` of itself, so the first `AHEAD` octets of a new
         // input are asked for here, at once: that keeps memory busy from the first block.
-        let cold = start + usize::from(self.warm)..input.len().min(start + AHEAD);
-        for at in cold.step_by(64) {
-            marker.prefetch(input, at);
-        }
+        prefetch_range(
+            marker,
+            input,
+            start + usize::from(self.warm),
+            input.len().min(start + AHEAD),
+        );
         let mut pos = start;
         loop {
             // Runs of clean blocks first, checked with the fewest instructions per octet; the

@@ -31,19 +31,26 @@ pub(super) trait Marker: Copy {
     /// [`AHEAD`] of each block.
     fn clean_end(self, input: &[u8], from: usize) -> usize;
 
-    /// A hint to the CPU to load the cache line that holds `input[at]` (or the last octet of
-    /// `input`, when `at` is past it): never past the input, never a fault, no effect on
-    /// results.
+    /// A hint to the CPU to load the cache line that holds `input[at]`; `at` must be within
+    /// the input (no effect on results either way: a prefetch never faults).
     fn prefetch(self, input: &[u8], at: usize);
 }
 
 /// [`Marker::prefetch`] through SSE's `prefetcht0`, which every x86-64 CPU has.
 #[inline(always)]
 fn prefetch_t0(sse: pulp::core_arch::x86::Sse, input: &[u8], at: usize) {
-    if let Some(last) = input.len().checked_sub(1) {
-        // A pointer into the input: forming it is safe, and a prefetch never dereferences it.
-        let line = input[at.min(last)..].as_ptr();
-        sse._mm_prefetch::<_MM_HINT_T0>(line.cast());
+    debug_assert!(at < input.len());
+    // Forming a pointer is safe, and a prefetch never dereferences it.
+    sse._mm_prefetch::<_MM_HINT_T0>(input.as_ptr().wrapping_add(at).cast());
+}
+
+/// Asks for the octets `from..to` of `input` (`to` at most its length), a cache line at a time.
+#[inline(always)]
+pub(super) fn prefetch_range(marker: impl Marker, input: &[u8], from: usize, to: usize) {
+    let mut at = from;
+    while at < to {
+        marker.prefetch(input, at);
+        at += 64;
     }
 }
 
@@ -51,8 +58,11 @@ fn prefetch_t0(sse: pulp::core_arch::x86::Sse, input: &[u8], at: usize) {
 #[inline(always)]
 fn clean_end_ahead(marker: impl Marker, input: &[u8], from: usize) -> usize {
     clean_blocks::<128>(input, from, |at| {
-        marker.prefetch(input, at + AHEAD);
-        marker.prefetch(input, at + AHEAD + 64);
+        // The last `AHEAD` octets were asked for by the blocks `AHEAD` before them.
+        if at + AHEAD + 128 <= input.len() {
+            marker.prefetch(input, at + AHEAD);
+            marker.prefetch(input, at + AHEAD + 64);
+        }
     })
 }
 
@@ -170,7 +180,9 @@ pub(super) fn next_event(marker: impl Marker, input: &[u8], from: usize) -> Even
     let mut carry = 0;
     let mut at = from;
     for block in blocks {
-        marker.prefetch(input, at + AHEAD);
+        if at + AHEAD < input.len() {
+            marker.prefetch(input, at + AHEAD);
+        }
         let marks = marker.marks(block);
         let events = marks.events(carry);
         if events != 0 {
