@@ -196,13 +196,19 @@ impl<const N: usize> Folded<N> {
 
 /// `bytes[start..]` as text, if it is UTF-8; the octets before `start` must be ASCII.
 ///
-/// `str::from_utf8` checks octet by octet up to the first 8-octet boundary and a word at a
-/// time after it, so the check starts at the last boundary before `start` when the line has
-/// one there: a fifth fewer instructions on a command line.
+/// `str::from_utf8` checks octet by octet up to the first 8-octet boundary, then 16 octets at
+/// a time, then octet by octet to the end. So the check starts at a boundary before `start`
+/// when the line has one: the last one, or the one eight octets before it when that leaves
+/// fewer than eight octets after the last 16 (a fifth and then a tenth fewer instructions on
+/// a command line).
 #[inline(always)]
 fn text(bytes: &[u8], start: usize) -> Option<&str> {
     let past_boundary = bytes[start..].as_ptr().addr() % 8;
-    let from = start.checked_sub(past_boundary).unwrap_or(start);
+    let from = match start.checked_sub(past_boundary) {
+        Some(boundary) if (bytes.len() - boundary) % 16 >= 8 && boundary >= 8 => boundary - 8,
+        Some(boundary) => boundary,
+        None => start,
+    };
     let text = core::str::from_utf8(&bytes[from..]).ok()?;
     text.get(start - from..)
 }
@@ -325,7 +331,7 @@ const MAX_ORCPT: usize = 500;
 
 /// The parameter at the start of `bytes` if it is a valid SIZE, BODY (7BIT, 8BITMIME), NOTIFY
 /// or ORCPT: its keyword's bit and the octets it spans. The caller checks what follows.
-#[inline]
+#[inline(always)]
 fn parameter(bytes: &[u8]) -> Option<(u8, usize)> {
     // A chain of compares rather than a `match` on the first octet, which compiles to a jump
     // table: an indirect jump that mispredicted on every parameter.
@@ -355,7 +361,7 @@ fn parameter(bytes: &[u8]) -> Option<(u8, usize)> {
 
 /// How many ASCII digits `bytes` starts with, up to 24: eight octets per step, the first
 /// non-digit found in a word (a SIZE value is 1 to 20 digits; more are refused either way).
-#[inline]
+#[inline(always)]
 fn digits(bytes: &[u8]) -> usize {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = !LOW7;
@@ -388,7 +394,7 @@ fn digits(bytes: &[u8]) -> usize {
 
 /// `NOTIFY=NEVER` or `NOTIFY=` and a comma-separated list of SUCCESS, FAILURE and DELAY, each
 /// at most once (RFC 3461 4.1).
-#[inline]
+#[inline(always)]
 fn notify(bytes: &[u8]) -> Option<(u8, usize)> {
     let mut pos = 7;
     if starts_with_folded!(&bytes[pos..], b"never") {
@@ -431,7 +437,7 @@ const XCHAR: [bool; 256] = {
 
 /// `ORCPT=addr-type;xtext` (RFC 3461 4.2): the address type of letters, digits and hyphens,
 /// the address in xtext (printable ASCII but `=`, `+` only as `+XX` with upper-case hex).
-#[inline]
+#[inline(always)]
 fn orcpt(bytes: &[u8]) -> Option<(u8, usize)> {
     const START: usize = 6;
     let addr_type = bytes[START..]
