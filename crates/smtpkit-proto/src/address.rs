@@ -437,14 +437,18 @@ impl fmt::Display for Mailbox<'_> {
 }
 
 impl<'a> Mailbox<'a> {
-    /// The mailbox [`common_path()`] found: `text` is the path from just after the `<`, `at`
-    /// and `gt` are where its `@` and `>` are in it.
+    /// The mailbox [`common_path()`] found, and what follows its `>`: `text` is the path from
+    /// just after the `<`, `at` and `gt` are where its `@` and `>` are in it.
     #[inline(always)]
-    pub(crate) fn common(text: &'a str, at: usize, gt: usize) -> Option<Self> {
-        Some(Self {
-            local_part: LocalPart::Dot(text.get(..at)?),
-            domain: DomainPart::Domain(Domain(text.get(at + 1..gt)?)),
-        })
+    pub(crate) fn common(text: &'a str, at: usize, gt: usize) -> Option<(Self, &'a str)> {
+        // Split rather than sliced: one boundary check each, inline.
+        let (local, rest) = text.split_at_checked(at)?;
+        let (domain, rest) = rest.strip_prefix('@')?.split_at_checked(gt - at - 1)?;
+        let mailbox = Self {
+            local_part: LocalPart::Dot(local),
+            domain: DomainPart::Domain(Domain(domain)),
+        };
+        Some((mailbox, rest.strip_prefix('>')?))
     }
 }
 

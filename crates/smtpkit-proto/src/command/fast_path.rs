@@ -210,7 +210,8 @@ fn text(bytes: &[u8], start: usize) -> Option<&str> {
         None => start,
     };
     let text = core::str::from_utf8(&bytes[from..]).ok()?;
-    text.get(start - from..)
+    // Split rather than sliced: one boundary check, inline (`get` with a range was a call).
+    Some(text.split_at_checked(start - from)?.1)
 }
 
 /// `EHLO name`: one space, then a name of visible ASCII to the end of the line.
@@ -248,14 +249,15 @@ fn mail(paths: impl Paths, line: &[u8]) -> Option<Command<'_>> {
         return None;
     }
     let after = text(line, HEAD.len())?;
-    let reverse_path = if null {
-        ReversePath::Null
+    let (reverse_path, rest) = if null {
+        (ReversePath::Null, after.strip_prefix('>')?)
     } else {
-        ReversePath::Mailbox(Mailbox::common(after, at - HEAD.len(), gt - HEAD.len())?)
+        let (mailbox, rest) = Mailbox::common(after, at - HEAD.len(), gt - HEAD.len())?;
+        (ReversePath::Mailbox(mailbox), rest)
     };
     Some(Command::Mail {
         reverse_path,
-        params: checked_parameters(after, gt + 1 - HEAD.len()),
+        params: checked_parameters(rest),
     })
 }
 
@@ -272,21 +274,18 @@ fn rcpt(paths: impl Paths, line: &[u8]) -> Option<Command<'_>> {
         return None;
     }
     let after = text(line, HEAD.len())?;
+    let (mailbox, rest) = Mailbox::common(after, at - HEAD.len(), gt - HEAD.len())?;
     Some(Command::Rcpt {
-        forward_path: ForwardPath::Mailbox(Mailbox::common(
-            after,
-            at - HEAD.len(),
-            gt - HEAD.len(),
-        )?),
-        params: checked_parameters(after, gt + 1 - HEAD.len()),
+        forward_path: ForwardPath::Mailbox(mailbox),
+        params: checked_parameters(rest),
     })
 }
 
-/// The parameters [`parameters`] checked in `text[end..]`, where `end` is just past the `>`.
+/// The parameters [`parameters`] checked in `rest`, what follows the `>`: nothing, or a space
+/// and the parameters.
 #[inline(always)]
-fn checked_parameters(text: &str, end: usize) -> Parameters<'_> {
-    // Past the `>` is nothing, or a space and the parameters.
-    match text.get(end + 1..) {
+fn checked_parameters(rest: &str) -> Parameters<'_> {
+    match rest.strip_prefix(' ') {
         Some(params) => Parameters::checked(params),
         None => Parameters::EMPTY,
     }
