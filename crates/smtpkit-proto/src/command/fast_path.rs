@@ -119,14 +119,14 @@ fn parse_with(paths: impl Paths, line: &[u8]) -> Option<Command<'_>> {
         RCPT => rcpt(paths, line),
         MAIL => mail(paths, line),
         DATA if rest.is_empty() => Some(Command::Data),
-        EHLO => hello(HelloVerb::Ehlo, rest),
+        EHLO => hello(HelloVerb::Ehlo, line),
         QUIT if rest.is_empty() => Some(Command::Quit),
         RSET if rest.is_empty() => Some(Command::Rset),
         STAR if starts_with_folded!(line, b"starttls") && line.len() == 8 => {
             Some(Command::StartTls)
         }
-        HELO => hello(HelloVerb::Helo, rest),
-        LHLO => hello(HelloVerb::Lhlo, rest),
+        HELO => hello(HelloVerb::Helo, line),
+        LHLO => hello(HelloVerb::Lhlo, line),
         NOOP if rest.is_empty() => Some(Command::Noop(None)),
         _ => None,
     }
@@ -216,8 +216,8 @@ fn text(bytes: &[u8], start: usize) -> Option<&str> {
 
 /// `EHLO name`: one space, then a name of visible ASCII to the end of the line.
 #[inline]
-fn hello(verb: HelloVerb, rest: &[u8]) -> Option<Command<'_>> {
-    let (&b' ', name) = rest.split_first()? else {
+fn hello(verb: HelloVerb, line: &[u8]) -> Option<Command<'_>> {
+    let Some((_, &[b' ', ref name @ ..])) = line.split_first_chunk::<4>() else {
         return None;
     };
     // No early exit: the compiler checks 16 octets at a time.
@@ -227,7 +227,8 @@ fn hello(verb: HelloVerb, rest: &[u8]) -> Option<Command<'_>> {
     if name.is_empty() || !visible {
         return None;
     }
-    let domain = text(rest, 1)?;
+    // From the line's start, not the name's: the UTF-8 check can start at a word boundary.
+    let domain = text(line, 5)?;
     Some(Command::Hello { verb, domain })
 }
 
