@@ -53,6 +53,13 @@ pub(super) fn parse(line: &[u8]) -> Result<Command<'_>, ParseError> {
     if let Some(avx2) = pulp::x86::V3::try_new() {
         return avx2.vectorize(Parse { paths: avx2, line });
     }
+    parse_portable(line)
+}
+
+/// [`parse`] without AVX2. A call of its own, so that the AVX2 path does not pay for saving
+/// the registers this one needs on the way in.
+#[inline(never)]
+fn parse_portable(line: &[u8]) -> Result<Command<'_>, ParseError> {
     parse_or_full(Portable, line)
 }
 
