@@ -552,8 +552,14 @@ pub fn frame_and_parse(input: &[u8]) -> (usize, usize) {
     let (mut ok, mut err) = (0, 0);
     let mut rest = input;
     loop {
-        let max = match rest.get(..5) {
-            Some(head) if head.eq_ignore_ascii_case(b"AUTH ") => smtpkit_proto::line::MAX_AUTH_LINE,
+        // As `smtpkit_proto::line::limit_for`: `AUTH ` as one case-folded word and a space.
+        let max = match rest.first_chunk::<5>() {
+            Some(&[a, u, t, h, b' '])
+                if u32::from_le_bytes([a, u, t, h]) | 0x2020_2020
+                    == u32::from_le_bytes(*b"auth") =>
+            {
+                smtpkit_proto::line::MAX_AUTH_LINE
+            }
             _ => MAX_COMMAND_LINE,
         };
         let window = &rest[..rest.len().min(max)];

@@ -18,6 +18,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::ParseError;
 
+mod common_path;
+pub(crate) use common_path::common_path;
+#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+pub(crate) use common_path::common_path_avx2;
+
 /// Longest local part (RFC 5321 4.5.3.1.1).
 pub const MAX_LOCAL_PART: usize = 64;
 /// Longest domain (RFC 5321 4.5.3.1.2).
@@ -34,11 +39,11 @@ const DCONTENT: u8 = 4;
 /// Letters, digits, hyphen and UTF-8: what a domain label is made of.
 const LDH: u8 = 8;
 /// atext and the dot: what a dot-string is made of.
-const DOT_STRING: u8 = 16;
+pub(crate) const DOT_STRING: u8 = 16;
 /// LDH and the dot: what a domain is made of.
-const DOMAIN: u8 = 32;
+pub(crate) const DOMAIN: u8 = 32;
 
-const CLASSES: [u8; 256] = {
+pub(crate) const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
@@ -431,6 +436,22 @@ impl fmt::Display for Mailbox<'_> {
     }
 }
 
+impl<'a> Mailbox<'a> {
+    /// The mailbox [`common_path()`] found, and what follows its `>`: `text` is the path from
+    /// just after the `<`, `at` and `gt` are where its `@` and `>` are in it.
+    #[inline(always)]
+    pub(crate) fn common(text: &'a str, at: usize, gt: usize) -> Option<(Self, &'a str)> {
+        // Split rather than sliced: one boundary check each, inline.
+        let (local, rest) = text.split_at_checked(at)?;
+        let (domain, rest) = rest.strip_prefix('@')?.split_at_checked(gt - at - 1)?;
+        let mailbox = Self {
+            local_part: LocalPart::Dot(local),
+            domain: DomainPart::Domain(Domain(domain)),
+        };
+        Some((mailbox, rest.strip_prefix('>')?))
+    }
+}
+
 /// `Mailbox`.
 #[inline]
 pub(crate) fn mailbox(s: &str) -> PResult<'_, Mailbox<'_>> {
@@ -466,134 +487,8 @@ fn path(s: &str) -> PResult<'_, Mailbox<'_>> {
     Ok((m, rest))
 }
 
-/// The path nearly every MAIL and RCPT carries, `local@domain>` after the `<`: a dot-string
-/// local part and a domain of at most 63 octets (so no label, nor the domain, nor the path can
-/// be over its limit), followed by `>`. Returns the mailbox and what follows the `>`, or `None`
-/// for anything else (quoted local parts, address literals, source routes, longer domains,
-/// errors), which [`path`] then parses. Where this answers, it answers as [`path`] does: the
-/// command fast path's proptest compares the two.
-///
-/// Each part is one scan of its octets, eight at a time, and its dots and hyphens are checked
-/// afterwards in a loop the compiler vectorizes, where [`path`] walks atom by atom and label by
-/// label.
-#[inline]
-pub(crate) fn common_path(s: &str) -> Option<(Mailbox<'_>, &str)> {
-    let bytes = s.as_bytes();
-    // Dot-string = Atom *("." Atom): no dot at either end, no two in a row.
-    let at = run_of_wide(DOT_STRING, bytes);
-    let local = &bytes[..at];
-    let (&first, &last) = (local.first()?, local.last()?);
-    if bytes.get(at) != Some(&b'@')
-        || at > MAX_LOCAL_PART
-        || first == b'.'
-        || last == b'.'
-        || any_pair(bytes, at, |dots, _| dots & dots >> 8)
-    {
-        return None;
-    }
-    // Labels of letters, digits and hyphens: no dot or hyphen at either end of the domain, no
-    // empty label, no hyphen next to a dot.
-    let domain = &bytes[at + 1..];
-    let end = run_of_wide(DOMAIN, domain);
-    let name = &domain[..end];
-    let (&first, &last) = (name.first()?, name.last()?);
-    if domain.get(end) != Some(&b'>')
-        || end > MAX_LABEL
-        || !is_label_start(first)
-        || !is_label_start(last)
-        || any_pair(domain, end, |dots, hyphens| {
-            dots & (dots | hyphens) >> 8 | hyphens & dots >> 8
-        })
-    {
-        return None;
-    }
-    let domain_end = at + 1 + end;
-    let mailbox = Mailbox {
-        local_part: LocalPart::Dot(&s[..at]),
-        domain: DomainPart::Domain(Domain(&s[at + 1..domain_end])),
-    };
-    Some((mailbox, &s[domain_end + 1..]))
-}
-
-/// Length of the run of octets in `class` at the start of `bytes`: eight table loads and one
-/// test per step, then octet by octet in the last step.
-#[inline(always)]
-fn run_of_wide(class: u8, bytes: &[u8]) -> usize {
-    let mut pos = 0;
-    while let Some(chunk) = bytes[pos..].first_chunk::<8>() {
-        if chunk
-            .iter()
-            .fold(class, |all, &b| all & CLASSES[usize::from(b)])
-            == 0
-        {
-            break;
-        }
-        pos += 8;
-    }
-    // Where the run stops, from the classes of the eight octets as one word: no loop whose
-    // length the branch predictor would have to guess.
-    match bytes[pos..].first_chunk::<8>() {
-        Some(chunk) => {
-            let classes = u64::from_le_bytes(chunk.map(|b| CLASSES[usize::from(b)]));
-            let outside = equal_octets(classes & (u64::from(class) * 0x0101_0101_0101_0101), 0);
-            pos + (outside.trailing_zeros() / 8) as usize
-        }
-        None => pos + run_of(class, &bytes[pos..]),
-    }
-}
-
-/// Whether two neighbouring octets within `bytes[..len]` make a pair `bad` refuses. `bad`
-/// gets two masks of a window of eight octets, `0x80` in each octet that is a dot and in each
-/// that is a hyphen, and answers with the octets that start a bad pair; octets of `bytes` past
-/// `len` are masked out.
-///
-/// Eight octets per step as one word (windows every seven octets, so that every pair lies in
-/// one), where an octet-by-octet loop costs five instructions per octet.
-#[inline(always)]
-fn any_pair(bytes: &[u8], len: usize, bad: impl Fn(u64, u64) -> u64) -> bool {
-    let check = |window: u64, mask: u64| {
-        let (dots, hyphens) = (
-            equal_octets(window, b'.') & mask,
-            equal_octets(window, b'-') & mask,
-        );
-        bad(dots, hyphens) != 0
-    };
-    let word = |at: usize| {
-        bytes[at..]
-            .first_chunk::<8>()
-            .map(|w| u64::from_le_bytes(*w))
-    };
-    if len >= 8 {
-        let mut at = 0;
-        let mut found = false;
-        while at + 8 < len {
-            found |= word(at).is_some_and(|w| check(w, u64::MAX));
-            at += 7;
-        }
-        // The last eight octets of the part hold every pair not checked yet.
-        return found | word(len - 8).is_some_and(|w| check(w, u64::MAX));
-    }
-    let window = word(0).unwrap_or_else(|| {
-        bytes
-            .iter()
-            .take(8)
-            .rev()
-            .fold(0, |w, &b| w << 8 | u64::from(b))
-    });
-    check(window, (1u64 << (8 * len)) - 1)
-}
-
-/// `0x80` in each octet of `word` that equals `octet`, `0` in the others. Exact: no carry
-/// crosses from one octet into the next.
-#[inline(always)]
-const fn equal_octets(word: u64, octet: u8) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ (0x0101_0101_0101_0101 * octet as u64);
-    !(((x & LOW7) + LOW7) | x) & !LOW7
-}
-
 /// Longest domain label (RFC 1035 2.3.4).
-const MAX_LABEL: usize = 63;
+pub(crate) const MAX_LABEL: usize = 63;
 
 /// `Reverse-path = Path / "<>"` (RFC 5321 4.1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

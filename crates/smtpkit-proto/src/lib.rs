@@ -97,7 +97,7 @@
 //!
 //! | feature | default | what |
 //! | --- | --- | --- |
-//! | `simd` | on | the DATA decoder checks content with AVX2 when the CPU has it, picked at run time through `pulp` (this crate keeps `#![forbid(unsafe_code)]`); without it, or without AVX2, the same check runs as code built for the target's baseline (SSE2 on x86-64), with byte-identical output |
+//! | `simd` | on | the DATA decoder checks content, and the command parser the common MAIL and RCPT paths, with AVX2 when the CPU has it, picked at run time through `pulp` (this crate keeps `#![forbid(unsafe_code)]`); without it, or without AVX2, the same checks run as code built for the target's baseline (SSE2 on x86-64), with identical results |
 #![cfg_attr(not(fuzzing), warn(missing_docs))]
 #![forbid(unsafe_code)]
 

@@ -48,9 +48,23 @@ pub(crate) fn frame(input: &[u8], max: usize) -> Frame<'_> {
 
 /// The limit for the line at the front of `input`: AUTH lines may be longer (RFC 4954 4).
 pub(crate) fn limit_for(input: &[u8], command_max: usize) -> usize {
-    match input.get(..5) {
-        Some(head) if head.eq_ignore_ascii_case(b"AUTH ") => command_max.max(MAX_AUTH_LINE),
-        _ => command_max,
+    if is_auth(input) {
+        command_max.max(MAX_AUTH_LINE)
+    } else {
+        command_max
+    }
+}
+
+/// Whether `input` starts with `AUTH ` in any case: the four letters as one word with the
+/// case bit OR-ed in (which maps exactly the ASCII letters onto the lower-case ones), the
+/// space exact. `eq_ignore_ascii_case` lower-cased and compared octet by octet, for every
+/// command line.
+fn is_auth(input: &[u8]) -> bool {
+    match input.first_chunk::<5>() {
+        Some(&[a, u, t, h, b' ']) => {
+            u32::from_le_bytes([a, u, t, h]) | 0x2020_2020 == u32::from_le_bytes(*b"auth")
+        }
+        _ => false,
     }
 }
 
@@ -85,5 +99,19 @@ mod tests {
         assert_eq!(frame(&long, 512), Frame::TooLong);
         assert_eq!(limit_for(b"auth plain xyz", 512), MAX_AUTH_LINE);
         assert_eq!(limit_for(b"MAIL FROM", 512), 512);
+        for auth in [&b"AUTH "[..], b"aUtH x", b"auth LOGIN"] {
+            assert!(is_auth(auth), "{auth:?}");
+        }
+        // Near misses: no space, another blank, `A` and `U` off by one bit other than case.
+        for other in [
+            &b"AUTH"[..],
+            b"AUTH\t",
+            b"AUTHX",
+            b"\x01UTH ",
+            b"A\x15TH ",
+            b"AUT ",
+        ] {
+            assert!(!is_auth(other), "{other:?}");
+        }
     }
 }

@@ -18,15 +18,13 @@ impl<'a> Command<'a> {
     /// Verbs are case-insensitive (RFC 5321 2.4). Arguments must be UTF-8; whether non-ASCII
     /// is allowed in this session is the server's call (RFC 6531), not the parser's.
     pub fn parse(line: &'a [u8]) -> Result<Self, ParseError> {
-        match fast_path::parse(line) {
-            Some(cmd) => Ok(cmd),
-            None => full(line),
-        }
+        fast_path::parse(line)
     }
 }
 
 /// The full parser, one function per rule: every command, every error. [`Command::parse`]
-/// asks the fast path first, which answers as this does on the lines it knows.
+/// asks the fast path first, which answers as this does on the lines it knows and calls this
+/// for the others.
 pub(super) fn full(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     let (verb, rest) = line.split_at(verb_len);
