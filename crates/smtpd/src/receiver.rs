@@ -1301,7 +1301,25 @@ fn is_own_address(
 /// RFC 5321 4.1.3 address literal: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
 fn address_literal(ip: IpAddr) -> String {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => format!("[{v4}]"),
+        // Every message's Received: line has one: the octets copied, not formatted.
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(17);
+            text.push('[');
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text.push(']');
+            text
+        }
         IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
     }
 }
@@ -1657,6 +1675,15 @@ mod tests {
             assert!(!is_plain_helo(bad), "{bad:?}");
         }
         assert_eq!(address_literal("192.0.2.1".parse().unwrap()), "[192.0.2.1]");
+        for v4 in [
+            "0.0.0.0",
+            "10.0.100.255",
+            "255.255.255.255",
+            "127.0.0.1",
+            "9.99.100.1",
+        ] {
+            assert_eq!(address_literal(v4.parse().unwrap()), format!("[{v4}]"));
+        }
         assert_eq!(
             address_literal("::ffff:192.0.2.1".parse().unwrap()),
             "[192.0.2.1]"
