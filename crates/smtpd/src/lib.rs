@@ -19,7 +19,8 @@
 //! - [`password`]: Argon2 password hashes for SMTP AUTH accounts, checked through a bounded pool;
 //! - [`housekeeping`]: the `tmp/` sweeper and the open-file limit check;
 //! - [`log_writer`]: the thread that writes the log in batches, off the sessions' threads,
-//!   and [`log_fields`]: the text log's fields, written without escaping what needs none;
+//!   [`log_fields`]: the text log's fields, written without escaping what needs none, and
+//!   [`log_line`]: the text log's line around them, without the default's per-part painting;
 //! - [`receiver`]: the SMTP session handler that ties them together on smtpkit-tokio;
 //! - [`metrics_endpoint`]: the opt-in Prometheus endpoint;
 //! - [`privilege`]: the switch from root to `[privileges] user` after binding;
@@ -47,6 +48,7 @@ pub mod greylist;
 pub mod housekeeping;
 pub mod lmtp;
 pub mod log_fields;
+pub mod log_line;
 pub mod log_writer;
 pub mod maildir;
 pub mod metrics_endpoint;

@@ -310,7 +310,10 @@ fn init_logging(format: LogFormat) -> std::io::Result<smtpd::log_writer::Flusher
         .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.fmt_fields(smtpd::log_fields::LineFields).init(),
+        LogFormat::Text => builder
+            .fmt_fields(smtpd::log_fields::LineFields)
+            .event_format(smtpd::log_line::LineFormat::new())
+            .init(),
     }
     Ok(flusher)
 }

@@ -1,5 +1,6 @@
 //! Record caches for mail-auth's lookups: parsed TXT records (SPF, DKIM keys, DMARC), MX, A,
-//! AAAA and PTR, each an LRU that honours the expiry mail-auth gives (the answer's TTL).
+//! AAAA and PTR, each an LRU that honours the expiry mail-auth gives (the answer's TTL). The
+//! TXT cache also answers for special-use names that never reach DNS ([`TxtCache`]).
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -8,13 +9,15 @@ use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mail_auth::{MX, Parameters, RecordSet, ResolverCache, Txt};
+use mail_auth::{DnsError, Error, MX, Parameters, RecordSet, ResolverCache, Txt};
+
+use crate::special_use;
 
 /// mail-auth's parameters with every cache of [`Caches`] plugged in.
 pub(crate) type CachedParameters<'x, P> = Parameters<
     'x,
     P,
-    LruCache<Box<str>, Txt>,
+    TxtCache,
     LruCache<Box<str>, RecordSet<MX>>,
     LruCache<Box<str>, RecordSet<Ipv4Addr>>,
     LruCache<Box<str>, RecordSet<Ipv6Addr>>,
@@ -25,7 +28,7 @@ pub(crate) type CachedParameters<'x, P> = Parameters<
 #[derive(Debug)]
 pub struct Caches {
     /// SPF, DKIM key and DMARC records, parsed.
-    pub txt: LruCache<Box<str>, Txt>,
+    pub txt: TxtCache,
     /// MX (SPF `mx`).
     pub mx: LruCache<Box<str>, RecordSet<MX>>,
     /// A (SPF `a`, `mx`, iprev).
@@ -41,7 +44,7 @@ impl Caches {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            txt: LruCache::new(capacity),
+            txt: TxtCache::new(capacity),
             mx: LruCache::new(capacity),
             ipv4: LruCache::new(capacity),
             ipv6: LruCache::new(capacity),
@@ -124,9 +127,69 @@ impl<K: Hash + Eq, V: Clone> ResolverCache<K, V> for LruCache<K, V> {
     }
 }
 
+/// The TXT records' [`LruCache`], which also answers for names of special-use domains as
+/// hickory would without asking a server (see `special_use`): their lookups stop here, before
+/// mail-auth builds a query. Such answers are not stored.
+#[derive(Debug)]
+pub struct TxtCache {
+    records: LruCache<Box<str>, Txt>,
+}
+
+impl TxtCache {
+    /// A cache of `capacity` records (at least one).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            records: LruCache::new(capacity),
+        }
+    }
+
+    /// Records held, expired ones included until they are looked up or pushed out.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+impl ResolverCache<Box<str>, Txt> for TxtCache {
+    fn get<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut buffer = [0; special_use::MAX_NAME];
+        if let Some(code) =
+            special_use::key_name(name, &mut buffer).and_then(special_use::txt_answer)
+        {
+            // What mail-auth makes of hickory's own answer for these names.
+            return Some(Txt::Error(Error::Dns(DnsError::RecordNotFound(code))));
+        }
+        self.records.get(name)
+    }
+
+    fn remove<Q>(&self, name: &Q) -> Option<Txt>
+    where
+        Box<str>: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.records.remove(name)
+    }
+
+    fn insert(&self, key: Box<str>, value: Txt, valid_until: Instant) {
+        self.records.insert(key, value, valid_until);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_auth::hickory_resolver::proto::op::ResponseCode;
     use std::time::Duration;
 
     #[test]
@@ -145,5 +208,40 @@ mod tests {
         assert_eq!(cache.get("a"), None);
         assert_eq!(cache.remove("c"), Some(3));
         assert_eq!(cache.get("d"), Some(4));
+    }
+
+    fn not_found(txt: Option<Txt>) -> Option<ResponseCode> {
+        match txt {
+            Some(Txt::Error(Error::Dns(DnsError::RecordNotFound(code)))) => Some(code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn special_use_names_are_answered_without_a_record() {
+        let cache = TxtCache::new(4);
+        assert_eq!(
+            not_found(cache.get("smtp-load.invalid.")),
+            Some(ResponseCode::NXDomain)
+        );
+        assert_eq!(
+            not_found(cache.get("_dmarc.invalid.")),
+            Some(ResponseCode::NXDomain)
+        );
+        assert_eq!(
+            not_found(cache.get("_dmarc.mail.localhost.")),
+            Some(ResponseCode::NoError)
+        );
+        assert!(cache.is_empty());
+        // Other names are records like any other.
+        assert!(cache.get("sender.test.").is_none());
+        let later = Instant::now() + Duration::from_secs(60);
+        let record = Txt::Error(Error::Dns(DnsError::InvalidRecordType));
+        cache.insert("sender.test.".into(), record, later);
+        assert!(matches!(
+            cache.get("sender.test."),
+            Some(Txt::Error(Error::Dns(DnsError::InvalidRecordType)))
+        ));
+        assert_eq!(cache.len(), 1);
     }
 }

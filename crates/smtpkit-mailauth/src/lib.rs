@@ -48,10 +48,11 @@ use mail_auth::{
 
 mod cache;
 mod report;
+mod special_use;
 mod stream;
 mod strip;
 
-pub use cache::{Caches, LruCache};
+pub use cache::{Caches, LruCache, TxtCache};
 pub use report::{Disposition, DkimSummary, DmarcSummary, Iprev, Report, Spf};
 pub use stream::{MessageStream, Passed};
 pub use strip::remove_own_results;

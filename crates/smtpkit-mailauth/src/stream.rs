@@ -155,7 +155,9 @@ impl MessageStream {
     fn start_body(&mut self) {
         self.stored_header = remove_own_results(&self.header, &self.authserv_id).into_owned();
         let mut hashers = Vec::new();
-        if let Some(message) = AuthenticatedMessage::parse_with_opts(&self.header, None, true) {
+        if names_a_signature(&self.header)
+            && let Some(message) = AuthenticatedMessage::parse_with_opts(&self.header, None, true)
+        {
             for (cb, ha, length, _) in &message.body_hashes {
                 // Strict parsing admits no `l=`: every body hash covers the whole body.
                 debug_assert_eq!(*length, 0);
@@ -185,6 +187,18 @@ impl MessageStream {
         }
         Some(message)
     }
+}
+
+/// Whether `header` may hold a field that asks for a body hash: `DKIM-Signature` or
+/// `ARC-Message-Signature`. mail-auth recognizes them by name, folded or not, and either way
+/// the name ends in the contiguous octets `nature` (any case); without them there is nothing
+/// to hash, so most mail, unsigned, is not parsed twice (here and at the end of data).
+fn names_a_signature(header: &[u8]) -> bool {
+    memchr::memchr2_iter(b'n', b'N', header).any(|at| {
+        header
+            .get(at..at + 6)
+            .is_some_and(|word| word.eq_ignore_ascii_case(b"nature"))
+    })
 }
 
 /// Where the body starts: after the first empty line, searching from `from` (bytes before it
@@ -241,6 +255,26 @@ mod tests {
         assert_eq!(out, b"From: a@example.test\r\n\r\nbody\r\n");
         // The checks still see the header as it was sent.
         assert!(s.header().starts_with(b"Authentication-Results: mx.test;"));
+    }
+
+    #[test]
+    fn only_a_signature_field_asks_for_a_body_hash() {
+        for header in [
+            &b"DKIM-Signature: v=1\r\n\r\n"[..],
+            b"From: a@example.test\r\narc-message-signaTURE: i=1\r\n\r\n",
+            // A folded name, as mail-auth reads it.
+            b"DKIM-\r\n Signature: v=1\r\n\r\n",
+        ] {
+            assert!(names_a_signature(header), "{header:?}");
+        }
+        for header in [
+            &b"From: a@example.test\r\nSubject: signat\r\n\r\n"[..],
+            b"",
+            b"n",
+            b"natur",
+        ] {
+            assert!(!names_a_signature(header), "{header:?}");
+        }
     }
 
     #[test]

@@ -363,3 +363,44 @@ async fn a_warm_cache_answers_without_the_server() {
         "spf=pass dkim=pass arc=none dmarc=pass iprev=none"
     );
 }
+
+#[tokio::test]
+async fn special_use_senders_are_answered_without_dns() {
+    // A nameserver that never answers: one query sent for these names would be a temperror.
+    let silent = SilentDns::start().unwrap();
+    let auth = authenticator(silent.addr());
+    for (domain, helo) in [
+        ("smtp-load.invalid", "vm"),
+        ("mail.localhost", "client.localhost"),
+        ("x.onion", "mail.invalid"),
+    ] {
+        let from = format!("load@{domain}");
+        let (report, _) = check(&auth, helo, &from, &message(&from, "x", "y\r\n")).await;
+        assert_eq!(
+            report.summary(),
+            "spf=none dkim=none arc=none dmarc=none iprev=none",
+            "{domain}"
+        );
+        assert_eq!(report.disposition(), Disposition::Accept);
+        let ar = report.authentication_results();
+        assert!(
+            ar.contains(&format!(
+                "spf=none (mx.test: no SPF records found for {from}) smtp.mailfrom={from};"
+            )),
+            "{ar}"
+        );
+        assert!(
+            ar.contains(&format!(
+                "dmarc=none header.from={domain} policy.dmarc=none;"
+            )),
+            "{ar}"
+        );
+        assert!(
+            report.received_spf().starts_with("Received-SPF: none"),
+            "{}",
+            report.received_spf()
+        );
+    }
+    // Nothing to remember: these answers are not records.
+    assert!(auth.caches().txt.is_empty());
+}

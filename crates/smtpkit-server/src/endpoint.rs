@@ -1,7 +1,7 @@
 //! [`Endpoint`]: one end of a connection, an internet socket address or a Unix-domain socket.
 
 use core::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -73,10 +73,44 @@ impl From<SocketAddr> for Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // Every log line of a session names its peer: IPv4 written directly, as `Display`
+            // writes it (padding too), rather than octet by octet through the formatter.
+            Self::Tcp(SocketAddr::V4(addr)) => f.pad(v4_text(*addr, &mut [0; 21])),
             Self::Tcp(addr) => addr.fmt(f),
             Self::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
             Self::Unix(None) => f.write_str("unix:(unnamed)"),
         }
+    }
+}
+
+/// `a.b.c.d:port` in `buffer`.
+fn v4_text(addr: SocketAddrV4, buffer: &mut [u8; 21]) -> &str {
+    let mut len = 0;
+    let mut push = |byte: u8| {
+        buffer[len] = byte;
+        len += 1;
+    };
+    for (i, octet) in addr.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            push(b'.');
+        }
+        decimal(u32::from(octet), &mut push);
+    }
+    push(b':');
+    decimal(u32::from(addr.port()), &mut push);
+    // Only ASCII digits, dots and a colon were written.
+    core::str::from_utf8(&buffer[..len]).unwrap_or("")
+}
+
+/// `value` in decimal, most significant digit first, without leading zeros.
+fn decimal(value: u32, push: &mut impl FnMut(u8)) {
+    let mut divisor = 1;
+    while value / divisor >= 10 {
+        divisor *= 10;
+    }
+    while divisor > 0 {
+        push(b'0' + (value / divisor % 10) as u8);
+        divisor /= 10;
     }
 }
 
@@ -134,6 +168,23 @@ mod tests {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
         assert_eq!(Endpoint::Unix(None).to_string(), "unix:(unnamed)");
+    }
+
+    #[test]
+    fn ipv4_is_written_as_socket_addr_writes_it() {
+        for s in [
+            "0.0.0.0:0",
+            "127.0.0.1:25",
+            "192.0.2.10:50816",
+            "10.100.9.255:65535",
+            "255.255.255.255:1",
+        ] {
+            let addr: SocketAddr = s.parse().unwrap();
+            let e = Endpoint::from(addr);
+            assert_eq!(e.to_string(), s);
+            assert_eq!(format!("[{e:>24}]"), format!("[{addr:>24}]"));
+            assert_eq!(format!("[{e:<22}]"), format!("[{addr:<22}]"));
+        }
     }
 
     #[test]
