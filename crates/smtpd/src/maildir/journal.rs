@@ -5,19 +5,24 @@
 //! # Segments
 //!
 //! A segment is a file of [`SEGMENT_BYTES`] under `<root>/.journal/` (a leading `.` is never an
-//! encoded domain), filled with zeros once when it is created and reused ever after, so that an
+//! encoded domain), allocated (`fallocate`: a file system without room says so at once) and
+//! filled with zeros once when it is created, and reused ever after, so that an
 //! `fdatasync` of a write into it writes data and nothing else: no block allocation, no size
 //! change, no file-system journal commit that would wait for other files' dirty pages. Its first
 //! [`HEADER_BYTES`] hold a header (magic, state, generation, CRC-32); records follow:
 //!
 //! ```text
-//! "SJR1" | payload length u32 | generation u64 | CRC-32 u32 | payload
+//! "SJR" | state u8 | payload length u32 | generation u64 | CRC-32 u32 | payload
 //! payload = id length u16 | id | Maildir count u16 | (length u16 | Maildir)... | content
 //! ```
 //!
-//! all little-endian, the CRC over everything after the magic but itself. A Maildir is the
-//! recipient's Maildir relative to the root. Each use of a segment gets a new generation, higher
-//! than any before it in the process, written in its header with its first records; a segment
+//! all little-endian, the CRC over everything after the magic and state but itself. A Maildir is
+//! the recipient's Maildir relative to the root. The state is `1` when written and `0` once the
+//! message was *refused* after it was journaled (its materialization failed, or its client gave
+//! up on it): that one octet is rewritten and synced before the refusal is answered, so that
+//! recovery never delivers a message its client was told to retry (one octet cannot tear, and
+//! the CRC does not cover it). Each use of a segment gets a new generation, higher than any
+//! before it in the process and than any a recovered segment's header names, written in its header with its first records; a segment
 //! is *retired* (header rewritten and synced) once every message in it is durable in its
 //! Maildirs. A scan reads records until the first one that is torn, damaged or of an older
 //! generation: the end of what this generation wrote.
@@ -42,6 +47,7 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -66,7 +72,10 @@ pub(super) const RECORD_MAX: usize = 1 << 20;
 const HEADER_BYTES: u64 = 4096;
 
 const SEGMENT_MAGIC: [u8; 4] = *b"SJS1";
-const RECORD_MAGIC: [u8; 4] = *b"SJR1";
+const RECORD_MAGIC: [u8; 3] = *b"SJR";
+/// The state octet of a record, after its magic.
+const LIVE: u8 = b'1';
+const REFUSED: u8 = b'0';
 const RECORD_HEAD: usize = 20;
 const ACTIVE: u8 = 1;
 const RETIRED: u8 = 2;
@@ -77,8 +86,9 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 /// A segment file, locked by this process.
 #[derive(Debug)]
 pub(super) struct Segment {
-    file: File,
-    path: PathBuf,
+    /// Shared with the [`RecordMark`]s of its records.
+    file: Arc<File>,
+    path: Arc<Path>,
     generation: u64,
     /// Where the next record goes; 0 until the first write of a generation (which writes the
     /// header too).
@@ -101,6 +111,18 @@ impl Segment {
         let file = create_new_file(&path).map_err(|e| at(&path, e))?;
         let made = (|| {
             lock(&file)?;
+            // Room first: on a full or small file system this fails at once (ENOSPC, EFBIG,
+            // EDQUOT) instead of after writing megabytes. The zeros still follow, so that a
+            // later write overwrites written blocks, not unwritten extents.
+            match rustix::fs::fallocate(
+                &file,
+                rustix::fs::FallocateFlags::empty(),
+                0,
+                SEGMENT_BYTES,
+            ) {
+                Ok(()) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+                Err(e) => return Err(e.into()),
+            }
             let zeros = vec![0; 1 << 20];
             let mut written = 0;
             while written < SEGMENT_BYTES {
@@ -115,8 +137,8 @@ impl Segment {
             return Err(at(&path, e));
         }
         Ok(Self {
-            file,
-            path,
+            file: Arc::new(file),
+            path: path.into(),
             generation: 0,
             end: 0,
         })
@@ -127,8 +149,8 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         match lock(&file) {
             Ok(()) => Ok(Some(Self {
-                file,
-                path: path.to_owned(),
+                file: Arc::new(file),
+                path: path.into(),
                 generation: 0,
                 end: 0,
             })),
@@ -153,23 +175,36 @@ impl Segment {
     }
 
     /// Writes `records` (encoded for this generation) after the last ones; not yet durable.
-    pub(super) fn append(&mut self, records: &[u8]) -> io::Result<()> {
+    /// Returns the offset they start at (see [`mark`](Self::mark)).
+    pub(super) fn append(&mut self, records: &[u8]) -> io::Result<u64> {
         if self.end == 0 {
             self.file
                 .write_all_at(&header(ACTIVE, self.generation), 0)
                 .map_err(|e| at(&self.path, e))?;
             self.end = HEADER_BYTES;
         }
+        let start = self.end;
+        // Past a failed write the end is unknown: the segment takes no more records.
+        self.end = SEGMENT_BYTES;
         self.file
-            .write_all_at(records, self.end)
+            .write_all_at(records, start)
             .map_err(|e| at(&self.path, e))?;
-        self.end += records.len() as u64;
-        Ok(())
+        self.end = start + records.len() as u64;
+        Ok(start)
+    }
+
+    /// The handle that refuses the record written at `offset` by [`append`](Self::append).
+    pub(super) fn mark(&self, offset: u64) -> RecordMark {
+        RecordMark {
+            file: Arc::clone(&self.file),
+            path: Arc::clone(&self.path),
+            offset,
+        }
     }
 
     /// Makes what was appended durable: data only, the file's size and blocks never change.
     pub(super) fn sync(&self) -> io::Result<()> {
-        rustix::fs::fdatasync(&self.file).map_err(|e| at(&self.path, e.into()))
+        rustix::fs::fdatasync(&*self.file).map_err(|e| at(&self.path, e.into()))
     }
 
     /// Every message of this generation is durable in its Maildirs: marks the segment so that
@@ -186,6 +221,26 @@ impl Segment {
     /// Removes a retired segment (a clean shutdown, or more spares than needed).
     pub(super) fn delete(self) {
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// One journaled record, for refusing it: any thread may, while its segment is not retired
+/// (a segment retires only after each of its records was materialized or refused).
+#[derive(Debug)]
+pub(super) struct RecordMark {
+    file: Arc<File>,
+    path: Arc<Path>,
+    offset: u64,
+}
+
+impl RecordMark {
+    /// Rewrites the record's state octet as refused and syncs it: from now on no recovery
+    /// delivers it. Call it before the refusal is answered.
+    pub(super) fn refuse(&self) -> io::Result<()> {
+        self.file
+            .write_all_at(&[REFUSED], self.offset + RECORD_MAGIC.len() as u64)
+            .and_then(|()| rustix::fs::fdatasync(&*self.file).map_err(io::Error::from))
+            .map_err(|e| at(&self.path, e))
     }
 }
 
@@ -239,6 +294,7 @@ pub(super) fn encode(
     let too_long = || io::Error::other(format!("message {id} cannot be journaled"));
     let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC);
+    out.push(LIVE);
     out.extend_from_slice(&[0; RECORD_HEAD - 4]);
     let field = |out: &mut Vec<u8>, bytes: &[u8]| -> io::Result<()> {
         let len = u16::try_from(bytes.len()).map_err(|_| too_long())?;
@@ -280,18 +336,22 @@ pub(super) struct Record {
     /// Relative to the root; checked to stay inside it.
     pub(super) maildirs: Vec<PathBuf>,
     pub(super) content: Vec<u8>,
+    /// Not refused.
+    pub(super) live: bool,
 }
 
-/// The intact records of a segment's active generation: none when it is retired or was never
-/// used, and none past the first torn, damaged or stale record.
-fn scan(bytes: &[u8]) -> Vec<Record> {
+/// The intact, live records of a segment's active generation: none when it is retired or was
+/// never used, none past the first torn, damaged or stale record, and none refused.
+pub(super) fn scan(bytes: &[u8]) -> Vec<Record> {
     let Some((ACTIVE, generation)) = read_header(bytes) else {
         return Vec::new();
     };
     let mut records = Vec::new();
     let mut at = HEADER_BYTES as usize;
     while let Some((record, next)) = decode(bytes, at, generation) {
-        records.push(record);
+        if record.live {
+            records.push(record);
+        }
         at = next;
     }
     records
@@ -300,7 +360,10 @@ fn scan(bytes: &[u8]) -> Vec<Record> {
 /// The record at `at` and where the next one starts.
 fn decode(bytes: &[u8], at: usize, generation: u64) -> Option<(Record, usize)> {
     let head = bytes.get(at..at.checked_add(RECORD_HEAD)?)?;
-    if head[..4] != RECORD_MAGIC || u64::from_le_bytes(head[8..16].try_into().ok()?) != generation {
+    if head[..3] != RECORD_MAGIC
+        || !matches!(head[3], LIVE | REFUSED)
+        || u64::from_le_bytes(head[8..16].try_into().ok()?) != generation
+    {
         return None;
     }
     let len = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
@@ -334,6 +397,7 @@ fn decode(bytes: &[u8], at: usize, generation: u64) -> Option<(Record, usize)> {
             id,
             maildirs,
             content: rest.to_vec(),
+            live: head[3] == LIVE,
         },
         end,
     ))
@@ -398,6 +462,10 @@ pub(super) fn recover(root: &Path, fsync: bool) -> io::Result<(Recovery, Vec<Seg
     };
     for segment in &segments {
         let bytes = fs::read(&segment.path).map_err(|e| at(&segment.path, e))?;
+        // A reused segment's old records must never pass for a later generation's.
+        if let Some((_, generation)) = read_header(&bytes) {
+            GENERATION.fetch_max(generation.saturating_add(1), Ordering::Relaxed);
+        }
         recovery.segments += 1;
         for record in scan(&bytes) {
             recovery.records += 1;
@@ -566,7 +634,7 @@ mod tests {
         }
         segment.append(&buf).unwrap();
         segment.sync().unwrap();
-        segment.path.clone()
+        segment.path.to_path_buf()
     }
 
     #[test]
@@ -685,6 +753,44 @@ mod tests {
         drop(segments);
         let (again, _) = recover(root, true).unwrap();
         assert_eq!((again.segments, again.records), (1, 0));
+    }
+
+    /// A record refused after it was synced (its materialization failed and its client got a
+    /// 4xx) is never delivered by recovery, and the records after it still are.
+    #[test]
+    fn a_refused_record_is_not_recovered() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let mut segment = Segment::create(&root.join(DIR)).unwrap();
+        segment.activate();
+        let mut buf = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, content) in [&b"kept\r\n"[..], b"refused\r\n", b"after\r\n"]
+            .iter()
+            .enumerate()
+        {
+            offsets.push(buf.len() as u64);
+            let id = format!("1.M1P9Q{i}.mx");
+            encode(
+                &mut buf,
+                segment.generation(),
+                &id,
+                &maildirs(&["a.test/x"]),
+                content,
+            )
+            .unwrap();
+        }
+        let start = segment.append(&buf).unwrap();
+        segment.sync().unwrap();
+        segment.mark(start + offsets[1]).refuse().unwrap();
+        // The crash: the process is gone, its lock with it.
+        drop(segment);
+        let (recovery, _) = recover(root, true).unwrap();
+        assert_eq!((recovery.records, recovery.replayed), (2, 2));
+        assert_eq!(
+            files_in(&root.join("a.test/x/new")),
+            ["1.M1P9Q0.mx,S=6", "1.M1P9Q2.mx,S=7"]
+        );
     }
 
     /// A segment reused for a new generation ends where the new generation's records end, even

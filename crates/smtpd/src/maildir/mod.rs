@@ -153,10 +153,11 @@ impl MaildirStore {
         }
     }
 
-    /// Starts a committer thread so that concurrent messages share their syncs (the `group`
-    /// module explains the cycle): [`deliver`](Self::deliver) and [`MessageWriter::commit_grouped`] then cost one
-    /// `syncfs` per cycle instead of an fsync per file and per directory. Call it last: the
-    /// other `with_*` settings stop the committer.
+    /// Starts the committer threads so that concurrent messages share their syncs (the `group`
+    /// module explains the cycle): before its 250, a message [`deliver`](Self::deliver)ed whole
+    /// then costs a share of one journal write and `fdatasync` per cycle, and one streamed
+    /// through [`MessageWriter::commit_grouped`] the `fdatasync` of its file and a share of its
+    /// `new/` directories' fsyncs. Call it last: the other `with_*` settings stop the committer.
     pub fn with_group_commit(mut self) -> io::Result<Self> {
         let plain = Self {
             inner: Arc::clone(&self.inner),
