@@ -1,9 +1,20 @@
 //! The checkpoint: materialized files and their directories made durable, then the segments
 //! whose records are all settled retired for reuse.
+//!
+//! One `syncfs` per file system per checkpoint makes them durable. It waits for every dirty
+//! page of the file system, other processes' too, which is why no 250 waits for it: only the
+//! retirement of segments does, which can wait. Against an `fdatasync` of each file (and a
+//! thread to share the file system's journal commits among them) and an `fsync` of each `new/`
+//! directory, it costs a message no syscall at all, and the materializers close each file as
+//! soon as it is linked. Every materialized file is linked into one of the `new/` directories
+//! the checkpoint is given, and a link is on its file's file system, so syncing the file
+//! systems of those directories covers the files; a copy made across file systems was synced
+//! before its rename into `new/`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,17 +22,14 @@ use std::time::{Duration, Instant};
 use tracing::error;
 
 use super::super::journal::{self, Segment};
-use super::super::{MaildirStore, sync_dir};
+use super::super::{MaildirStore, at};
 use super::{Pool, Spares};
 
-/// A checkpoint runs once this many files wait for it (each holds a descriptor) ...
-const CHECKPOINT_FILES: usize = 1024;
+/// A checkpoint runs once this many records wait for it ...
+const CHECKPOINT_RECORDS: usize = 4096;
 
 /// ... or this long after the first of them arrived.
 pub(super) const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
-
-/// Threads a checkpoint syncs files from; they wait on the disk, not the CPU.
-const SYNC_THREADS: usize = 16;
 
 /// Retired segments kept for reuse (each is [`journal::SEGMENT_BYTES`] on disk); more are
 /// deleted.
@@ -29,11 +37,10 @@ pub(super) const SPARE_SEGMENTS: usize = 4;
 
 pub(super) enum ToCheckpoint {
     /// A materializer's share: `records` of segment `generation` settled (placed or refused),
-    /// the placed ones' files and `new/` directories to sync.
+    /// and the `new/` directories the placed ones were linked into.
     Settled {
         generation: u64,
         records: usize,
-        files: Vec<File>,
         dirs: Vec<PathBuf>,
     },
     /// A segment that takes no more records; it retires once `records` of it are settled
@@ -61,13 +68,13 @@ pub(super) fn run(store: &MaildirStore, settled: &mpsc::Receiver<ToCheckpoint>, 
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        while pending.files.len() < CHECKPOINT_FILES {
+        while pending.records < CHECKPOINT_RECORDS {
             match settled.try_recv() {
                 Ok(message) => pending.add(message),
                 Err(_) => break,
             }
         }
-        if pending.files.len() >= CHECKPOINT_FILES
+        if pending.records >= CHECKPOINT_RECORDS
             || oldest.is_some_and(|t| t.elapsed() >= CHECKPOINT_AFTER)
         {
             pending.checkpoint(spares, &dir);
@@ -83,7 +90,8 @@ pub(super) fn run(store: &MaildirStore, settled: &mpsc::Receiver<ToCheckpoint>, 
 
 #[derive(Default)]
 struct Pending {
-    files: Vec<File>,
+    /// Records settled since the last checkpoint.
+    records: usize,
     dirs: HashSet<PathBuf>,
     /// Records settled whose files wait for this checkpoint, by generation.
     waiting: HashMap<u64, usize>,
@@ -101,10 +109,9 @@ impl Pending {
             ToCheckpoint::Settled {
                 generation,
                 records,
-                files,
                 dirs,
             } => {
-                self.files.extend(files);
+                self.records += records;
                 self.dirs.extend(dirs);
                 *self.waiting.entry(generation).or_default() += records;
             }
@@ -113,10 +120,8 @@ impl Pending {
     }
 
     fn checkpoint(&mut self, spares: &Spares, dir: &Path) {
-        let files: Vec<&File> = self.files.iter().collect();
-        let synced =
-            sync_files(&files).and_then(|()| self.dirs.iter().try_for_each(|d| sync_dir(d)));
-        self.files.clear();
+        let synced = sync_file_systems(&self.dirs);
+        self.records = 0;
         self.dirs.clear();
         match synced {
             Ok(()) => {
@@ -170,23 +175,17 @@ impl Pending {
     }
 }
 
-/// `fdatasync` of every file, from [`SYNC_THREADS`] threads at once: one after the other, each
-/// sync of a new file costs a file-system journal commit and a device cache flush of its own
-/// (about 0.5 ms here, which capped the checkpoint at ~2,000 files/s); concurrent ones share
-/// them.
-pub(super) fn sync_files(files: &[&File]) -> io::Result<()> {
-    if files.len() < 2 {
-        return files.iter().try_for_each(|f| f.sync_data());
+/// One `syncfs` per file system holding any of `dirs`.
+fn sync_file_systems(dirs: &HashSet<PathBuf>) -> io::Result<()> {
+    let mut synced: Vec<u64> = Vec::new();
+    for dir in dirs {
+        let dev = std::fs::metadata(dir).map_err(|e| at(dir, e))?.dev();
+        if synced.contains(&dev) {
+            continue;
+        }
+        let handle = File::open(dir).map_err(|e| at(dir, e))?;
+        rustix::fs::syncfs(&handle).map_err(|e| at(dir, e.into()))?;
+        synced.push(dev);
     }
-    let chunk = files.len().div_ceil(SYNC_THREADS);
-    std::thread::scope(|scope| {
-        let syncs: Vec<_> = files
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(|f| f.sync_data())))
-            .collect();
-        syncs.into_iter().try_for_each(|s| {
-            s.join()
-                .unwrap_or_else(|_| Err(io::Error::other("a sync thread panicked")))
-        })
-    })
+    Ok(())
 }

@@ -2,10 +2,9 @@
 //!
 //! Each message is written into an anonymous file (`O_TMPFILE`) of its first recipient's
 //! `tmp/` and linked straight into `new/`: no name is made in `tmp/` and none removed, so a
-//! message costs one `openat`, one `write`, one `linkat` per recipient and, at the checkpoint,
-//! one `close`. Where the file system has no anonymous files, the named `tmp/` file of the
+//! message costs one `openat`, one `write`, one `linkat` per recipient and one `close`. Where the file system has no anonymous files, the named `tmp/` file of the
 //! per-file path is used instead. No sync here: the journal holds the message until the
-//! checkpoint has synced the file and its `new/` directories.
+//! checkpoint has synced the file systems of its `new/` directories.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -46,17 +45,15 @@ pub(super) fn run(
             return;
         };
         let records = messages.len();
-        let mut files = Vec::with_capacity(records);
         let mut dirs: Vec<PathBuf> = Vec::new();
         for j in messages {
             match place_one(root, &j, fsync) {
-                Ok((file, paths)) => {
+                Ok(paths) => {
                     for dir in paths.iter().filter_map(|p| p.parent()) {
                         if !dirs.iter().any(|d| d == dir) {
                             dirs.push(dir.to_owned());
                         }
                     }
-                    files.push(file);
                     let _ = j.done.send(Ok(DeliveryReceipt {
                         id: j.id,
                         size: j.content.len() as u64,
@@ -72,7 +69,6 @@ pub(super) fn run(
             let _ = to_checkpoint.send(ToCheckpoint::Settled {
                 generation,
                 records,
-                files,
                 dirs,
             });
         }
@@ -80,7 +76,7 @@ pub(super) fn run(
 }
 
 /// Places `j` unless its client gave up on it.
-fn place_one(root: &Path, j: &Journaled, fsync: bool) -> io::Result<(File, Vec<PathBuf>)> {
+fn place_one(root: &Path, j: &Journaled, fsync: bool) -> io::Result<Vec<PathBuf>> {
     check_abandoned(&j.abandoned)?;
     place_all(root, &j.id, &j.maildirs, &j.content, fsync)
 }
@@ -98,14 +94,14 @@ fn refuse(j: Journaled, e: io::Error) {
 }
 
 /// Writes `content` as `id` into the first Maildir, links it into each Maildir's `new/` and
-/// returns the file (for the checkpoint's sync) and the `new/` paths; on error nothing is left.
+/// returns the `new/` paths; on error nothing is left.
 pub(super) fn place_all(
     root: &Path,
     id: &str,
     maildirs: &[PathBuf],
     content: &[u8],
     fsync: bool,
-) -> io::Result<(File, Vec<PathBuf>)> {
+) -> io::Result<Vec<PathBuf>> {
     let Some(first) = maildirs.first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -114,37 +110,22 @@ pub(super) fn place_all(
     };
     let first = root.join(first);
     let name = format!("{id},S={}", content.len());
+    let source = first.join("new").join(&name);
+    match anonymous(&first, content, &source)? {
+        Some(()) => {}
+        None => named(&first, &first.join("tmp").join(id), content, &source)?,
+    }
     let mut delivered = Vec::with_capacity(maildirs.len());
-    let (file, source, tmp_name) = match anonymous(&first, content, &first.join("new").join(&name))
-    {
-        Ok(Some((file, target))) => {
-            delivered.push(target.clone());
-            (file, target, None)
-        }
-        Ok(None) => {
-            let tmp = first.join("tmp").join(id);
-            let file = named(&first, &tmp, content)?;
-            (file, tmp.clone(), Some(tmp))
-        }
-        Err(e) => return Err(e),
-    };
-    let rest = if tmp_name.is_some() {
-        maildirs
-    } else {
-        &maildirs[1..]
-    };
-    let result = rest.iter().try_for_each(|maildir| {
+    delivered.push(source.clone());
+    let result = maildirs[1..].iter().try_for_each(|maildir| {
         let maildir = root.join(maildir);
         let target = maildir.join("new").join(&name);
         place(&source, id, &maildir, &target, fsync).map_err(|e| at(&target, e))?;
         delivered.push(target);
         Ok(())
     });
-    if let Some(tmp) = tmp_name {
-        let _ = std::fs::remove_file(tmp);
-    }
     match result {
-        Ok(()) => Ok((file, delivered)),
+        Ok(()) => Ok(delivered),
         Err(e) => {
             undo(&delivered);
             Err(e)
@@ -152,8 +133,9 @@ pub(super) fn place_all(
     }
 }
 
-/// Writes `content` into a new named file `tmp` of `maildir`, creating the Maildir if needed.
-fn named(maildir: &Path, tmp: &Path, content: &[u8]) -> io::Result<File> {
+/// Writes `content` into a new named file `tmp` of `maildir`, creating the Maildir if needed,
+/// and renames it to `target` (never over an existing file).
+fn named(maildir: &Path, tmp: &Path, content: &[u8], target: &Path) -> io::Result<()> {
     let mut file = match create_new_file(tmp) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             create_maildir(maildir)?;
@@ -162,16 +144,31 @@ fn named(maildir: &Path, tmp: &Path, content: &[u8]) -> io::Result<File> {
         other => other,
     }
     .map_err(|e| at(tmp, e))?;
-    if let Err(e) = file.write_all(content) {
+    let placed = file
+        .write_all(content)
+        .map_err(|e| at(tmp, e))
+        .and_then(|()| {
+            use rustix::fs::{CWD, RenameFlags};
+            match rustix::fs::renameat_with(CWD, tmp, CWD, target, RenameFlags::NOREPLACE) {
+                Ok(()) => Ok(()),
+                // No RENAME_NOREPLACE on this file system: a link refuses a taken name too.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    std::fs::hard_link(tmp, target).map_err(|e| at(target, e))?;
+                    let _ = std::fs::remove_file(tmp);
+                    Ok(())
+                }
+                Err(e) => Err(at(target, e.into())),
+            }
+        });
+    if placed.is_err() {
         let _ = std::fs::remove_file(tmp);
-        return Err(at(tmp, e));
     }
-    Ok(file)
+    placed
 }
 
 /// Writes `content` into an anonymous file in `maildir/tmp/` and links it as `target`.
 /// `None` when this system cannot (the caller takes the named path).
-fn anonymous(maildir: &Path, content: &[u8], target: &Path) -> io::Result<Option<(File, PathBuf)>> {
+fn anonymous(maildir: &Path, content: &[u8], target: &Path) -> io::Result<Option<()>> {
     use rustix::fs::{AtFlags, CWD, Mode, OFlags};
     use rustix::io::Errno;
     if NO_ANONYMOUS.load(Ordering::Relaxed) {
@@ -218,7 +215,7 @@ fn anonymous(maildir: &Path, content: &[u8], target: &Path) -> io::Result<Option
         }
         Err(e) => return Err(at(target, e.into())),
     }
-    Ok(Some((file, target.to_owned())))
+    Ok(Some(()))
 }
 
 #[cfg(test)]
@@ -230,7 +227,7 @@ mod tests {
     fn placed_messages_are_whole_in_each_new_and_nothing_is_left_in_tmp() {
         let root = tempfile::tempdir().unwrap();
         let maildirs = [PathBuf::from("a.test/x"), PathBuf::from("b.test/y")];
-        let (_, paths) = place_all(
+        let paths = place_all(
             root.path(),
             "1.M1P1Q1.h",
             &maildirs,
