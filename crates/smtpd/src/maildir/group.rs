@@ -8,11 +8,13 @@
 //!    unique name, to the active journal segment with one write, then one `fdatasync` of that
 //!    segment (the `journal` module: preallocated, so the sync writes this cycle's data and
 //!    nothing else, whatever else is dirty on the file system). The messages are durable now.
-//! 2. **materialize** (`maildir-materialize`, one thread per two cores, at most four: the
-//!    `materialize` module): each takes a share of a cycle's messages, writes each into an anonymous file
+//! 2. **materialize** (`maildir-materialize`, (cores - 1) / 2 threads, at most four; on two
+//!    cores the journal thread itself, after each sync: the `materialize` module): each takes a
+//!    share of a cycle's messages, writes each into an anonymous file
 //!    (`O_TMPFILE`) of its first recipient's `tmp/`, links it into every recipient's `new/` and
 //!    answers: the 250 goes out when the message is durable (journal) and visible (Maildir). No
-//!    sync here: this runs while the journal thread syncs the next cycle. A message that cannot
+//!    sync here: with threads, this runs while the journal thread syncs the next cycle. A
+//!    message that cannot
 //!    be placed (disk full, quota) or whose client gave up has its record *refused* (one octet
 //!    rewritten and synced) before its 4xx goes out, so recovery never delivers it.
 //! 3. **checkpoint** (`maildir-checkpoint`, the `checkpoint` module): every
@@ -100,12 +102,14 @@ const SEGMENT_AGE: Duration = Duration::from_millis(500);
 /// segment is made again (unless a retired one comes back first).
 const JOURNAL_RETRY: Duration = Duration::from_secs(1);
 
-/// Threads that write journaled messages into their Maildirs: one per two cores, at most
-/// four. They compete with the sessions for the cores, and with each other for the locks of
-/// the directories they link into: on two cores, under 50 sessions storing into one mailbox,
-/// four of them cost 115 µs of system time per message where one costs 58, at the same rate.
+/// Threads that write journaled messages into their Maildirs: (cores - 1) / 2, at most four;
+/// with two cores or fewer, none: the journal thread does it after each sync. They compete
+/// with the sessions for the cores, and with each other for the locks of the directories they
+/// link into: on two cores, under 50 sessions storing into one mailbox, four of them cost 115 µs
+/// of system time per message where one costs 58, at the same rate, and handing each cycle to
+/// a thread cost two `futex` calls per cycle of about one message.
 fn materializers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, 4))
+    std::thread::available_parallelism().map_or(0, |n| (n.get().saturating_sub(1) / 2).min(4))
 }
 
 /// A cycle's messages are shared among the materializers in parts of at least this many, so
@@ -213,6 +217,12 @@ pub(super) struct GroupCommitter {
 impl GroupCommitter {
     /// Starts the committer for `store` (a store without a committer of its own).
     pub(super) fn start(store: MaildirStore) -> io::Result<Self> {
+        Self::start_with(store, materializers())
+    }
+
+    /// [`start`](Self::start) with `threads` materializer threads (none: the journal thread
+    /// materializes).
+    fn start_with(store: MaildirStore, threads: usize) -> io::Result<Self> {
         let (jobs, queue) = mpsc::channel();
         let (to_materializers, shares) = mpsc::sync_channel(PIPELINE_DEPTH);
         let (to_checkpoint, settled) = mpsc::sync_channel(PIPELINE_DEPTH);
@@ -226,7 +236,7 @@ impl GroupCommitter {
         let shares = Arc::new(Mutex::new(shares));
         let to_materializers = ToMaterializers {
             queue: to_materializers,
-            threads: materializers(),
+            threads,
         };
         for _ in 0..to_materializers.threads {
             let (store, shares, to_checkpoint) =
@@ -483,7 +493,7 @@ impl Journal<'_> {
             if let Some(a) = self.active.as_mut().filter(|_| generation.is_some()) {
                 a.records += journaled.len();
             }
-            to_materializers.share(journaled, generation);
+            to_materializers.share(journaled, generation, store, self.to_checkpoint);
         }
         link_written(written, fsync);
     }
@@ -632,7 +642,24 @@ struct ToMaterializers {
 }
 
 impl ToMaterializers {
-    fn share(&self, mut journaled: Vec<Journaled>, generation: Option<u64>) {
+    fn share(
+        &self,
+        mut journaled: Vec<Journaled>,
+        generation: Option<u64>,
+        store: &MaildirStore,
+        to_checkpoint: &mpsc::SyncSender<ToCheckpoint>,
+    ) {
+        if self.threads == 0 {
+            let messages = journaled;
+            return materialize::settle(
+                store,
+                Share {
+                    generation,
+                    messages,
+                },
+                to_checkpoint,
+            );
+        }
         let parts = journaled.len().div_ceil(MIN_SHARE).clamp(1, self.threads);
         let size = journaled.len().div_ceil(parts);
         while !journaled.is_empty() {
@@ -813,6 +840,45 @@ mod tests {
             .flatten()
             .flat_map(|e| journal::scan(&fs::read(e.path()).unwrap()))
             .collect()
+    }
+
+    /// With materializer threads (machines of more than two cores), as on two cores without:
+    /// each message once, whole, in each mailbox, and nothing left in `tmp/`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn materializer_threads_deliver_each_message_once_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let plain = MaildirStore::new(root).with_hostname("mx.test");
+        let mut store = plain.clone();
+        store.committer = Some(Arc::new(GroupCommitter::start_with(plain, 3).unwrap()));
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let recipients = vec![mailbox("a.test", "x"), mailbox("b.test", "y")];
+                let content = format!("X-N: {i}\r\n\r\nbody {i}\r\n").into_bytes();
+                let receipt = store
+                    .deliver(content.clone(), recipients, Arc::default())
+                    .await
+                    .unwrap();
+                (content, receipt)
+            }));
+        }
+        for t in tasks {
+            let (content, receipt) = t.await.unwrap();
+            assert_eq!(receipt.paths.len(), 2);
+            for path in &receipt.paths {
+                assert_eq!(fs::read(path).unwrap(), content);
+            }
+        }
+        assert_eq!(in_new(root, "a.test/x"), 100);
+        assert_eq!(in_new(root, "b.test/y"), 100);
+        assert!(
+            fs::read_dir(root.join("a.test/x/tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     /// No segment can be made (the journal's directory is taken by a file, as a full or tiny

@@ -32,18 +32,29 @@ pub(super) fn run(
     shares: &Mutex<mpsc::Receiver<Share>>,
     to_checkpoint: &mpsc::SyncSender<ToCheckpoint>,
 ) {
-    let root = &store.inner.root;
-    let fsync = store.inner.fsync;
     loop {
         // The lock is held while waiting: one thread waits for the queue, the others for it.
         let next = shares.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(Share {
-            generation,
-            messages,
-        }) = next
-        else {
+        let Ok(share) = next else {
             return;
         };
+        settle(store, share, to_checkpoint);
+    }
+}
+
+/// Places or refuses each message of `share`, answers it, and tells the checkpoint.
+pub(super) fn settle(
+    store: &MaildirStore,
+    share: Share,
+    to_checkpoint: &mpsc::SyncSender<ToCheckpoint>,
+) {
+    let root = &store.inner.root;
+    let fsync = store.inner.fsync;
+    let Share {
+        generation,
+        messages,
+    } = share;
+    {
         let records = messages.len();
         let mut dirs: Vec<PathBuf> = Vec::new();
         for j in messages {
