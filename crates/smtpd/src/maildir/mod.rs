@@ -41,6 +41,7 @@ use crate::config;
 use crate::routing::MailboxPath;
 
 mod group;
+mod journal;
 
 use group::GroupCommitter;
 pub use group::PendingCommit;
@@ -152,10 +153,11 @@ impl MaildirStore {
         }
     }
 
-    /// Starts a committer thread so that concurrent messages share their syncs (the `group`
-    /// module explains the cycle): [`deliver`](Self::deliver) and [`MessageWriter::commit_grouped`] then cost one
-    /// `syncfs` per cycle instead of an fsync per file and per directory. Call it last: the
-    /// other `with_*` settings stop the committer.
+    /// Starts the committer threads so that concurrent messages share their syncs (the `group`
+    /// module explains the cycle): before its 250, a message [`deliver`](Self::deliver)ed whole
+    /// then costs a share of one journal write and `fdatasync` per cycle, and one streamed
+    /// through [`MessageWriter::commit_grouped`] the `fdatasync` of its file and a share of its
+    /// `new/` directories' fsyncs. Call it last: the other `with_*` settings stop the committer.
     pub fn with_group_commit(mut self) -> io::Result<Self> {
         let plain = Self {
             inner: Arc::clone(&self.inner),
@@ -683,40 +685,57 @@ impl MaildirWriter {
     /// as needed.
     /// Returns whether it had to copy.
     fn place(&self, maildir: &Path, target: &Path) -> io::Result<bool> {
-        match fs::hard_link(&self.tmp_path, target) {
-            Ok(()) => return Ok(false),
-            // The name is unique, so this is a bug or tampering: never overwrite.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_maildir(maildir)?;
-                if fs::hard_link(&self.tmp_path, target).is_ok() {
-                    return Ok(false);
-                }
-            }
-            // EXDEV (another file system), EPERM/ENOTSUP (no hard links): copy instead.
-            Err(_) => {}
-        }
-        self.copy_into(maildir, target).map(|()| true)
+        place(&self.tmp_path, &self.id, maildir, target, self.store.fsync)
     }
 
-    /// Copies the message into `maildir/tmp/`, fsyncs it, then renames it to `target`, so that
-    /// `new/` only ever holds complete files.
+    #[cfg(test)]
     fn copy_into(&self, maildir: &Path, target: &Path) -> io::Result<()> {
-        create_maildir(maildir)?;
-        let copy_path = maildir.join("tmp").join(&self.id);
-        let result = (|| {
-            let mut copy = create_new_file(&copy_path)?;
-            io::copy(&mut File::open(&self.tmp_path)?, &mut copy)?;
-            if self.store.fsync {
-                copy.sync_all()?;
-            }
-            fs::rename(&copy_path, target)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&copy_path);
-        }
-        result
+        copy_into(&self.tmp_path, &self.id, maildir, target, self.store.fsync)
     }
+}
+
+/// Hard-links the complete file `source` (named `id`) to `target` in `maildir`, creating the
+/// Maildir or falling back to a copy as needed. Returns whether it had to copy.
+fn place(source: &Path, id: &str, maildir: &Path, target: &Path, fsync: bool) -> io::Result<bool> {
+    match fs::hard_link(source, target) {
+        Ok(()) => return Ok(false),
+        // The name is unique, so this is a bug or tampering: never overwrite.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_maildir(maildir)?;
+            if fs::hard_link(source, target).is_ok() {
+                return Ok(false);
+            }
+        }
+        // EXDEV (another file system), EPERM/ENOTSUP (no hard links): copy instead.
+        Err(_) => {}
+    }
+    copy_into(source, id, maildir, target, fsync).map(|()| true)
+}
+
+/// Copies `source` into `maildir/tmp/`, fsyncs it, then renames it to `target`, so that `new/`
+/// only ever holds complete files.
+fn copy_into(
+    source: &Path,
+    id: &str,
+    maildir: &Path,
+    target: &Path,
+    fsync: bool,
+) -> io::Result<()> {
+    create_maildir(maildir)?;
+    let copy_path = maildir.join("tmp").join(id);
+    let result = (|| {
+        let mut copy = create_new_file(&copy_path)?;
+        io::copy(&mut File::open(source)?, &mut copy)?;
+        if fsync {
+            copy.sync_all()?;
+        }
+        fs::rename(&copy_path, target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&copy_path);
+    }
+    result
 }
 
 impl Drop for MaildirWriter {
