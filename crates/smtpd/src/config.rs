@@ -135,6 +135,9 @@ pub struct Config {
     /// Log line format. Default `text`.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Threads that run the sessions (tokio's workers). Default: none given, one per CPU core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
     /// The Prometheus endpoint. Default: off.
     #[serde(default)]
     pub metrics: Metrics,
@@ -1808,6 +1811,7 @@ mod tests {
         assert!(config.proxy.is_trusted("192.0.2.7".parse().unwrap()));
         assert!(!config.proxy.is_trusted("192.0.2.8".parse().unwrap()));
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.worker_threads.map(|n| n.get()), Some(2));
         assert_eq!(config.bare_lf, BareLf::Normalize);
         let router = routing::Router::from_config(&config).unwrap();
         assert!(
@@ -1817,6 +1821,15 @@ mod tests {
             router.resolve("x", "elsewhere.test"),
             routing::Resolution::NotLocal
         );
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_and_zero_is_an_error() {
+        assert_eq!(Config::default_embedded().worker_threads, None);
+        let one = Config::from_str("worker_threads = 1\n").unwrap();
+        assert_eq!(one.worker_threads.map(|n| n.get()), Some(1));
+        let zero = parse_error("worker_threads = 0\n");
+        assert!(zero.contains("worker_threads"), "{zero}");
     }
 
     #[test]

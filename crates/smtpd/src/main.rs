@@ -203,10 +203,12 @@ fn main() -> ExitCode {
         (true, Some(user)) => info!(%user, "switched from root after binding"),
         (false, _) => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads.get());
+    }
+    let runtime = match runtime.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("smtpd: cannot start the runtime: {e}");
