@@ -164,25 +164,39 @@ impl VisitFmt for LineVisitor<'_> {
     }
 }
 
+/// Every line a subscriber in a test wrote, kept in memory: the writer of the log tests.
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl Lines {
+    /// What was written so far, as text.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8(bytes).expect("log lines are UTF-8")
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io;
-    use std::sync::{Arc, Mutex};
     use tracing::{info, info_span, warn};
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn events() {
         let span = info_span!("smtp", id = %"s1", peer = %"192.0.2.1:25", n = 3);
@@ -213,8 +227,7 @@ mod tests {
             Some(f) => tracing::subscriber::with_default(builder.fmt_fields(f).finish(), events),
             None => tracing::subscriber::with_default(builder.finish(), events),
         }
-        let bytes = lines.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        lines.text()
     }
 
     #[test]

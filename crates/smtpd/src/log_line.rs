@@ -186,22 +186,8 @@ fn digits(out: &mut [u8], mut value: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io;
-    use std::sync::{Arc, Mutex};
+    use crate::log_fields::Lines;
     use tracing::{debug, error, info, info_span, trace, warn};
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn events() {
         info!(outside = "no span", "starting");
@@ -231,8 +217,7 @@ mod tests {
             let subscriber = builder.without_time().finish();
             tracing::subscriber::with_default(subscriber, events);
         }
-        let bytes = lines.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+        lines.text()
     }
 
     #[test]
