@@ -196,7 +196,7 @@ impl DotDecoder {
             | Decoded::NeedMore { consumed } => consumed,
         };
         // The scan asked for everything up to `AHEAD` past where it stopped.
-        self.warm = u16::try_from(AHEAD.min(input.len() - consumed)).unwrap_or(u16::MAX);
+        self.warm = u16::try_from(AHEAD).unwrap_or(u16::MAX);
         decoded
     }
 
@@ -211,12 +211,7 @@ impl DotDecoder {
     ) -> Decoded<'i> {
         // The scan asks for each line `AHEAD` of itself, so the first `AHEAD` octets of a new
         // input are asked for here, at once: that keeps memory busy from the first block.
-        prefetch_range(
-            marker,
-            input,
-            start + usize::from(self.warm),
-            input.len().min(start + AHEAD),
-        );
+        prefetch_range(marker, input, start + usize::from(self.warm), start + AHEAD);
         let mut pos = start;
         loop {
             // Runs of clean blocks first, checked with the fewest instructions per octet; the

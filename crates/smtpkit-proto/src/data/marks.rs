@@ -21,6 +21,12 @@ pub(super) struct Marks {
 /// machine); asking 2 KiB ahead keeps enough lines in flight to run at memcpy's pace. Content a
 /// socket read has just written is in the cache already, where a prefetch costs one
 /// instruction and nothing else.
+///
+/// The scan asks past the end of its input too. A prefetch is a hint that never faults and
+/// changes no result, and past the end is where a caller's next read lands: the rest of the
+/// buffer a socket read fills, or the rest of a message already in memory. Stopping at the
+/// end instead left the first lines of every read waiting on memory (0.80-0.92x against
+/// 0.96-1.03x of memcpy in a scratch harness, 8 KiB reads of 50 MB).
 pub(super) const AHEAD: usize = 2048;
 
 /// Builds the [`Marks`] of 64 octets; implemented for each instruction set the CPU may have.
@@ -31,20 +37,19 @@ pub(super) trait Marker: Copy {
     /// [`AHEAD`] of each block.
     fn clean_end(self, input: &[u8], from: usize) -> usize;
 
-    /// A hint to the CPU to load the cache line that holds `input[at]`; `at` must be within
-    /// the input (no effect on results either way: a prefetch never faults).
+    /// A hint to the CPU to load the cache line `at` octets from the start of `input`, within
+    /// the input or past it (no effect on results either way: a prefetch never faults).
     fn prefetch(self, input: &[u8], at: usize);
 }
 
 /// [`Marker::prefetch`] through SSE's `prefetcht0`, which every x86-64 CPU has.
 #[inline(always)]
 fn prefetch_t0(sse: pulp::core_arch::x86::Sse, input: &[u8], at: usize) {
-    debug_assert!(at < input.len());
-    // Forming a pointer is safe, and a prefetch never dereferences it.
+    // Forming a pointer is safe, past the end too, and a prefetch never dereferences it.
     sse._mm_prefetch::<_MM_HINT_T0>(input.as_ptr().wrapping_add(at).cast());
 }
 
-/// Asks for the octets `from..to` of `input` (`to` at most its length), a cache line at a time.
+/// Asks for the octets `from..to` from the start of `input`, a cache line at a time.
 #[inline(always)]
 pub(super) fn prefetch_range(marker: impl Marker, input: &[u8], from: usize, to: usize) {
     let mut at = from;
@@ -58,11 +63,8 @@ pub(super) fn prefetch_range(marker: impl Marker, input: &[u8], from: usize, to:
 #[inline(always)]
 fn clean_end_ahead(marker: impl Marker, input: &[u8], from: usize) -> usize {
     clean_blocks::<128>(input, from, |at| {
-        // The last `AHEAD` octets were asked for by the blocks `AHEAD` before them.
-        if at + AHEAD + 128 <= input.len() {
-            marker.prefetch(input, at + AHEAD);
-            marker.prefetch(input, at + AHEAD + 64);
-        }
+        marker.prefetch(input, at + AHEAD);
+        marker.prefetch(input, at + AHEAD + 64);
     })
 }
 
@@ -180,9 +182,7 @@ pub(super) fn next_event(marker: impl Marker, input: &[u8], from: usize) -> Even
     let mut carry = 0;
     let mut at = from;
     for block in blocks {
-        if at + AHEAD < input.len() {
-            marker.prefetch(input, at + AHEAD);
-        }
+        marker.prefetch(input, at + AHEAD);
         let marks = marker.marks(block);
         let events = marks.events(carry);
         if events != 0 {
