@@ -7,9 +7,13 @@
 #   smtp-sink         Postfix's smtp-sink (`smtp-sink -u nobody ADDR 1000`)
 #   postfix           a private Postfix instance on loopback delivering to virtual Maildirs
 #                     (its own config directory, queue and mailboxes in a temporary directory)
+#   maildir-floor=PATH  no server: benches' `maildir_floor` example writes the same number of
+#                     files of the same size into a Maildir (create, write, rename; no sync),
+#                     what the kernel charges for the files alone in the same minutes
 # A NAME=PATH target with another name runs PATH like smtpd (`old=/tmp/smtpd-main` compares
 # two builds). Server CPU is utime+stime of the server's processes, read from /proc before and
-# after (for Postfix: the master, its live children and the children it reaped).
+# after (for Postfix: the master, its live children and the children it reaped), also shown
+# split into user and system time.
 #
 #   benches/postfix/compare.sh [-s 50] [-m 20000] [-l 1024] TARGET...
 #
@@ -43,14 +47,14 @@ stop() {
 trap 'stop; rm -rf "$work"' EXIT INT TERM
 ticks=$(getconf CLK_TCK)
 
-# CPU ticks (utime+stime+cutime+cstime) of PID and its live descendants.
+# CPU ticks of PID and its live descendants: user (utime+cutime), then system (stime+cstime).
 cpu_ticks() {
-    total=0
+    user=0 system=0
     for p in $1 $(descendants "$1"); do
-        t=$(awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        total=$((total + t))
+        set -- $(awk '{ sub(/.*\) /, ""); print $12 + $14, $13 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0 0)
+        user=$((user + $1)) system=$((system + $2))
     done
-    echo "$total"
+    echo "$user $system"
 }
 descendants() {
     for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
@@ -116,9 +120,17 @@ delivered_postfix() {
     find "$postfix_dir/mail/example.test/sink/new" -type f 2>/dev/null | wc -l
 }
 
-printf '| target | msgs/s | server CPU s | server CPU µs / msg | msgs / server CPU s | stored |\n'
-printf '| --- | ---: | ---: | ---: | ---: | ---: |\n'
+printf '| target | msgs/s | server CPU s | server CPU µs / msg | user | system | msgs / server CPU s | stored |\n'
+printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
 for target in "$@"; do
+    case $target in
+        maildir-floor=*)
+            out=$("${target#*=}" "$(mktemp -d "$work/floor.XXXXXX")" "$messages" "$size")
+            echo "$out" | awk -v n="$messages" '{
+                u = $2; s = $5; printf "| maildir-floor | %s | %.2f | %.0f | %.0f | %.0f | %.0f | %d |\n",
+                    $7, (u + s) * n / 1e6, u + s, u, s, (u + s > 0 ? 1e6 / (u + s) : 0), n }'
+            continue ;;
+    esac
     port=$(free_port)
     name=${target%%=*}
     bin=${target#*=}
@@ -132,7 +144,7 @@ for target in "$@"; do
         *) echo "unknown target $target" >&2; exit 2 ;;
     esac
     wait_port "$port"
-    before=$(cpu_ticks "$server")
+    set -- $(cpu_ticks "$server"); user0=$1 system0=$2
     t0=$(date +%s.%N)
     smtp-source -s "$sessions" -m "$messages" -l "$size" -d \
         -f load@smtp-load.invalid -t sink@example.test "127.0.0.1:$port" >/dev/null
@@ -142,16 +154,16 @@ for target in "$@"; do
         while [ "$(delivered_postfix)" -lt "$messages" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i + 1)); done
     fi
     t1=$(date +%s.%N)
-    after=$(cpu_ticks "$server")
+    set -- $(cpu_ticks "$server"); user1=$1 system1=$2
     case $target in
         postfix) stored=$(delivered_postfix) ;;
         smtp-sink|smtpd-sink=*) stored=- ;;
         *) stored=$(find "$dir/md" -path '*/new/*' -type f | wc -l) ;;
     esac
     stop
-    awk -v n="$messages" -v t0="$t0" -v t1="$t1" -v c=$((after - before)) -v hz="$ticks" \
-        -v name="$name" -v stored="$stored" 'BEGIN {
-            cpu = c / hz; secs = t1 - t0
-            printf "| %s | %.0f | %.2f | %.0f | %.0f | %s |\n", name, n / secs, cpu,
-                cpu * 1e6 / n, (cpu > 0 ? n / cpu : 0), stored }'
+    awk -v n="$messages" -v t0="$t0" -v t1="$t1" -v u=$((user1 - user0)) \
+        -v s=$((system1 - system0)) -v hz="$ticks" -v name="$name" -v stored="$stored" 'BEGIN {
+            cpu = (u + s) / hz; secs = t1 - t0
+            printf "| %s | %.0f | %.2f | %.0f | %.0f | %.0f | %.0f | %s |\n", name, n / secs, cpu,
+                cpu * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n, (cpu > 0 ? n / cpu : 0), stored }'
 done

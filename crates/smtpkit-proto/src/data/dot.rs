@@ -117,6 +117,13 @@ const LONG_LINE: usize = 256;
 /// Short lines in a row that send a per-line scan back to blocks; one short line among long
 /// ones is not worth the switch.
 const SHORT_LINES_TO_BLOCKS: u8 = 4;
+/// [`DotDecoder::warm`] after a scan: all of [`AHEAD`].
+#[cfg(all(feature = "simd", any(target_arch = "x86", target_arch = "x86_64")))]
+const WARM_AFTER_SCAN: u16 = {
+    assert!(AHEAD <= u16::MAX as usize);
+    AHEAD as u16
+};
+
 /// Blocks between two looks at the line length. Smaller in unit tests, so the proptests cross
 /// from one scan to the other on inputs of a few hundred octets.
 const PROBE_BLOCKS: usize = if cfg!(test) { 2 } else { 64 };
@@ -190,13 +197,9 @@ impl DotDecoder {
         start: usize,
     ) -> Decoded<'i> {
         let decoded = self.decode_marked_from(marker, input, start);
-        let consumed = match decoded {
-            Decoded::Data { consumed, .. }
-            | Decoded::End { consumed }
-            | Decoded::NeedMore { consumed } => consumed,
-        };
-        // The scan asked for everything up to `AHEAD` past where it stopped.
-        self.warm = u16::try_from(AHEAD).unwrap_or(u16::MAX);
+        // The scan asked for everything up to `AHEAD` past where it stopped, where the next
+        // input starts.
+        self.warm = WARM_AFTER_SCAN;
         decoded
     }
 
