@@ -6,7 +6,7 @@ use std::sync::{Arc, mpsc};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 use smtpkit_server::driver::{ACCEPT_BACKOFF, ListenerConfig};
-use smtpkit_server::{Endpoint, State};
+use smtpkit_server::{Endpoint, ListenerGuard, State};
 use tracing::{info, warn};
 
 use crate::control::Control;
@@ -36,6 +36,8 @@ pub(crate) struct Acceptor {
     listeners: Vec<Listener>,
     inboxes: Vec<Inbox>,
     control: Arc<Control>,
+    /// Holds the server in [`State::Closing`] until the listeners are closed.
+    open: ListenerGuard,
 }
 
 impl Acceptor {
@@ -50,11 +52,13 @@ impl Acceptor {
                 .register(&mut l.listener, Token(i), Interest::READABLE)?;
         }
         control.add_waker(Arc::new(Waker::new(poll.registry(), WAKER)?));
+        let open = control.lifecycle().listener();
         Ok(Self {
             poll,
             listeners,
             inboxes,
             control,
+            open,
         })
     }
 
@@ -117,6 +121,8 @@ impl Acceptor {
             info!(addr = %l.addr, "listener closed");
         }
         drop(self.listeners);
+        // Sessions hear of the shutdown now, when the loops wake up below.
+        drop(self.open);
         // Hanging up tells each loop that the channel is drained for good.
         let wakers: Vec<_> = self.inboxes.into_iter().map(|(_, w)| w).collect();
         for w in wakers {

@@ -159,7 +159,7 @@ impl<S: smtpkit_server::Session> Conn<S> {
     /// Applies a server lifecycle change.
     pub(crate) fn apply_state(&mut self, state: State) -> Drive {
         match (&mut self.phase, state) {
-            (_, State::Running) => {}
+            (_, State::Running | State::Closing) => {}
             (Phase::Session(core), _) => core.apply_state(state),
             // Not a session yet: nothing to say goodbye to. While draining it may still
             // become one, which then starts with the 421.

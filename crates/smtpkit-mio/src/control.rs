@@ -47,6 +47,17 @@ impl Control {
         self.wake_all();
     }
 
+    /// Stops accepting ([`Lifecycle::close`]) and wakes every thread: the accept thread
+    /// closes the listeners, and the loops then hear of the shutdown.
+    pub(crate) fn close(&self) {
+        self.lifecycle.close();
+        self.wake_all();
+    }
+
+    pub(crate) fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
+    }
+
     pub(crate) fn add_waker(&self, waker: Arc<mio::Waker>) {
         lock(&self.wakers).push(waker);
     }

@@ -121,12 +121,7 @@ impl<H: Handler> Worker<H> {
             }
             if woken {
                 self.take_new();
-                // Sessions hear of a shutdown only once the accept thread has closed the
-                // listeners and hung up, so a client told 421 can no longer connect, and a
-                // connection accepted in the meantime is told along with the rest.
-                if self.acceptor_gone {
-                    self.check_state();
-                }
+                self.check_state();
             }
             self.fire_timers();
             if self.state != State::Running && self.acceptor_gone && self.conns.is_empty() {

@@ -71,7 +71,7 @@ pub use error::Error;
 pub use forwarded::Forwarded;
 pub use handler::{Decision, Handler, Session, SessionInfo};
 pub use id::SessionId;
-pub use lifecycle::{Lifecycle, State, TaskGuard};
+pub use lifecycle::{Lifecycle, ListenerGuard, State, TaskGuard};
 pub use limit::{ConnectionGuard, ConnectionLimiter, LimitExceeded};
 pub use listen::{LISTEN_BACKLOG, ListenerSettings, SocketFile, bind_listener, bind_unix_listener};
 pub use proxy::{

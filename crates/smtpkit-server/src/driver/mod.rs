@@ -724,13 +724,13 @@ impl<R: Runtime> ServerHandle<R> {
         &self.metrics
     }
 
-    /// Stops every listener at once, lets sessions in a transaction finish it for up to
-    /// `grace`, then closes every remaining session with `421 4.3.2`. Resolves when all
-    /// sessions are closed.
+    /// Stops every listener at once; once they are closed, lets sessions in a transaction
+    /// finish it for up to `grace` (counted from the call), then closes every remaining
+    /// session with `421 4.3.2`. Resolves when all sessions are closed.
     pub fn shutdown(&self, grace: Duration) -> impl Future<Output = ()> + Send + 'static {
         let lifecycle = Arc::clone(&self.lifecycle);
         async move {
-            lifecycle.advance(State::Draining);
+            lifecycle.close();
             let done = async {
                 lifecycle.idle().await;
                 true
@@ -761,10 +761,14 @@ pub async fn run_server<R: Runtime, H: Handler, A: Accept>(
 ) {
     for (listener, addr, acceptor) in listeners {
         let task = ctx.lifecycle.task();
+        // Taken before the loop is spawned, so that a shutdown in between waits for it.
+        let open = ctx.lifecycle.listener();
         let accept =
             accept_loop::<R, H, A>(Arc::clone(&ctx), listener, addr, acceptor, spawner.clone());
         spawner.spawn(async move {
+            // The loop owns the acceptor: the socket is closed when the loop returns.
             accept.await;
+            drop(open);
             drop(task);
         });
     }
