@@ -99,6 +99,7 @@ fn ci(sh: &Shell) -> Result<()> {
     // crates are stripped) and cannot tell whether the names are still free on crates.io.
     step("package", || {
         forget_packaged_sources()?;
+        forget_packaged_builds(&root.join("target"))?;
         let packages = tidy::PUBLISHED.iter().flat_map(|name| ["-p", name]);
         Ok(cmd!(sh, "cargo package --allow-dirty {packages...}").run()?)
     })?;
@@ -168,6 +169,41 @@ fn forget_packaged_sources() -> Result<()> {
                     std::fs::remove_file(&path)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Makes cargo rebuild what earlier `cargo package` runs compiled from their temporary
+/// registries. Cargo stamps packaged files with one fixed time, so a fresh package of the same
+/// version looks unchanged to the build of an earlier one (which named those sources in its
+/// dep-info) and the stale library would be linked: removing the unit's fingerprint forces the
+/// build. Units built from the workspace's own sources are left alone.
+fn forget_packaged_builds(target: &Path) -> Result<()> {
+    let Ok(deps) = std::fs::read_dir(target.join("debug").join("deps")) else {
+        return Ok(());
+    };
+    for entry in deps.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(unit) = name.strip_suffix(".d") else {
+            continue;
+        };
+        let Some((krate, _hash)) = unit.rsplit_once('-') else {
+            continue;
+        };
+        if !tidy::PUBLISHED.iter().any(|p| p.replace('-', "_") == krate) {
+            continue;
+        }
+        let dep_info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if !dep_info.contains("/registry/src/-") {
+            continue;
+        }
+        let fingerprint = target
+            .join("debug")
+            .join(".fingerprint")
+            .join(unit.replacen(krate, &krate.replace('_', "-"), 1));
+        if fingerprint.is_dir() {
+            std::fs::remove_dir_all(&fingerprint)?;
         }
     }
     Ok(())
