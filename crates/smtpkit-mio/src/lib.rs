@@ -271,8 +271,8 @@ impl ServerHandle {
     }
 
     /// Stops accepting at once; once the listeners are closed, lets sessions in a transaction
-    /// finish it for up to `grace`, then closes every remaining session with `421 4.3.2`. Returns when every session is
-    /// closed and every thread of the server has been joined.
+    /// finish it for up to `grace`, then closes every remaining session with `421 4.3.2`.
+    /// Returns when every session is closed and every thread of the server has been joined.
     pub fn shutdown(&self, grace: Duration) {
         self.control.close();
         if !self.control.wait_stopped(Some(grace)) {
