@@ -193,6 +193,42 @@ fn oversize_data_is_read_to_end_and_refused() {
     );
 }
 
+/// Found by the `session` fuzz target: a message with a bare line ending that is also too big
+/// was refused as too big when it came in one read, and for its bare line ending when the read
+/// with the bare line ending stayed under the limit. The reason no longer depends on the reads.
+#[test]
+fn too_big_with_a_bare_line_ending_is_too_big_however_it_is_read() {
+    let mut options = ServerOptions {
+        bare_line_ending: BareLineEnding::Reject,
+        ..Default::default()
+    };
+    options.limits.message_size = 100;
+    let mut start = OPEN.to_vec();
+    start.extend_from_slice(b"Subject: x\r\n\r\nbare\nline\r\n");
+    let mut rest = Vec::new();
+    for _ in 0..4 {
+        rest.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+    }
+    rest.extend_from_slice(b".\r\nNOOP\r\n");
+    let whole = run(
+        options.clone(),
+        &[start.clone(), rest.clone()].concat(),
+        &[],
+    );
+    let split = run(options, &start, &[&rest]);
+    for r in [&whole, &split] {
+        assert!(r.messages.is_empty());
+        assert_eq!(r.rejected, 1);
+        assert!(
+            r.out.ends_with(
+                "552 5.3.4 Message size exceeds fixed maximum message size\r\n250 2.0.0 OK\r\n"
+            ),
+            "{}",
+            r.out
+        );
+    }
+}
+
 #[test]
 fn output_cap_stops_consuming_a_client_that_never_reads() {
     let mut options = ServerOptions::default();

@@ -173,10 +173,12 @@ impl Server {
                     let txn = self.txn.get_or_insert_with(Transaction::default);
                     txn.size += data.len() as u64;
                     self.count.bytes += data.len() as u64;
-                    if poison.is_none() && txn.size > limits.message_size {
+                    // The reason must not depend on where the reads cut the content: a message
+                    // both too big and with a bare line ending is too big, whichever a chunk
+                    // showed first (the size only grows, and a bare line ending stays seen).
+                    if txn.size > limits.message_size {
                         poison = Some(Refusal::MessageTooBig);
-                    }
-                    if poison.is_none() && reject_bare && decoder.saw_bare_line_ending() {
+                    } else if poison.is_none() && reject_bare && decoder.saw_bare_line_ending() {
                         poison = Some(Refusal::BareLineEnding);
                     }
                     if poison.is_none() {
