@@ -25,6 +25,15 @@ impl<'a> Command<'a> {
 /// The full parser, one function per rule: every command, every error. [`Command::parse`]
 /// asks the fast path first, which answers as this does on the lines it knows and calls this
 /// for the others.
+/// The attributes of XCLIENT and XFORWARD, checked later by `front_end`: here only that they
+/// stay on one line (a CR or LF could only come from a caller that did not frame the line).
+fn front_end_args(args: &str) -> Result<&str, ParseError> {
+    if args.bytes().any(|b| b == b'\r' || b == b'\n') {
+        return Err(ParseError::BareLineEnding);
+    }
+    Ok(args.trim_start_matches(' '))
+}
+
 pub(super) fn full(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     let (verb, rest) = line.split_at(verb_len);
@@ -35,9 +44,9 @@ pub(super) fn full(line: &[u8]) -> Result<Command<'_>, ParseError> {
         return if verb.eq_ignore_ascii_case(b"STARTTLS") {
             no_args(args()?, Command::StartTls)
         } else if verb.eq_ignore_ascii_case(b"XCLIENT") {
-            Ok(Command::Xclient(args()?.trim_start_matches(' ')))
+            front_end_args(args()?).map(Command::Xclient)
         } else if verb.eq_ignore_ascii_case(b"XFORWARD") {
-            Ok(Command::Xforward(args()?.trim_start_matches(' ')))
+            front_end_args(args()?).map(Command::Xforward)
         } else {
             Err(ParseError::UnknownCommand)
         };
@@ -260,6 +269,19 @@ mod tests {
 
     fn p(s: &str) -> Result<Command<'_>, ParseError> {
         Command::parse(s.as_bytes())
+    }
+
+    /// Found by the `command` fuzz target: a line given to `Command::parse` unframed kept its
+    /// LF inside the XCLIENT attributes, and the command encoded to two lines.
+    #[test]
+    fn front_end_attributes_stay_on_one_line() {
+        for verb in ["XCLIENT", "XFORWARD"] {
+            for bad in ["NAME=a\nADDR=192.0.2.1", "NAME=a\r", "\n"] {
+                assert_eq!(p(&format!("{verb} {bad}")), Err(ParseError::BareLineEnding));
+            }
+        }
+        assert_eq!(p("XCLIENT NAME=a"), Ok(Command::Xclient("NAME=a")));
+        assert_eq!(p("XFORWARD  ADDR=1"), Ok(Command::Xforward("ADDR=1")));
     }
 
     #[test]
