@@ -4,6 +4,10 @@
 # against each target in turn. Targets:
 #   smtpd=PATH        smtpd storing into Maildir (group commit) in a temporary directory
 #   smtpd-sink=PATH   the same binary with --sink
+#   smtpd-nochecks=PATH  --sink --no-checks: no SPF, DKIM, DMARC or ARC, the work smtp-sink
+#                     does not do either
+#   NAME-sink=PATH    an adapter's sink example (`PATH --listen ADDR`), e.g.
+#                     tokio-sink=target/release/examples/tokio_sink: the library alone
 #   smtp-sink         Postfix's smtp-sink (`smtp-sink -u nobody ADDR 1000`)
 #   postfix           a private Postfix instance on loopback delivering to virtual Maildirs
 #                     (its own config directory, queue and mailboxes in a temporary directory)
@@ -31,7 +35,7 @@ while getopts s:m:l: opt; do
     esac
 done
 shift $((OPTIND - 1))
-[ $# -gt 0 ] || { sed -n '2,17p' "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n '2,21p' "$0"; exit 2; }
 
 work=$(mktemp -d /tmp/smtp-compare.XXXXXX)
 # Postfix's unprivileged processes must reach their queue and the mailboxes.
@@ -140,6 +144,8 @@ for target in "$@"; do
         smtp-sink) smtp-sink -u nobody "127.0.0.1:$port" 1000 >/dev/null 2>&1 & server=$! ;;
         postfix) start_postfix "$port" "$dir" ;;
         smtpd-sink=*) (cd "$dir" && exec "$bin" --sink --listen "127.0.0.1:$port" 2>/dev/null) & server=$! ;;
+        smtpd-nochecks=*) (cd "$dir" && exec "$bin" --sink --no-checks --listen "127.0.0.1:$port" 2>/dev/null) & server=$! ;;
+        *-sink=*) (cd "$dir" && exec "$bin" --listen "127.0.0.1:$port" >/dev/null 2>&1) & server=$! ;;
         *=*) (cd "$dir" && exec "$bin" --listen "127.0.0.1:$port" --maildir md 2>/dev/null) & server=$! ;;
         *) echo "unknown target $target" >&2; exit 2 ;;
     esac
@@ -157,7 +163,7 @@ for target in "$@"; do
     set -- $(cpu_ticks "$server"); user1=$1 system1=$2
     case $target in
         postfix) stored=$(delivered_postfix) ;;
-        smtp-sink|smtpd-sink=*) stored=- ;;
+        smtp-sink|*-sink=*|smtpd-nochecks=*) stored=- ;;
         *) stored=$(find "$dir/md" -path '*/new/*' -type f | wc -l) ;;
     esac
     stop
