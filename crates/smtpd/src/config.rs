@@ -1651,6 +1651,13 @@ pub struct Delivery {
     pub starttls: bool,
     /// Seconds to connect to a host. Default 30 (Postfix smtp_connect_timeout).
     pub connect_timeout: u64,
+    /// Seconds a session with a destination stays open after a delivery, for the next message
+    /// to the same address (`smtpd::connection_cache`); 0 sends QUIT after every message.
+    /// Default 2 (Postfix smtp_connection_cache_time_limit).
+    pub connection_cache_time: u64,
+    /// Seconds after it was opened that a session is no longer kept for another message.
+    /// Default 300 (Postfix smtp_connection_reuse_time_limit).
+    pub connection_reuse_time: u64,
     /// DANE (RFC 7672): look up MX hosts' TLSA records with DNSSEC validation (by hickory,
     /// from the root trust anchor; the `[dns]` nameservers must pass DNSSEC records on) and
     /// require a certificate they name. Default `false`, as Postfix's `smtp_dns_support_level`:
@@ -1674,6 +1681,8 @@ impl Default for Delivery {
             dns_timeout: None,
             starttls: true,
             connect_timeout: 30,
+            connection_cache_time: 2,
+            connection_reuse_time: 300,
             dane: false,
             tls_report: true,
             mta_sts: MtaSts::default(),

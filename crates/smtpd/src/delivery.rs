@@ -22,7 +22,7 @@
 use rustls::pki_types::pem::PemObject;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use smtpkit_proto::address::{ForwardPath, Mailbox, ReversePath};
@@ -30,12 +30,13 @@ use smtpkit_queue::mx::{self, MxResolver, RouteError};
 use smtpkit_queue::{Attempt, Outcome, Transport};
 use smtpkit_tokio::Reply;
 use smtpkit_tokio::client::{
-    self, Body, ClientConfig, ClientOptions, Envelope, Error, Recipient, Sasl, TlsMode,
+    self, Body, ClientConfig, ClientOptions, Delivery, Envelope, Error, Recipient, Sasl, TlsMode,
     TlsSettings, any_certificate_config,
 };
 use tracing::{debug, info};
 
 use crate::config;
+use crate::connection_cache::{Class, ConnectionCache, Key, Limits, Session};
 use crate::dane;
 use crate::mta_sts::{Found, Mode, MtaSts, Policy};
 use crate::tls_report::{self, Failure, PolicyType, Recorder};
@@ -76,6 +77,8 @@ pub struct SmtpTransport<R> {
     tls_report: Option<Recorder>,
     connect_timeout: Duration,
     smart_host: Option<SmartHost>,
+    /// Sessions kept between deliveries; `None` when `[delivery] connection_cache_time` is 0.
+    connections: Option<ConnectionCache>,
     rng: Mutex<fastrand::Rng>,
 }
 
@@ -101,6 +104,12 @@ impl<R: MxResolver> SmtpTransport<R> {
             tls_report: None,
             connect_timeout: Duration::from_secs(delivery.connect_timeout),
             smart_host,
+            connections: (delivery.connection_cache_time > 0).then(|| {
+                ConnectionCache::new(Limits {
+                    idle: Duration::from_secs(delivery.connection_cache_time),
+                    max_age: Duration::from_secs(delivery.connection_reuse_time),
+                })
+            }),
             rng: Mutex::new(fastrand::Rng::new()),
         })
     }
@@ -204,13 +213,14 @@ impl<R: MxResolver> SmtpTransport<R> {
         (kind, policy): (PolicyType, &[String]),
         host: &str,
         addr: SocketAddr,
-        result: &Result<Vec<Outcome>, Error>,
+        tried: &Tried,
     ) {
         let Some(recorder) = &self.tls_report else {
             return;
         };
-        let failure = match result {
-            Ok(_) => None,
+        let failure = match &tried.result {
+            Ok(_) if tried.fresh => None,
+            Ok(_) => return,
             Err(e @ Error::Tls(_)) if kind == PolicyType::Tlsa => {
                 Some((Failure::TlsaInvalid, e.to_string()))
             }
@@ -230,20 +240,21 @@ impl<R: MxResolver> SmtpTransport<R> {
     }
 
     /// One session with one address: `Ok` is a per-recipient result (the server answered),
-    /// `Err` a failure of the whole attempt with this address.
+    /// `Err` a failure of the whole attempt with this address. The session is a kept one
+    /// ([`ConnectionCache`]) when there is one, and is kept for the next delivery afterwards.
     async fn try_address(
         &self,
         host: &str,
         addr: SocketAddr,
         attempt: &Attempt<'_>,
         security: Security,
-    ) -> Result<Vec<Outcome>, Error> {
+    ) -> Tried {
         let sender = match attempt.sender {
             None => ReversePath::Null,
             Some(s) => match Mailbox::parse(s) {
                 Ok(m) => ReversePath::Mailbox(m),
                 Err(_) => {
-                    return Ok(smtpkit_queue::all(
+                    return Tried::answered(smtpkit_queue::all(
                         attempt.recipients.len(),
                         &Outcome::Permanent {
                             reply: "553 5.1.7 The sender address is not valid".to_owned(),
@@ -253,19 +264,6 @@ impl<R: MxResolver> SmtpTransport<R> {
                 }
             },
         };
-        let tls = self.tls_for(host, security);
-        let mut conn = match tokio::time::timeout(
-            self.connect_timeout,
-            client::connect(addr, Arc::clone(&self.client), tls),
-        )
-        .await
-        {
-            Ok(conn) => conn?,
-            Err(_) => return Err(Error::Timeout),
-        };
-        if let Some((user, password)) = self.smart_host.as_ref().and_then(|s| s.auth.as_ref()) {
-            conn.auth(&Sasl::Plain { user, password }).await?;
-        }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; attempt.recipients.len()];
         let mut recipients = Vec::with_capacity(attempt.recipients.len());
         let mut index = Vec::with_capacity(attempt.recipients.len());
@@ -283,35 +281,165 @@ impl<R: MxResolver> SmtpTransport<R> {
                 }
             }
         }
-        if !recipients.is_empty() {
-            let delivery = conn
-                .send(
-                    &Envelope::new(sender, &recipients),
-                    Body::Bytes(attempt.content),
-                )
-                .await?;
-            for (i, result) in index.into_iter().zip(delivery.recipients) {
-                let remote = Some(host.to_owned());
-                outcomes[i] = Some(match result {
-                    Ok(reply) => Outcome::Delivered {
-                        reply: show(&reply),
-                        remote,
-                    },
-                    Err(e) => outcome_of(&e, remote),
-                });
+        let key = self.connections.as_ref().and_then(|_| {
+            Some(Key {
+                addr,
+                host: host.to_owned(),
+                class: self.class(&security)?,
+            })
+        });
+        let kept = self
+            .connections
+            .as_ref()
+            .zip(key.as_ref())
+            .and_then(|(cache, key)| cache.take(key));
+        let reused = kept.is_some();
+        let mut session = match kept {
+            Some(session) => session,
+            None => match self.open(host, addr, security.clone()).await {
+                Ok(session) => session,
+                Err(e) => return Tried::failed(e),
+            },
+        };
+        let envelope = Envelope::new(sender, &recipients);
+        let mut sent = if recipients.is_empty() {
+            Ok(None)
+        } else {
+            session
+                .conn
+                .send(&envelope, Body::Bytes(attempt.content))
+                .await
+                .map(Some)
+        };
+        let mut fresh = !reused;
+        if reused && died_waiting(&sent, &session.conn) {
+            // The kept session ended while it waited (the server's idle timeout, say): nothing
+            // was accepted on it, so the message goes again on a new one.
+            debug!(host, %addr, "kept session no longer usable; opening a new one");
+            session = match self.open(host, addr, security).await {
+                Ok(session) => session,
+                Err(e) => return Tried::failed(e),
+            };
+            fresh = true;
+            sent = session
+                .conn
+                .send(&envelope, Body::Bytes(attempt.content))
+                .await
+                .map(Some);
+        }
+        let delivery = match sent {
+            Ok(delivery) => delivery,
+            Err(e) => return Tried::failed(e),
+        };
+        for (i, result) in index
+            .into_iter()
+            .zip(delivery.map(|d| d.recipients).unwrap_or_default())
+        {
+            let remote = Some(host.to_owned());
+            outcomes[i] = Some(match result {
+                Ok(reply) => Outcome::Delivered {
+                    reply: show(&reply),
+                    remote,
+                },
+                Err(e) => outcome_of(&e, remote),
+            });
+        }
+        match (&self.connections, key) {
+            (Some(cache), Some(key)) => cache.put(key, session),
+            // The message is the server's now; a failing QUIT changes nothing.
+            _ => {
+                let _ = session.conn.quit().await;
             }
         }
-        // The message is the server's now; a failing QUIT changes nothing.
-        let _ = conn.quit().await;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or(Outcome::Temporary {
-                    reply: "no result".to_owned(),
-                    remote: None,
+        Tried {
+            result: Ok(outcomes
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or(Outcome::Temporary {
+                        reply: "no result".to_owned(),
+                        remote: None,
+                    })
                 })
-            })
-            .collect())
+                .collect()),
+            fresh,
+        }
+    }
+
+    /// A new session with `addr`: connected, greeted, EHLO, TLS as `security` says, and AUTH to
+    /// the smart host.
+    async fn open(
+        &self,
+        host: &str,
+        addr: SocketAddr,
+        security: Security,
+    ) -> Result<Session, Error> {
+        let tls = self.tls_for(host, security);
+        let opened = Instant::now();
+        let mut conn = match tokio::time::timeout(
+            self.connect_timeout,
+            client::connect(addr, Arc::clone(&self.client), tls),
+        )
+        .await
+        {
+            Ok(conn) => conn?,
+            Err(_) => return Err(Error::Timeout),
+        };
+        if let Some((user, password)) = self.smart_host.as_ref().and_then(|s| s.auth.as_ref()) {
+            conn.auth(&Sasl::Plain { user, password }).await?;
+        }
+        Ok(Session { conn, opened })
+    }
+
+    /// Which kept sessions a delivery under `security` may use; `None`: it keeps none.
+    fn class(&self, security: &Security) -> Option<Class> {
+        if self.smart_host.is_some() {
+            return Some(Class::SmartHost);
+        }
+        match security {
+            Security::Plaintext => Some(Class::Plaintext),
+            Security::Opportunistic if self.starttls => Some(Class::Opportunistic),
+            // `tls_for` opens these without TLS.
+            Security::Opportunistic => Some(Class::Plaintext),
+            Security::Verified => Some(Class::Verified),
+            // Trusted by one lookup's TLSA records: not for the next delivery.
+            Security::Pinned(_) => None,
+        }
+    }
+}
+
+/// Whether a transaction on a kept session failed because the session had ended: it failed
+/// whole (short of refusing to send at all), or no recipient was accepted and the server has
+/// closed the session (its `421` to MAIL, read after an idle timeout).
+fn died_waiting(sent: &Result<Option<Delivery>, Error>, conn: &client::Connection) -> bool {
+    match sent {
+        Err(Error::Usage(_)) | Ok(None) => false,
+        Err(_) => true,
+        Ok(Some(delivery)) => !conn.is_open() && delivery.recipients.iter().all(Result::is_err),
+    }
+}
+
+/// What [`SmtpTransport::try_address`] got, and whether it opened a session for it: TLS-RPT
+/// counts sessions, not the deliveries over a kept one.
+#[derive(Debug)]
+struct Tried {
+    result: Result<Vec<Outcome>, Error>,
+    fresh: bool,
+}
+
+impl Tried {
+    fn answered(outcomes: Vec<Outcome>) -> Self {
+        Self {
+            result: Ok(outcomes),
+            fresh: false,
+        }
+    }
+
+    /// TLS-RPT looks only at the error of a failure: whether a session was opened is moot.
+    fn failed(e: Error) -> Self {
+        Self {
+            result: Err(e),
+            fresh: true,
+        }
     }
 }
 
@@ -475,7 +603,7 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
                         .try_address(&host, addr, &attempt, Security::Pinned(Arc::clone(config)))
                         .await;
                     self.report(domain, (PolicyType::Tlsa, records), &host, addr, &tried);
-                    match tried {
+                    match tried.result {
                         Ok(outcomes) => return outcomes,
                         Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) => {
                             last = Outcome::Temporary {
@@ -498,23 +626,22 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
                             .try_address(&host, addr, &attempt, Security::Verified)
                             .await;
                         self.report(domain, (PolicyType::Sts, &p.lines), &host, addr, &checked);
-                        match checked {
-                            Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) if enforce => {
-                                // RFC 8461 5.1: a temporary failure, never plaintext.
-                                debug!(host = host.as_str(), %addr, error = %e, "MTA-STS: no verified TLS");
-                                last = Outcome::Temporary {
-                                    reply: format!(
-                                        "MTA-STS policy of {domain} (enforce): {host}: {e}"
-                                    ),
-                                    remote: Some(host.clone()),
-                                };
-                                continue;
-                            }
-                            Err(Error::Tls(_) | Error::TlsUnavailable) => {
-                                self.try_address(&host, addr, &attempt, Security::Opportunistic)
-                                    .await
-                            }
-                            other => other,
+                        if let Err(e @ (Error::Tls(_) | Error::TlsUnavailable)) = &checked.result
+                            && enforce
+                        {
+                            // RFC 8461 5.1: a temporary failure, never plaintext.
+                            debug!(host = host.as_str(), %addr, error = %e, "MTA-STS: no verified TLS");
+                            last = Outcome::Temporary {
+                                reply: format!("MTA-STS policy of {domain} (enforce): {host}: {e}"),
+                                remote: Some(host.clone()),
+                            };
+                            continue;
+                        }
+                        if matches!(checked.result, Err(Error::Tls(_) | Error::TlsUnavailable)) {
+                            self.try_address(&host, addr, &attempt, Security::Opportunistic)
+                                .await
+                        } else {
+                            checked
                         }
                     }
                     None => {
@@ -524,13 +651,16 @@ impl<R: MxResolver> Transport for SmtpTransport<R> {
                 };
                 // Opportunistic TLS that fails is not worth the message: like Postfix at the
                 // `may` level, the same host is tried again in plaintext.
-                if matches!(tried, Err(Error::Tls(_))) && self.smart_host.is_none() && !enforce {
+                if matches!(tried.result, Err(Error::Tls(_)))
+                    && self.smart_host.is_none()
+                    && !enforce
+                {
                     debug!(host = host.as_str(), %addr, "STARTTLS failed; trying without TLS");
                     tried = self
                         .try_address(&host, addr, &attempt, Security::Plaintext)
                         .await;
                 }
-                match tried {
+                match tried.result {
                     Ok(outcomes) => return outcomes,
                     Err(e) => {
                         debug!(host = host.as_str(), %addr, error = %e, "delivery attempt failed");

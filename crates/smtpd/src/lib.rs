@@ -36,6 +36,7 @@ pub mod activation;
 pub mod check;
 pub mod checks;
 pub mod config;
+pub mod connection_cache;
 pub mod dane;
 pub mod delivery;
 pub mod dkim_key;
