@@ -281,6 +281,10 @@ impl<R: MxResolver> SmtpTransport<R> {
                 }
             }
         }
+        if recipients.is_empty() {
+            // No address the server could be asked about: no session either.
+            return Tried::answered(outcomes.into_iter().flatten().collect());
+        }
         let key = self.connections.as_ref().and_then(|_| {
             Some(Key {
                 addr,
@@ -302,15 +306,10 @@ impl<R: MxResolver> SmtpTransport<R> {
             },
         };
         let envelope = Envelope::new(sender, &recipients);
-        let mut sent = if recipients.is_empty() {
-            Ok(None)
-        } else {
-            session
-                .conn
-                .send(&envelope, Body::Bytes(attempt.content))
-                .await
-                .map(Some)
-        };
+        let mut sent = session
+            .conn
+            .send(&envelope, Body::Bytes(attempt.content))
+            .await;
         let mut fresh = !reused;
         if reused && died_waiting(&sent, &session.conn) {
             // The kept session ended while it waited (the server's idle timeout, say): nothing
@@ -324,17 +323,13 @@ impl<R: MxResolver> SmtpTransport<R> {
             sent = session
                 .conn
                 .send(&envelope, Body::Bytes(attempt.content))
-                .await
-                .map(Some);
+                .await;
         }
         let delivery = match sent {
             Ok(delivery) => delivery,
             Err(e) => return Tried::failed(e),
         };
-        for (i, result) in index
-            .into_iter()
-            .zip(delivery.map(|d| d.recipients).unwrap_or_default())
-        {
+        for (i, result) in index.into_iter().zip(delivery.recipients) {
             let remote = Some(host.to_owned());
             outcomes[i] = Some(match result {
                 Ok(reply) => Outcome::Delivered {
@@ -410,11 +405,11 @@ impl<R: MxResolver> SmtpTransport<R> {
 /// Whether a transaction on a kept session failed because the session had ended: it failed
 /// whole (short of refusing to send at all), or no recipient was accepted and the server has
 /// closed the session (its `421` to MAIL, read after an idle timeout).
-fn died_waiting(sent: &Result<Option<Delivery>, Error>, conn: &client::Connection) -> bool {
+fn died_waiting(sent: &Result<Delivery, Error>, conn: &client::Connection) -> bool {
     match sent {
-        Err(Error::Usage(_)) | Ok(None) => false,
+        Err(Error::Usage(_)) => false,
         Err(_) => true,
-        Ok(Some(delivery)) => !conn.is_open() && delivery.recipients.iter().all(Result::is_err),
+        Ok(delivery) => !conn.is_open() && delivery.recipients.iter().all(Result::is_err),
     }
 }
 

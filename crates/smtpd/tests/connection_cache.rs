@@ -190,3 +190,23 @@ async fn with_the_cache_off_every_message_has_its_own_session() {
     }
     assert_eq!(settle(&counts, [3, 3, 3, 3]).await, [3, 3, 3, 3]);
 }
+
+#[tokio::test]
+async fn no_session_is_opened_for_a_message_with_no_valid_recipient() {
+    let (port, counts) = peer(None);
+    let transport = transport(port, 1);
+    let recipients = vec!["not an address".to_owned()];
+    let outcomes = transport
+        .deliver(Attempt {
+            domain: "b.test",
+            sender: Some("alice@a.test"),
+            recipients: &recipients,
+            content: b"Subject: x\r\n\r\nx\r\n",
+        })
+        .await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Permanent { reply, .. }] if reply.starts_with("553 5.1.3")),
+        "{outcomes:?}"
+    );
+    assert_eq!(counts.get(), [0, 0, 0, 0]);
+}
