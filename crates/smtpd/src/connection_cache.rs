@@ -158,18 +158,6 @@ impl ConnectionCache {
         }
         Some(idle.session.conn)
     }
-
-    /// How many connections are kept now.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.lock().by_key.values().map(Vec::len).sum()
-    }
-
-    /// Whether no connection is kept.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Ends `conn` politely, without making anyone wait for the reply.
